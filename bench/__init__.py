@@ -1,0 +1,1 @@
+"""`make bench`: each bench/bench_*.py measures one thing against a baseline in the same run."""
