@@ -1,0 +1,32 @@
+"""The documented error types of the bundle.
+
+Every error names the field it is about (``error.field``), so a failed event says
+what was wrong without echoing the input, which may be huge or personal.
+"""
+
+
+class EventError(ValueError):
+    """An event, or one of its fields, is not usable. ``str(e)`` is "<field>: <problem>"."""
+
+    def __init__(self, field: str, problem: str):
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+    def __reduce__(self):  # keep pickling (multiprocessing, Windmill) working
+        return (type(self), (self.field, self.problem))
+
+
+class MissingField(EventError):
+    """A required field is absent or null."""
+
+    def __init__(self, field: str, problem: str = "missing"):
+        super().__init__(field, problem)
+
+
+class MalformedField(EventError):
+    """A field is present but has the wrong type or format."""
+
+
+class SignatureError(EventError):
+    """A delivery failed verification; ``field`` names the header or "body" at fault."""

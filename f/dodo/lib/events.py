@@ -1,0 +1,352 @@
+"""Pydantic v2 models of Dodo webhook events: the envelope and one model per payload family.
+
+Tolerant where Dodo varies (extra fields kept, str<->number coercion, nulls accepted,
+unknown types kept as category "unknown"), strict where it matters (`type`,
+`timestamp` and each family's id), and every failure is an `EventError` naming the field.
+"""
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Optional
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from f.dodo.lib.errors import EventError, MalformedField, MissingField
+from f.dodo.lib.money import parse_minor
+
+# Type prefix -> category (the contract's list).
+CATEGORIES = {
+    "payment": "payment",
+    "refund": "refund",
+    "dispute": "dispute",
+    "subscription": "subscription",
+    "license_key": "license_key",
+    "payout": "payout",
+    "credit": "credit",
+    "abandoned_checkout": "checkout",
+    "dunning": "dunning",
+    "entitlement_grant": "entitlement",
+}
+
+# The 48 event types of dodopayments 1.123.0 (types/webhook_event_type.py).
+EVENT_TYPES = (
+    "payment.succeeded payment.failed payment.processing payment.cancelled "
+    "refund.succeeded refund.failed "
+    "dispute.opened dispute.expired dispute.accepted dispute.cancelled dispute.challenged dispute.won dispute.lost "
+    "subscription.active subscription.renewed subscription.on_hold subscription.past_due subscription.paused "
+    "subscription.unpaused subscription.cancelled subscription.failed subscription.expired "
+    "subscription.plan_changed subscription.updated subscription.update_payment_method "
+    "license_key.created "
+    "payout.created payout.on_hold payout.in_progress payout.failed payout.success "
+    "credit.added credit.deducted credit.expired credit.rolled_over credit.rollover_forfeited "
+    "credit.overage_charged credit.overage_reset credit.manual_adjustment credit.balance_low "
+    "abandoned_checkout.detected abandoned_checkout.recovered dunning.started dunning.recovered "
+    "entitlement_grant.created entitlement_grant.delivered entitlement_grant.failed entitlement_grant.revoked"
+).split()
+
+
+def category_of(event_type: str) -> str:
+    """The category of an event type by its prefix; "unknown" for anything else."""
+    prefix, dot, _ = event_type.partition(".")
+    return CATEGORIES.get(prefix, "unknown") if dot else "unknown"
+
+
+def _not_null(v: Any) -> Any:
+    if v is None:
+        raise ValueError("missing")
+    return v
+
+
+def _minor(v: Any) -> Optional[int]:
+    return None if v is None else parse_minor(v)  # EventError is a ValueError: pydantic reports it
+
+
+def _upper(v: str) -> str:
+    return v.upper()
+
+
+def _require_str(v: Any) -> Any:
+    if not isinstance(v, str):
+        raise ValueError("must be an ISO 8601 date-time string")
+    return v
+
+
+# An id: a short token such as "pay_2IjeQm4hqU6RA4Z4kwDee" (numbers coerced to str).
+Id = Annotated[str, BeforeValidator(_not_null), Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,254}$")]
+OptId = Optional[Annotated[str, Field(max_length=255)]]
+Minor = Annotated[Optional[int], BeforeValidator(_minor)]  # integer minor units, never a float
+Currency = Optional[Annotated[str, Field(pattern=r"^[A-Za-z]{3}$"), AfterValidator(_upper)]]
+Timestamp = Annotated[datetime, BeforeValidator(_require_str), BeforeValidator(_not_null)]
+Text = Optional[str]
+
+
+class _Model(BaseModel):
+    # Extra fields are kept; a str field that arrives as a number is accepted.
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
+
+
+class Customer(_Model):
+    customer_id: Text = None
+    email: Text = None
+    name: Text = None
+    phone_number: Text = None
+    metadata: Optional[dict] = None
+
+
+class Payment(_Model):
+    payment_id: Id
+    business_id: Text = None
+    brand_id: Text = None
+    status: Text = None
+    total_amount: Minor = None
+    tax: Minor = None
+    settlement_amount: Minor = None
+    settlement_tax: Minor = None
+    currency: Currency = None
+    settlement_currency: Currency = None
+    customer: Optional[Customer] = None
+    payment_method: Text = None
+    payment_method_type: Text = None
+    subscription_id: OptId = None
+    product_id: OptId = None  # not in the SDK; some senders add it
+    product_cart: Optional[list] = None
+    created_at: Text = None
+    updated_at: Text = None
+    error_code: Text = None
+    error_message: Text = None
+    charge_type: Text = None
+    invoice_id: Text = None
+    metadata: Optional[dict] = None
+
+
+class Refund(_Model):
+    refund_id: Id
+    payment_id: OptId = None
+    business_id: Text = None
+    status: Text = None
+    amount: Minor = None
+    currency: Currency = None
+    is_partial: Optional[bool] = None
+    reason: Text = None
+    customer: Optional[Customer] = None
+    created_at: Text = None
+    metadata: Optional[dict] = None
+
+
+class Dispute(_Model):
+    dispute_id: Id
+    payment_id: OptId = None
+    business_id: Text = None
+    amount: Minor = None  # the SDK types it str ("4999"): minor units either way
+    currency: Currency = None
+    dispute_stage: Text = None
+    dispute_status: Text = None
+    remarks: Text = None
+    reason: Text = None
+    is_resolved_by_rdr: Optional[bool] = None
+    customer: Optional[Customer] = None
+    created_at: Text = None
+
+
+class Subscription(_Model):
+    subscription_id: Id
+    product_id: OptId = None
+    status: Text = None
+    recurring_pre_tax_amount: Minor = None
+    currency: Currency = None
+    customer: Optional[Customer] = None
+    quantity: Optional[int] = None
+    payment_frequency_count: Optional[int] = None
+    payment_frequency_interval: Text = None
+    subscription_period_count: Optional[int] = None
+    subscription_period_interval: Text = None
+    next_billing_date: Text = None
+    previous_billing_date: Text = None
+    created_at: Text = None
+    cancel_at_next_billing_date: Optional[bool] = None
+    cancelled_at: Text = None
+    payment_id: OptId = None  # set on subscription.renewed only
+    metadata: Optional[dict] = None
+
+
+class LicenseKey(_Model):
+    id: Id
+    business_id: Text = None
+    customer_id: OptId = None
+    product_id: OptId = None
+    payment_id: OptId = None
+    subscription_id: OptId = None
+    status: Text = None
+    activations_limit: Optional[int] = None
+    instances_count: Optional[int] = None
+    expires_at: Text = None
+    created_at: Text = None
+
+
+class Payout(_Model):
+    payout_id: Id
+    business_id: Text = None
+    status: Text = None
+    amount: Minor = None
+    fee: Minor = None
+    tax: Minor = None
+    refunds: Minor = None
+    chargebacks: Minor = None
+    currency: Currency = None
+    payment_method: Text = None
+    remarks: Text = None
+    created_at: Text = None
+    updated_at: Text = None
+
+
+class CreditLedgerEntry(_Model):
+    # Credit amounts are credits, not money: decimal strings kept as received.
+    id: Id
+    business_id: Text = None
+    customer_id: OptId = None
+    credit_entitlement_id: OptId = None
+    amount: Text = None
+    balance_before: Text = None
+    balance_after: Text = None
+    overage_before: Text = None
+    overage_after: Text = None
+    is_credit: Optional[bool] = None
+    transaction_type: Text = None
+    grant_id: OptId = None
+    reference_id: OptId = None
+    reference_type: Text = None
+    description: Text = None
+    created_at: Text = None
+
+
+class CreditBalanceLow(_Model):
+    credit_entitlement_id: Id
+    credit_entitlement_name: Text = None
+    customer_id: OptId = None
+    subscription_id: OptId = None
+    available_balance: Text = None
+    subscription_credits_amount: Text = None
+    threshold_amount: Text = None
+    threshold_percent: Optional[int] = None
+
+
+class AbandonedCheckout(_Model):
+    payment_id: Id
+    customer_id: OptId = None
+    status: Text = None
+    abandonment_reason: Text = None
+    abandoned_at: Text = None
+    recovered_payment_id: OptId = None
+
+
+class Dunning(_Model):
+    subscription_id: Id
+    customer_id: OptId = None
+    payment_id: OptId = None
+    status: Text = None
+    trigger_state: Text = None
+    created_at: Text = None
+
+
+class EntitlementGrant(_Model):
+    id: Id
+    business_id: Text = None
+    customer_id: OptId = None
+    entitlement_id: OptId = None
+    integration_type: Text = None
+    status: Text = None
+    payment_id: OptId = None
+    subscription_id: OptId = None
+    error_code: Text = None
+    error_message: Text = None
+    delivered_at: Text = None
+    revoked_at: Text = None
+    created_at: Text = None
+
+
+# Dispatch: by exact type first, then by category.
+TYPE_MODELS: dict[str, type[_Model]] = {"credit.balance_low": CreditBalanceLow}
+CATEGORY_MODELS: dict[str, type[_Model]] = {
+    "payment": Payment,
+    "refund": Refund,
+    "dispute": Dispute,
+    "subscription": Subscription,
+    "license_key": LicenseKey,
+    "payout": Payout,
+    "credit": CreditLedgerEntry,
+    "checkout": AbandonedCheckout,
+    "dunning": Dunning,
+    "entitlement": EntitlementGrant,
+}
+# The field holding each model's own id.
+ID_FIELDS: dict[type[_Model], str] = {
+    Payment: "payment_id", Refund: "refund_id", Dispute: "dispute_id", Subscription: "subscription_id",
+    LicenseKey: "id", Payout: "payout_id", CreditLedgerEntry: "id", CreditBalanceLow: "credit_entitlement_id",
+    AbandonedCheckout: "payment_id", Dunning: "subscription_id", EntitlementGrant: "id",
+}
+
+Payload = Payment | Refund | Dispute | Subscription | LicenseKey | Payout | CreditLedgerEntry | CreditBalanceLow | AbandonedCheckout | Dunning | EntitlementGrant
+
+
+def model_for(event_type: str) -> Optional[type[_Model]]:
+    """The payload model of an event type, or None for unknown types."""
+    return TYPE_MODELS.get(event_type) or CATEGORY_MODELS.get(category_of(event_type))
+
+
+class Envelope(_Model):
+    """`{business_id, type, timestamp, data}`; `payload` is `data` parsed by its family model."""
+
+    type: Annotated[str, BeforeValidator(_not_null), Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,199}$")]
+    timestamp: Timestamp
+    business_id: Text = None
+    data: Any = None
+    payload: Optional[Payload] = Field(default=None, exclude=True)
+
+    @property
+    def category(self) -> str:
+        return category_of(self.type)
+
+
+def parse_event(event: Any) -> Envelope:
+    """Validate an envelope and its payload; raise `EventError` naming the first bad field."""
+    if not isinstance(event, dict):
+        raise MalformedField("event", "must be a JSON object")
+    if "payload" in event:  # `payload` is ours: keep a sender's own field out of it
+        event = {k: v for k, v in event.items() if k != "payload"}
+    env = validate(Envelope, event, "")
+    model = model_for(env.type)
+    if model is not None:
+        if env.data is None:
+            raise MissingField("data")
+        env.payload = validate(model, env.data, "data")
+    return env
+
+
+def validate(model: type[BaseModel], value: Any, prefix: str) -> Any:
+    """`model.model_validate(value)` with pydantic errors turned into `EventError`."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise _event_error(exc, prefix) from None
+    except RecursionError:
+        raise MalformedField(prefix or "event", "nested too deeply") from None
+
+
+_PATH_PART = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+
+
+def _event_error(exc: ValidationError, prefix: str) -> EventError:
+    err = exc.errors(include_url=False, include_input=False)[0]
+    parts = [prefix] if prefix else []
+    for p in err["loc"]:
+        if isinstance(p, int):
+            parts[-1:] = [f"{parts[-1] if parts else ''}[{p}]"]
+        else:  # a field name from the input could be anything: keep the message readable
+            parts.append(p if _PATH_PART.match(str(p)) else "?")
+    field = ".".join(parts) or "event"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "missing" or msg == "missing":
+        return MissingField(field)
+    if isinstance(err.get("ctx", {}).get("error"), EventError):  # a money error: keep its problem text
+        msg = err["ctx"]["error"].problem
+    return MalformedField(field, msg)
