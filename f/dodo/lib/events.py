@@ -350,3 +350,47 @@ def _event_error(exc: ValidationError, prefix: str) -> EventError:
     if isinstance(err.get("ctx", {}).get("error"), EventError):  # a money error: keep its problem text
         msg = err["ctx"]["error"].problem
     return MalformedField(field, msg)
+
+
+# The flat payloads of the seed's dashboard transforms (sent instead of the envelope
+# by users who pasted them into Dodo). Amounts there are (minor / 100).toFixed(2).
+SeedAmount = Optional[Annotated[str, Field(pattern=r"^-?[0-9]{1,30}(\.[0-9]{1,2})?$")]]
+
+
+class _SeedFlat(_Model):
+    event_type: str
+    timestamp: Timestamp
+
+
+class SeedPayment(_SeedFlat):
+    payment_id: Id
+    amount: SeedAmount = None
+    currency: Currency = None
+    customer_email: Text = None
+    customer_name: Text = None
+    metadata: Optional[dict] = None
+
+
+class SeedSubscription(_SeedFlat):
+    subscription_id: Id
+    customer_id: OptId = None
+    customer_email: Text = None
+    customer_name: Text = None
+    product_id: OptId = None
+    amount: SeedAmount = None
+
+
+class SeedDispute(_SeedFlat):
+    dispute_id: Id
+    payment_id: OptId = None
+    business_id: Text = None
+    amount: SeedAmount = None
+    status: Text = None
+
+
+# Seed event_type -> (Dodo type, model); dispute.* keeps its own type.
+SEED_TYPES: dict[str, tuple[str, type[_SeedFlat]]] = {
+    "payment.succeeded": ("payment.succeeded", SeedPayment),
+    "subscription_started": ("subscription.active", SeedSubscription),
+    "subscription_cancelled": ("subscription.cancelled", SeedSubscription),
+}
