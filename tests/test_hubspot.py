@@ -1,0 +1,208 @@
+"""HubSpot client and CRM sync against a pytest-httpserver stand-in of HubSpot's v3 API.
+
+The stand-in keeps real state (contacts by email, notes by dodo_event_id, associations)
+and checks each request's method, path, headers and body against HubSpot's documented
+shapes, so "exactly one upsert applied" is counted on the server side.
+"""
+
+import json
+import re
+
+import pytest
+from werkzeug import Response
+
+from f.dodo.lib import crm
+from f.dodo.lib.hubspot import CONTACT_PROPERTIES, NOTE_PROPERTIES, HubSpot, HubSpotError, setup
+
+TOKEN = "pat-na1-test-token"
+
+
+def _json(status, body, headers=None):
+    return Response(json.dumps(body), status=status, headers=headers, content_type="application/json")
+
+
+class HubSpotStandIn:
+    def __init__(self, server):
+        self.records = {"contacts": {}, "notes": {}}
+        self.associations = set()
+        self.properties = {"contacts": set(), "notes": set()}
+        self.groups = set()
+        self.applied = 0
+        self.fail_next: list[Response] = []  # served before any upsert is applied
+        self.errors: list[str] = []
+        server.expect_request(re.compile(r"^/crm/v3/objects/(contacts|notes)/batch/upsert$"),
+                              method="POST").respond_with_handler(self.upsert)
+        server.expect_request(re.compile(r"^/crm/v4/objects/notes/\d+/associations/default/contacts/\d+$"),
+                              method="PUT").respond_with_handler(self.associate)
+        server.expect_request(re.compile(r"^/crm/v3/properties/(contacts|notes)(/groups)?$"),
+                              method="POST").respond_with_handler(self.create_property)
+
+    def check_auth(self, request, json_body=True):
+        assert request.headers["Authorization"] == f"Bearer {TOKEN}"
+        if json_body:
+            assert request.headers["Content-Type"].startswith("application/json")
+
+    def upsert(self, request):
+        self.check_auth(request)
+        if self.fail_next:
+            return self.fail_next.pop(0)
+        object_type = request.path.split("/")[4]
+        body = request.get_json()
+        assert set(body) == {"inputs"} and len(body["inputs"]) == 1
+        item = body["inputs"][0]
+        assert set(item) == {"idProperty", "id", "properties"}
+        assert all(isinstance(v, str) for v in item["properties"].values()), item["properties"]
+        if object_type == "contacts":
+            assert item["idProperty"] == "email" and item["properties"]["email"] == item["id"]
+        else:
+            assert item["idProperty"] == "dodo_event_id"
+            assert {"hs_timestamp", "hs_note_body"} <= set(item["properties"])
+            assert item["properties"]["hs_timestamp"].isdigit()
+        store = self.records[object_type]
+        new = item["id"] not in store
+        record = store.setdefault(item["id"], {"id": str(100 + len(store)), "properties": {}})
+        record["properties"].update(item["properties"])
+        self.applied += 1
+        return _json(200, {"status": "COMPLETE", "results": [{
+            "id": record["id"], "new": new, "properties": record["properties"],
+            "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:00:00Z", "archived": False}],
+            "startedAt": "2026-01-01T00:00:00Z", "completedAt": "2026-01-01T00:00:00Z"})
+
+    def associate(self, request):
+        self.check_auth(request, json_body=False)
+        parts = request.path.split("/")
+        self.associations.add((parts[5], parts[9]))
+        return _json(200, {"status": "COMPLETE", "results": []})
+
+    def create_property(self, request):
+        self.check_auth(request)
+        object_type = request.path.split("/")[4]
+        body = request.get_json()
+        if request.path.endswith("/groups"):
+            assert {"name", "label"} <= set(body)
+            key, seen = (object_type, body["name"]), self.groups
+        else:
+            assert {"name", "label", "type", "fieldType", "groupName"} <= set(body)
+            key, seen = body["name"], self.properties[object_type]
+        if key in seen:
+            return _json(409, {"status": "error", "message": "Property already exists",
+                               "category": "OBJECT_ALREADY_EXISTS"})
+        seen.add(key)
+        return _json(201, body)
+
+
+@pytest.fixture
+def hub(httpserver):
+    return HubSpotStandIn(httpserver)
+
+
+@pytest.fixture
+def sleeps():
+    return []
+
+
+@pytest.fixture
+def client(httpserver, sleeps):
+    c = HubSpot(TOKEN, httpserver.url_for(""), sleep=sleeps.append)
+    yield c
+    c.close()
+
+
+def payment(**over):
+    event = {"event_type": "payment.succeeded", "category": "payment", "webhook_id": "msg_1",
+             "occurred_at": "2026-01-02T03:04:05.123456Z", "customer_id": "cus_1",
+             "customer_email": "ada@example.com", "customer_name": "Ada Lovelace",
+             "amount": "12.34", "amount_minor": 1234, "currency": "USD", "status": "succeeded",
+             "entity_id": "pay_1", "payment_id": "pay_1", "data": {}}
+    return event | over
+
+
+def test_429_then_200_applies_one_upsert_after_retry_after(hub, client, sleeps):
+    hub.fail_next = [_json(429, {"status": "error", "message": "rate limit"}, {"Retry-After": "2"})]
+    result = crm.sync_event(client, payment(category="license_key"))
+    assert result["status"] == "synced"
+    assert hub.applied == 1 and len(hub.records["contacts"]) == 1
+    assert sleeps == [2.0]
+
+
+def test_500_three_times_then_200_applies_one_upsert_with_backoff(hub, client, sleeps):
+    hub.fail_next = [_json(500, {"message": "internal"}) for _ in range(3)]
+    record = client.upsert("contacts", "email", "ada@example.com", {"email": "ada@example.com"})
+    assert record["id"] == "100"
+    assert hub.applied == 1 and list(hub.records["contacts"]) == ["ada@example.com"]
+    assert sleeps == [0.5, 1.0, 2.0]
+
+
+def test_4xx_raises_with_hubspots_message_and_no_retry(hub, client, sleeps, httpserver):
+    hub.fail_next = [_json(400, {"status": "error", "message": "Property values were not valid",
+                                 "category": "VALIDATION_ERROR"})]
+    with pytest.raises(HubSpotError, match="Property values were not valid") as info:
+        client.upsert("contacts", "email", "ada@example.com", {"email": "ada@example.com"})
+    assert info.value.status == 400 and info.value.category == "VALIDATION_ERROR"
+    assert sleeps == [] and len(httpserver.log) == 1 and hub.applied == 0
+
+
+def test_down_for_the_whole_window_raises(hub, client, sleeps):
+    hub.fail_next = [_json(503, {"message": "down"}) for _ in range(5)]
+    with pytest.raises(HubSpotError, match="503"):
+        client.upsert("contacts", "email", "ada@example.com", {"email": "ada@example.com"})
+    assert hub.applied == 0 and len(sleeps) == 4
+
+
+def test_replayed_payment_leaves_one_contact_and_one_note(hub, client):
+    first = crm.sync_event(client, payment())
+    again = crm.sync_event(client, payment())
+    assert first == again
+    assert len(hub.records["contacts"]) == 1 and len(hub.records["notes"]) == 1
+    assert hub.associations == {(first["note_id"], first["contact_id"])}
+    props = hub.records["contacts"]["ada@example.com"]["properties"]
+    assert props["dodo_lifecycle"] == "customer" and props["dodo_last_payment_amount"] == "12.34"
+    assert props["dodo_last_payment_date"] == "1767323045123"
+    assert props["firstname"] == "Ada" and props["lastname"] == "Lovelace"
+
+
+def test_note_body_escapes_customer_text(hub, client):
+    evil = '<script>alert(1)</script>'
+    crm.sync_event(client, payment(event_type="dispute.opened", category="dispute", entity_id="dp_1",
+                                   data={"remarks": evil, "reason": "<b>fraud</b>"}))
+    body = hub.records["notes"]["msg_1"]["properties"]["hs_note_body"]
+    assert "<script>" not in body and "&lt;script&gt;" in body and "&lt;b&gt;fraud" in body
+    assert hub.records["contacts"]["ada@example.com"]["properties"]["dodo_open_dispute"] == "true"
+
+
+def test_kwd_and_jpy_amounts_keep_their_true_decimals():
+    assert crm.contact_properties(payment(amount_minor=1234, currency="KWD"))["dodo_last_payment_amount"] == "1.234"
+    assert crm.contact_properties(payment(amount_minor=1000, currency="JPY"))["dodo_last_payment_amount"] == "1000"
+
+
+@pytest.mark.parametrize("interval,count,amount,expected", [
+    ("Month", 1, 1999, "19.99"), ("Year", 1, 12000, "10.00"), ("Month", 3, 3000, "10.00"),
+    ("Week", 1, 1000, "43.33")])
+def test_subscription_mrr(interval, count, amount, expected):
+    event = payment(event_type="subscription.active", category="subscription", product_id="prod_1",
+                    data={"status": "active", "recurring_pre_tax_amount": amount, "currency": "USD",
+                          "payment_frequency_interval": interval, "payment_frequency_count": count})
+    props = crm.contact_properties(event, lifetime_value="120.50")
+    assert props["dodo_mrr"] == expected and props["dodo_lifecycle"] == "customer"
+    assert props["dodo_product_id"] == "prod_1" and props["dodo_lifetime_value"] == "120.50"
+
+
+def test_cancelled_subscription_churns():
+    event = payment(event_type="subscription.cancelled", category="subscription",
+                    data={"status": "cancelled"})
+    props = crm.contact_properties(event)
+    assert props["dodo_lifecycle"] == "churned" and props["dodo_mrr"] == "0"
+    assert props["dodo_subscription_status"] == "cancelled"
+
+
+def test_event_without_email_is_skipped_without_calls(hub, client, httpserver):
+    assert crm.sync_event(client, payment(customer_email=None))["status"] == "skipped"
+    assert len(httpserver.log) == 0
+
+
+def test_setup_creates_then_finds_existing(hub, client):
+    first = setup(client)
+    assert len(first["created"]) == 2 + len(CONTACT_PROPERTIES) + len(NOTE_PROPERTIES)
+    assert hub.properties["notes"] == {"dodo_event_id"}
+    second = setup(client)
+    assert second["created"] == [] and len(second["existing"]) == len(CONTACT_PROPERTIES) + len(NOTE_PROPERTIES)
