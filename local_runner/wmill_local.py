@@ -1,0 +1,151 @@
+"""The `wmill` client served locally.
+
+Scripts call the real `wmill` package; its global client is replaced by a
+`Windmill` whose HTTP transport dispatches, in process, to `LocalApi`: a small
+implementation of the Windmill REST endpoints the client calls (variables,
+resources, state, progress, job lookup). The transport runs in the calling thread,
+so the job that is running on that thread (set by the runner) gives the state path
+and job id that Windmill passes to each job through WM_STATE_PATH / WM_JOB_ID.
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import httpx
+import wmill.client as wc
+
+from .config import Config
+
+_local = threading.local()
+
+
+@dataclass
+class JobContext:
+    config: Config
+    job_id: str
+    parent_job: str | None
+    state_path: str
+    lookup_job: Callable[[str], dict | None]
+    progress: dict
+
+
+def current() -> JobContext | None:
+    return getattr(_local, "job", None)
+
+
+class running:
+    """Context manager: `ctx` is the job running on this thread."""
+
+    def __init__(self, ctx: JobContext):
+        self.ctx = ctx
+
+    def __enter__(self):
+        self.prev = current()
+        _local.job = self.ctx
+
+    def __exit__(self, *exc):
+        _local.job = self.prev
+
+
+def _json(status: int, value: Any) -> httpx.Response:
+    return httpx.Response(status, content=json.dumps(value).encode(), headers={"content-type": "application/json"})
+
+
+_ROUTE = re.compile(r"^/api/w/(?P<ws>[^/]+)/(?P<rest>.+)$")
+
+
+def handle(request: httpx.Request) -> httpx.Response:
+    """One Windmill API call, answered from the current job's configuration."""
+    ctx = current()
+    if ctx is None:
+        return _json(401, {"error": "wmill called outside a local runner job"})
+    m = _ROUTE.match(request.url.path)
+    if not m:
+        return _json(404, {"error": f"not implemented locally: {request.url.path}"})
+    rest, cfg = m["rest"], ctx.config
+    body = json.loads(request.content) if request.content else None
+    get = request.method == "GET"
+    try:
+        if get and rest.startswith("variables/get_value/"):
+            return _json(200, cfg.get_variable(rest.removeprefix("variables/get_value/")))
+        if get and rest.startswith("variables/get/"):
+            path = rest.removeprefix("variables/get/")
+            return _json(200, {"path": path, "value": cfg.get_variable(path)})
+        if not get and rest == "variables/create":
+            cfg.variables[body["path"]] = body["value"]
+            return _json(201, body["path"])
+        if not get and rest.startswith("variables/update/"):
+            cfg.variables[rest.removeprefix("variables/update/")] = body["value"]
+            return _json(200, "updated")
+        if get and rest.startswith("resources/get_value_interpolated/"):
+            return _json(200, cfg.get_resource(rest.removeprefix("resources/get_value_interpolated/")))
+        if get and rest.startswith("resources/get_value/"):
+            return _json(200, cfg.get_resource(rest.removeprefix("resources/get_value/"), interpolated=False))
+        if get and rest.startswith("resources/get/"):
+            path = rest.removeprefix("resources/get/")
+            return _json(200, {"path": path, "value": cfg.get_resource(path, interpolated=False)})
+        if not get and rest == "resources/create":
+            cfg.set_resource(body["path"], body["value"])
+            return _json(201, body["path"])
+        if not get and rest.startswith("resources/update_value/"):
+            cfg.set_resource(rest.removeprefix("resources/update_value/"), body["value"])
+            return _json(200, "updated")
+        if get and rest.startswith("jobs_u/get/"):
+            job = ctx.lookup_job(rest.removeprefix("jobs_u/get/"))
+            return _json(200, job) if job else _json(404, {"error": "job not found"})
+        if not get and rest.startswith("job_metrics/set_progress/"):
+            ctx.progress[rest.removeprefix("job_metrics/set_progress/")] = int(body["percent"])
+            return _json(200, "ok")
+        if get and rest.startswith("job_metrics/get_progress/"):
+            return _json(200, ctx.progress.get(rest.removeprefix("job_metrics/get_progress/")))
+    except KeyError as e:
+        return _json(404, {"error": str(e.args[0])})
+    return _json(404, {"error": f"not implemented locally: {request.method} {rest}"})
+
+
+class LocalWindmill(wc.Windmill):
+    """The real client, over an in-process transport, with per-thread job identity."""
+
+    def __init__(self):
+        super().__init__(base_url="http://windmill.local", token="local", workspace="local")
+
+    def get_client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, headers=self.headers, transport=httpx.MockTransport(handle))
+
+    @property
+    def workspace(self) -> str:
+        ctx = current()
+        return ctx.config.workspace if ctx else "local"
+
+    @workspace.setter
+    def workspace(self, _value) -> None:  # set by Windmill.__init__; the job's config decides
+        pass
+
+    @property
+    def state_path(self) -> str:
+        ctx = current()
+        if ctx is None:
+            raise Exception("State path not found")
+        return ctx.state_path
+
+    def set_progress(self, value: int, job_id: str | None = None):
+        ctx = current()
+        return super().set_progress(value, job_id or (ctx and ctx.job_id))
+
+    def get_progress(self, job_id: str | None = None):
+        ctx = current()
+        return super().get_progress(job_id or (ctx and ctx.job_id))
+
+
+_install_lock = threading.Lock()
+
+
+def install() -> None:
+    """Make `wmill.*` functions use the local API (idempotent)."""
+    with _install_lock:
+        if not isinstance(wc._client, LocalWindmill):
+            wc._client = LocalWindmill()
