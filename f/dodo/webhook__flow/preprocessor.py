@@ -1,3 +1,13 @@
+# requirements:
+# anyio==4.16.0
+# certifi==2026.10.19.post1
+# h11==0.16.0
+# httpcore==1.0.9
+# httpx==0.28.1
+# idna==3.20
+# standardwebhooks==1.1.0
+# typing_extensions==4.16.0
+# wmill==1.850.0
 """Flow preprocessor: verify a Dodo delivery and turn it into the flow inputs.
 
 Runs only for triggers (webhook, HTTP route), never for runs from the UI. Windmill
