@@ -1,0 +1,2 @@
+def main(x=None):
+    return x

@@ -1,0 +1,204 @@
+"""The local runner against small flows with known Windmill outcomes (tests/flows/f/rt).
+
+Sources cited as WF = windmill-labs/windmill backend/windmill-worker/src/worker_flow.rs
+(update_flow_status_after_job_completion_internal, push_next_flow_job, next_retry,
+compute_skip_branchall_failure, get_stop_after_if_data), OA = openflow.openapi.yaml /
+the generated windmill-api models (docs.rs windmill-api), DOCS = windmill.dev/docs.
+"""
+from pathlib import Path
+
+import pytest
+
+from local_runner import Config, Runner, UnsupportedFlow
+
+ROOT = Path(__file__).parent / "flows"
+
+
+@pytest.fixture
+def sleeps():
+    return []
+
+
+@pytest.fixture
+def runner(sleeps):
+    cfg = Config(variables={"f/rt/secret": "s3cr3t", "f/rt/token": "tok", "f/rt/pw": "hunter2"},
+                 resources={"f/rt/db": {"host": "db.local", "password": "$var:f/rt/pw"}})
+    return Runner(ROOT, cfg, sleep=sleeps.append, random=lambda: 0.5)
+
+
+def kinds(run):
+    return [j.kind for j in run.jobs]
+
+
+# DOCS flows/branches: "the branch will be executed if its condition is true, otherwise
+# the default branch"; WF push_next_flow_job BranchOne: predicates in order, first true
+# wins (break), the chosen modules run as one RawFlow sub-flow job whose result is the
+# module's result (read as results.<branchone id>).
+@pytest.mark.parametrize("n, label", [(20, "big"), (5, "positive"), (-1, "other:-1")])
+def test_branchone_first_true_wins_else_default(runner, n, label):
+    run = runner.run_flow("f/rt/branchone", {"n": n})
+    assert run.success
+    assert run.result == [label, label]
+    assert kinds(run) == ["flow", "flowpreview", "script", "script"]
+
+
+# WF: parallel branchall completes when every branch is done; it succeeds when every
+# branch without skip_failure succeeded (compute_skip_branchall_failure), and its result
+# is retrieve_flow_jobs_results: one entry per branch in order, a failed branch's entry
+# being that job's error result.
+def test_branchall_parallel_skip_failure_keeps_error_in_results(runner):
+    run = runner.run_flow("f/rt/branchall")
+    assert run.success
+    one, broken, two = run.result
+    assert (one, two) == (11, 5)
+    assert broken["error"]["name"] == "ValueError"
+    assert broken["error"]["message"] == "branch broke"
+    assert kinds(run).count("flowpreview") == 3
+
+
+# WF: a branch without skip_failure that fails makes the module (and the flow, without a
+# failure module) fail with that error as the result.
+def test_branchall_failure_without_skip_fails_flow(runner):
+    run = runner.run_flow("f/rt/branchall_fail")
+    assert not run.success
+    assert run.result["error"]["message"] == "no skip"
+
+
+# OA Retry: constant {attempts, seconds} = number of retries after the first run; WF
+# next_retry/Retry::interval: each retry is a new job, the delay is constant.seconds.
+def test_retry_constant_counts_attempts(runner, sleeps):
+    run = runner.run_flow("f/rt/retry_constant", {"nonce": "c1", "fail_times": 2})
+    assert run.success and run.result == 3
+    assert [j.attempt for j in run.jobs if j.kind == "script"] == [0, 1, 2]
+    assert sleeps == [5, 5]
+
+
+def test_retry_constant_exhausted_fails_with_last_error(runner, sleeps):
+    run = runner.run_flow("f/rt/retry_constant", {"nonce": "c2", "fail_times": 9})
+    assert not run.success
+    assert run.result["error"]["message"] == "attempt 3 failed"
+    assert len([j for j in run.jobs if j.kind == "script"]) == 3
+
+
+# docs.rs windmill-api RetryExponential: "the n-th retry waits multiplier x seconds^n,
+# where n counts constant retries too"; random_factor is a +/- percentage jitter.
+def test_retry_exponential_delays(runner, sleeps):
+    run = runner.run_flow("f/rt/retry_exponential", {"nonce": "e1", "fail_times": 9})
+    assert not run.success
+    assert sleeps == [6, 18, 54]
+    assert len([j for j in run.jobs if j.kind == "script"]) == 4
+
+
+# DOCS flows/early_stop + OA StopAfterIf: evaluated after the step with `result` in scope;
+# WF: the flow stops, completes successfully with the stopping step's result, labelled
+# skipped when skip_if_stopped; later steps never run.
+def test_stop_after_if_stops_with_step_result(runner):
+    run = runner.run_flow("f/rt/stop", {"x": "dup"})
+    assert run.success and run.skipped
+    assert run.result == "dup"
+    assert kinds(run) == ["flow", "script"]
+    go = runner.run_flow("f/rt/stop", {"x": "new"})
+    assert go.success and not go.skipped and go.result == "after"
+
+
+# OA StopAfterIf.error_message: "If set to a non-empty string, the flow stops with this
+# error"; WF: success = ... && stop_early_err_msg.is_none(), and a stop never continues
+# to the failure module (should_continue_flow is false when stop_early).
+def test_stop_after_if_error_message_fails_without_failure_module(runner):
+    run = runner.run_flow("f/rt/stop_error", {"x": "dup"})
+    assert not run.success
+    assert run.result["error"]["message"] == "duplicate delivery"
+    assert "failure" not in kinds(run)
+
+
+# WF: a step whose skip_if is true runs as an identity job (status skipped) that passes
+# previous_result through.
+def test_skip_if_runs_identity(runner):
+    run = runner.run_flow("f/rt/skip")
+    assert run.success and run.result == 11
+    assert kinds(run) == ["flow", "script", "identity"]
+
+
+# DOCS flows/error_handling: the error handler takes the failed step's result (its error
+# in `error`); WF: after the failure module the flow is still a failure unless the module
+# returns {recover: true}, and the flow's result is the failure module's result.
+def test_failure_module_result_and_status(runner):
+    run = runner.run_flow("f/rt/failure")
+    assert not run.success
+    assert run.result == {"handled": "kaput", "name": "ValueError", "step": "b", "recover": False}
+    assert kinds(run) == ["flow", "script", "script", "failure"]  # step c never ran
+
+
+def test_failure_module_recover_true_succeeds(runner):
+    run = runner.run_flow("f/rt/failure", {"recover": True})
+    assert run.success and run.result["recover"] is True
+
+
+# OA ForloopFlow {iterator, skip_failures, parallel}; WF: each iteration gets
+# flow_input.iter = {index, value}; the result is the list of iteration results in order;
+# with skip_failures a failed iteration's entry is its error result. A body of one script
+# is pushed directly (simple loop: no sub-flow job per iteration).
+def test_forloop_parallel_skip_failures(runner):
+    run = runner.run_flow("f/rt/forloop", {"items": [1, -2, 3]})
+    assert run.success
+    assert run.result[0] == 2 and run.result[2] == 6
+    assert run.result[1]["error"]["message"] == "negative at 1"
+    assert kinds(run) == ["flow", "rawscript", "rawscript", "rawscript"]
+
+
+# DOCS flows/flow_preprocessor + WF PreprocessorStep: the preprocessor gets the trigger
+# `event`; its object result replaces the flow args; UI runs skip it.
+def test_preprocessor_webhook_event_becomes_inputs(runner):
+    event = {"kind": "webhook", "body": {"a": 1}, "raw_string": '{"a": 1}', "query": {},
+             "headers": {"webhook_signature": "v1,xyz"}}
+    run = runner.run_flow("f/rt/preprocessor", event=event)
+    assert run.success
+    assert run.result == {"kind": "webhook", "body": {"a": 1}, "raw": '{"a": 1}', "signature": "v1,xyz"}
+    assert kinds(run) == ["flow", "preprocessor", "script"]
+
+
+def test_preprocessor_http_event_and_ui_run(runner):
+    event = {"kind": "http", "trigger_path": "f/rt/t", "route": "hook", "path": "hook", "method": "POST",
+             "params": {}, "query": {}, "headers": {"webhook-signature": "v1,h"}, "body": [1],
+             "raw_string": "[1]"}
+    run = runner.run_flow("f/rt/preprocessor", event=event)
+    assert run.result["kind"] == "http" and run.result["body"] == [1]
+    ui = runner.run_flow("f/rt/preprocessor", {"pasted": True})
+    assert ui.result == {"pasted": True} and "preprocessor" not in kinds(ui)
+
+
+# A flow step by path is its own flow job (DOCS: each flow or subflow is a job).
+def test_subflow_by_path(runner):
+    run = runner.run_flow("f/rt/subflow", {"n": 3})
+    assert run.success and run.result == ["positive", "positive"]
+    assert kinds(run).count("flow") == 2
+
+
+# OA FlowModule.continue_on_error; WF: the flow goes on, the step's result is its error.
+def test_continue_on_error(runner):
+    run = runner.run_flow("f/rt/continue")
+    assert run.success and run.result == "ignored"
+
+
+def test_variables_resources_state_progress(runner):
+    run = runner.run_flow("f/rt/secrets")
+    assert run.success, run.result
+    # $var: static input resolved; resources interpolate their $var: fields
+    assert run.result == {"token": "tok", "variable": "s3cr3t", "db_host": "db.local", "db_password": "hunter2"}
+    script_job = run.jobs[-1]
+    assert runner.progress[script_job.id] == 50
+
+
+@pytest.mark.parametrize("path, key", [("f/rt/unknown_key", "suspend"), ("f/rt/unknown_type", "whileloopflow")])
+def test_unknown_keys_are_refused(runner, path, key):
+    with pytest.raises(UnsupportedFlow, match=key):
+        runner.run_flow(path)
+
+
+def test_every_job_is_logged_with_parent_and_root(runner):
+    run = runner.run_flow("f/rt/branchone", {"n": 1})
+    root = run.jobs[0]
+    assert root.id == run.id and root.parent is None
+    assert all(j.root == run.id for j in run.jobs)
+    branch = run.jobs[1]
+    assert run.jobs[2].parent == branch.id and branch.parent == root.id
