@@ -9,7 +9,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Optional
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
 
 from f.dodo.lib.errors import EventError, MalformedField, MissingField
 from f.dodo.lib.money import parse_minor
@@ -296,7 +296,7 @@ def model_for(event_type: str) -> Optional[type[_Model]]:
 class Envelope(_Model):
     """`{business_id, type, timestamp, data}`; `payload` is `data` parsed by its family model."""
 
-    type: Annotated[str, BeforeValidator(_not_null), Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,199}$")]
+    type: Annotated[str, Strict(), BeforeValidator(_not_null), Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,199}$")]
     timestamp: Timestamp
     business_id: Text = None
     data: Any = None
