@@ -1,0 +1,108 @@
+"""Fan one normalised event out to its routed channels, once per channel.
+
+Routing picks the rule; render builds each channel's message; the ledger makes each
+(webhook_id, "notify", channel) happen once. A channel without credentials writes to
+the local outbox and is recorded `skipped`. Failures are collected, then raised
+together, so one step retry re-sends only what failed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from f.dodo.lib import channels, ledger, render
+from f.dodo.lib.routing import Routing, Rule
+
+SINK = "notify"
+
+
+class NotifyError(RuntimeError):
+    """At least one channel failed; the others were delivered or skipped and recorded."""
+
+
+@dataclass
+class Transports:
+    """Configured credentials (None = not configured) and injectable endpoints."""
+    slack: dict | None = None
+    slack_webhook_url: str | None = None
+    smtp: dict | None = None
+    twilio: dict | None = None
+    slack_api: str = channels.SLACK_API
+    twilio_api: str = channels.TWILIO_API
+    sleep: object = field(default=time.sleep)
+
+
+def delivery_key(event: dict) -> str:
+    """The webhook-id, or the event's own identity for events pasted in the UI."""
+    return event.get("webhook_id") or f"{event.get('event_type')}:{event.get('entity_id')}"
+
+
+def plan(event: dict, routing: Routing) -> list[tuple[str, Rule]]:
+    """(ledger channel, rule) pairs this event should reach; SMS is one per recipient."""
+    rule = routing.route(str(event.get("event_type") or ""))
+    if rule is None or rule.mode == "off":
+        return []
+    if rule.mode == "digest":
+        return [("digest", rule)]
+    out = []
+    for ch in rule.channels:
+        if ch == "sms":
+            out += [(f"sms:{to}", rule) for to in (rule.sms_to if rule.sms_to is not None else routing.sms_to)]
+        else:
+            out.append((ch, rule))
+    return out
+
+
+def _sender(channel: str, rule: Rule, event: dict, routing: Routing, t: Transports):
+    """A zero-argument send for one channel: real when configured, else the outbox."""
+    kw = {"urgency": rule.urgency, "title": rule.title or render.DEFAULT_TITLE,
+          "summary": rule.summary or render.DEFAULT_SUMMARY}
+    key = delivery_key(event)
+    if channel == "slack":
+        msg = render.slack_message(event, **kw)
+        target = rule.slack_channel or routing.slack_channel
+        if (t.slack and t.slack.get("token")) or t.slack_webhook_url:
+            return lambda: channels.send_slack(msg, token=(t.slack or {}).get("token"), channel=target,
+                                               webhook_url=t.slack_webhook_url, api_url=t.slack_api,
+                                               sleep=t.sleep)
+        return lambda: _outbox("slack", key, {"channel": target, **msg})
+    if channel == "email":
+        msg = render.email_message(event, **kw)
+        to = rule.email_to if rule.email_to is not None else routing.email_to
+        if not to:
+            return lambda: {"status": "skipped", "external_id": "no recipients"}
+        sender = routing.email_from or (t.smtp or {}).get("user") or "dodo-bundle@localhost"
+        message_id = f"<{render.header_safe(key).replace(' ', '_').replace('>', '_')}@dodo-bundle>"
+        if t.smtp and t.smtp.get("host"):
+            return lambda: channels.send_email(t.smtp, sender=sender, to=to, message_id=message_id, **msg)
+        return lambda: _outbox("email", key, {"to": to, "from": sender, **msg})
+    if channel.startswith("sms:"):
+        to, body = channel[4:], render.sms_message(event, **kw)
+        if t.twilio and t.twilio.get("accountSid") and t.twilio.get("token"):
+            return lambda: channels.send_sms(t.twilio, to=to, body=body, api_url=t.twilio_api, sleep=t.sleep)
+        return lambda: _outbox("sms", key, {"to": to, "body": body})
+    raise ValueError(f"unknown channel {channel!r}")
+
+
+def _outbox(kind: str, key: str, record: dict) -> dict:
+    path = channels.to_outbox(kind, {"delivery": key, **record})
+    return {"status": "skipped", "external_id": f"outbox:{path}"}
+
+
+def notify(conn, event: dict, routing: Routing, transports: Transports, *, schema: str = "dodo") -> dict:
+    """Deliver the event to each routed channel once; raise NotifyError if any failed."""
+    key, results = delivery_key(event), {}
+    for channel, rule in plan(event, routing):
+        if channel == "digest":
+            line = render.sms_message(event, urgency=rule.urgency)
+            queued = ledger.enqueue(conn, key, SINK, "digest", {"line": line, "event_type": event.get("event_type")},
+                                    schema=schema)
+            results["digest"] = {"status": "pending" if queued else "already queued"}
+            continue
+        results[channel] = ledger.deliver_once(conn, key, SINK, channel,
+                                               _sender(channel, rule, event, routing, transports), schema=schema)
+    failed = {ch: r["error"] for ch, r in results.items() if r.get("status") == "failed"}
+    if failed:
+        raise NotifyError("; ".join(f"{ch}: {err}" for ch, err in failed.items()))
+    return {"delivery": key, "event_type": event.get("event_type"), "channels": results}
