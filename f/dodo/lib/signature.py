@@ -205,6 +205,9 @@ def _webhooks(secrets: list[str]) -> list[Webhook]:
     webhooks = []
     for index, secret in enumerate(usable):
         try:
+            # b64decode would silently drop stray characters and yield another key.
+            if not _BASE64_RE.fullmatch(secret.strip().removeprefix("whsec_")):
+                raise ValueError
             webhooks.append(Webhook(secret.strip()))
         except (binascii.Error, ValueError, EmptyWebhookSecretError):
             # `from None`: the decoder's own exception must not travel with the secret nearby.

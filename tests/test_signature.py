@@ -1,0 +1,357 @@
+"""Standard Webhooks verification: one test per failure mode, rotation, tolerance, and
+the entry flow's preprocessor against a real HTTP stand-in of Windmill's variables API."""
+
+import base64
+import hashlib
+import hmac
+import importlib
+import json
+
+import pytest
+import wmill.client
+from werkzeug import Response
+
+from f.dodo.lib import signature as sig
+from f.dodo.lib.errors import EventError, SignatureError
+
+NOW = 1_767_225_600  # 2026-01-01T00:00:00Z
+CURRENT = "whsec_" + base64.b64encode(b"current-secret-key-0123456789ab").decode()
+PREVIOUS = "whsec_" + base64.b64encode(b"previous-secret-key-0123456789a").decode()
+OTHER = "whsec_" + base64.b64encode(b"someone-else-key-0123456789abcd").decode()
+BODY = b'{"business_id":"bus_1","type":"payment.succeeded","timestamp":"2026-01-01T00:00:00Z","data":{"payment_id":"pay_1","total_amount":1234}}'
+
+
+def sign(secret: str, msg_id: str, ts: int, body: bytes) -> str:
+    """Independent reference: HMAC-SHA256 of `{id}.{ts}.{body}`, per Standard Webhooks."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    mac = hmac.new(key, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def headers(secret=CURRENT, msg_id="msg_1", ts=NOW, body=BODY) -> dict:
+    return {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": sign(secret, msg_id, ts, body)}
+
+
+def verify(body=BODY, hdrs=None, secrets=(CURRENT,), **kw):
+    return sig.verify_delivery(body, headers() if hdrs is None else hdrs, list(secrets), now=kw.pop("now", NOW), **kw)
+
+
+def test_valid_delivery_returns_the_parsed_body():
+    assert verify() == json.loads(BODY)
+    assert verify(BODY.decode()) == json.loads(BODY)  # str raw body, as Windmill's raw_string
+
+
+def test_header_names_any_case_and_underscore_form():
+    h = {k.upper().replace("-", "_"): v for k, v in headers().items()}
+    assert verify(hdrs=h)["type"] == "payment.succeeded"
+
+
+@pytest.mark.parametrize("missing", sig.HEADERS)
+def test_missing_header_is_named(missing):
+    h = headers()
+    del h[missing]
+    with pytest.raises(sig.MissingHeaderError) as err:
+        verify(hdrs=h)
+    assert err.value.field == missing
+
+
+def test_all_headers_missing_names_all_three():
+    with pytest.raises(sig.MissingHeaderError) as err:
+        verify(hdrs={})
+    assert err.value.field == "webhook-id, webhook-timestamp, webhook-signature"
+
+
+def test_empty_header_counts_as_missing():
+    with pytest.raises(sig.MissingHeaderError, match="webhook-signature"):
+        verify(hdrs={**headers(), "webhook-signature": "  "})
+
+
+@pytest.mark.parametrize("value", ["garbage-without-comma", "v2,AAAA", "v1,not base64!", "v1"])
+def test_malformed_signature_is_a_documented_error_not_a_bare_valueerror(value):
+    with pytest.raises(sig.InvalidSignatureError) as err:
+        verify(hdrs={**headers(), "webhook-signature": value})
+    assert err.value.field == "webhook-signature"
+    assert not isinstance(err.value, sig.SignatureMismatchError)
+
+
+def test_wrong_signature_does_not_match():
+    forged = sign(OTHER, "msg_1", NOW, BODY)
+    with pytest.raises(sig.SignatureMismatchError):
+        verify(hdrs={**headers(), "webhook-signature": forged})
+
+
+def test_tampered_body_does_not_match():
+    tampered = BODY.replace(b"1234", b"9234")
+    with pytest.raises(sig.SignatureMismatchError, match="altered"):
+        verify(tampered)
+
+
+def test_reserialised_body_does_not_match():
+    """Verifying re-serialised JSON instead of the exact bytes must fail."""
+    with pytest.raises(sig.SignatureMismatchError):
+        verify(json.dumps(json.loads(BODY)))
+
+
+def test_tampered_id_or_timestamp_does_not_match():
+    with pytest.raises(sig.SignatureMismatchError):
+        verify(hdrs={**headers(), "webhook-id": "msg_2"})
+    with pytest.raises(sig.SignatureMismatchError):
+        verify(hdrs={**headers(), "webhook-timestamp": str(NOW - 1)})
+
+
+def test_rotation_accepts_current_and_previous_secret():
+    assert verify(hdrs=headers(secret=PREVIOUS), secrets=(CURRENT, PREVIOUS))["type"]
+    assert verify(hdrs=headers(secret=CURRENT), secrets=(CURRENT, PREVIOUS))["type"]
+
+
+def test_previous_secret_is_refused_once_dropped():
+    with pytest.raises(sig.SignatureMismatchError, match="1 configured"):
+        verify(hdrs=headers(secret=PREVIOUS), secrets=(CURRENT, ""))
+
+
+def test_several_signatures_in_one_header_any_may_match():
+    h = headers()
+    h["webhook-signature"] = f"{sign(OTHER, 'msg_1', NOW, BODY)} {h['webhook-signature']} v1a,ignored"
+    assert verify(hdrs=h)["type"]
+
+
+def test_repeated_headers_as_list_or_comma_joined():
+    h = headers()
+    good, bad = h["webhook-signature"], sign(OTHER, "msg_1", NOW, BODY)
+    assert verify(hdrs={**h, "webhook-signature": [bad, good], "webhook-id": ["msg_1", "msg_1"]})["type"]
+    assert verify(hdrs={**h, "webhook-signature": f"{bad}, {good}", "webhook-id": "msg_1, msg_1"})["type"]
+
+
+def test_conflicting_repeated_id_is_refused():
+    with pytest.raises(sig.InvalidHeaderError) as err:
+        verify(hdrs={**headers(), "webhook-id": ["msg_1", "msg_2"]})
+    assert err.value.field == "webhook-id"
+
+
+@pytest.mark.parametrize("stamp", ["2026-01-01T00:00:00Z", "1767225600.5", "-5", "abc"])
+def test_non_integer_timestamp_is_refused(stamp):
+    with pytest.raises(sig.InvalidHeaderError) as err:
+        verify(hdrs={**headers(), "webhook-timestamp": stamp})
+    assert err.value.field == "webhook-timestamp"
+
+
+@pytest.mark.parametrize("skew, word", [(301, "old"), (-301, "new")])
+def test_timestamp_outside_default_tolerance(skew, word):
+    with pytest.raises(sig.TimestampToleranceError, match=f"301 s too {word}") as err:
+        verify(now=NOW + skew)
+    assert err.value.field == "webhook-timestamp"
+
+
+def test_timestamp_at_the_tolerance_edge_is_accepted():
+    assert verify(now=NOW + 300)["type"]
+    assert verify(now=NOW - 300)["type"]
+
+
+def test_tolerance_is_configurable():
+    assert verify(now=NOW + 3600, tolerance_s=3600)["type"]
+    with pytest.raises(sig.TimestampToleranceError, match="tolerance 10 s"):
+        verify(now=NOW + 11, tolerance_s=10)
+
+
+def _signed(body: bytes, **kw):
+    return sig.verify_delivery(body, headers(body=body), [CURRENT], now=NOW, **kw)
+
+
+@pytest.mark.parametrize("body", [b"not json", b'{"a":', b"", b'{"a": NaN}', b"[" * 100_000 + b"]" * 100_000])
+def test_non_json_body_is_refused_after_verification(body):
+    with pytest.raises(sig.InvalidBodyError, match="not valid JSON") as err:
+        _signed(body)
+    assert err.value.field == "body"
+
+
+@pytest.mark.parametrize("body", [b"[1,2]", b'"text"', b"42", b"null"])
+def test_json_body_that_is_not_an_object_is_refused(body):
+    with pytest.raises(sig.InvalidBodyError, match="not an object"):
+        _signed(body)
+
+
+def test_non_utf8_body_is_refused():
+    with pytest.raises(sig.InvalidBodyError, match="UTF-8"):
+        _signed(b'{"a":"\xff"}')
+
+
+@pytest.mark.parametrize("secrets", [[], [""], [None], ["   "]])
+def test_no_secret_configured(secrets):
+    with pytest.raises(sig.SecretConfigError, match="no webhook secret"):
+        verify(secrets=secrets)
+
+
+def test_malformed_secret_is_refused_without_echoing_it():
+    bad = "whsec_!!!"
+    with pytest.raises(sig.SecretConfigError) as err:
+        verify(secrets=[bad])
+    assert "!!!" not in str(err.value) and err.value.__cause__ is None and err.value.__suppress_context__
+
+
+def _every_failure():
+    """One delivery per failure mode, each checked against the secrets."""
+    h = headers()
+    yield BODY, {}, [CURRENT, PREVIOUS]
+    yield BODY, {**h, "webhook-signature": "nocomma"}, [CURRENT, PREVIOUS]
+    yield BODY + b" ", h, [CURRENT, PREVIOUS]
+    yield BODY, headers(secret=OTHER), [CURRENT, PREVIOUS]
+    yield b"[1]", headers(body=b"[1]"), [CURRENT, PREVIOUS]
+    yield b"nope", headers(body=b"nope"), [CURRENT, PREVIOUS]
+    yield BODY, {**h, "webhook-timestamp": str(NOW - 10_000)}, [CURRENT, PREVIOUS]
+    yield BODY, h, [CURRENT + "%%%", PREVIOUS]
+
+
+def test_secret_never_appears_in_any_error():
+    seen = 0
+    for body, hdrs, secrets in _every_failure():
+        with pytest.raises(SignatureError) as err:
+            sig.verify_delivery(body, hdrs, secrets, now=NOW)
+        text = f"{err.value} {err.value!r} {err.value.args} {err.value.field} {err.value.problem}"
+        for secret in (CURRENT, PREVIOUS):
+            for fragment in (secret, secret.removeprefix("whsec_"), base64.b64decode(secret[6:]).decode()):
+                assert fragment not in text
+        seen += 1
+    assert seen == 8
+
+
+def test_errors_are_documented_event_errors():
+    for cls in (
+        sig.MissingHeaderError, sig.InvalidHeaderError, sig.InvalidSignatureError,
+        sig.SignatureMismatchError, sig.TimestampToleranceError, sig.InvalidBodyError,
+        sig.MissingRawBodyError, sig.UnsupportedTriggerError, sig.SecretConfigError,
+    ):
+        assert issubclass(cls, SignatureError) and issubclass(cls, EventError) and issubclass(cls, ValueError)
+    err = sig.InvalidBodyError("body", "not valid JSON")
+    assert (err.field, str(err)) == ("body", "body: not valid JSON")
+
+
+# --- preprocessor event shapes ------------------------------------------------------
+
+def webhook_event(body=BODY, hdrs=None) -> dict:
+    """`kind: webhook` as Windmill builds it with ?raw=true&include_header=webhook-id,..."""
+    hdrs = headers(body=body) if hdrs is None else hdrs
+    return {
+        "kind": "webhook",
+        "body": json.loads(body),
+        "raw_string": body.decode(),
+        "query": {"raw": "true"},
+        "headers": {k.replace("-", "_"): v for k, v in hdrs.items()},
+    }
+
+
+def http_event(body=BODY) -> dict:
+    """`kind: http` as an HTTP route with raw_string on builds it (every header, own names)."""
+    return {
+        "kind": "http",
+        "trigger_path": "f/dodo/webhook",
+        "body": json.loads(body),
+        "raw_string": body.decode(),
+        "route": "dodo/webhook",
+        "path": "dodo/webhook",
+        "method": "POST",
+        "params": {},
+        "query": {},
+        "headers": {"content-type": "application/json", "user-agent": "Svix-Webhooks/1.0", **headers(body=body)},
+    }
+
+
+def test_headers_from_webhook_event_use_underscore_names():
+    assert sig.headers_from_event(webhook_event()) == headers()
+
+
+def test_headers_from_http_event_keep_their_names_and_drop_others():
+    assert sig.headers_from_event(http_event()) == headers()
+
+
+@pytest.mark.parametrize("make", [webhook_event, http_event])
+def test_verify_trigger_event_returns_flow_inputs(make):
+    assert sig.verify_trigger_event(make(), [CURRENT], now=NOW) == {"event": json.loads(BODY), "webhook_id": "msg_1"}
+
+
+def test_webhook_without_include_header_names_the_missing_headers():
+    event = webhook_event()
+    event["headers"] = {}
+    with pytest.raises(sig.MissingHeaderError, match="webhook-id, webhook-timestamp, webhook-signature"):
+        sig.verify_trigger_event(event, [CURRENT], now=NOW)
+
+
+def test_webhook_without_raw_true_is_refused():
+    event = webhook_event()
+    event["raw_string"] = None
+    with pytest.raises(sig.MissingRawBodyError, match=r"\?raw=true"):
+        sig.verify_trigger_event(event, [CURRENT], now=NOW)
+
+
+@pytest.mark.parametrize("event", [{"kind": "email"}, {"kind": None}, {}, "text"])
+def test_other_trigger_kinds_are_refused(event):
+    with pytest.raises(sig.UnsupportedTriggerError):
+        sig.verify_trigger_event(event, [CURRENT], now=NOW)
+
+
+# --- the flow's preprocessor script, against a stand-in of Windmill's variables API ---
+
+@pytest.fixture
+def windmill_api(httpserver, monkeypatch):
+    monkeypatch.setenv("BASE_INTERNAL_URL", httpserver.url_for("").rstrip("/"))
+    monkeypatch.setenv("WM_WORKSPACE", "ws")
+    monkeypatch.setenv("WM_TOKEN", "job-token")
+    monkeypatch.delenv("WM_MOCKED_API_FILE", raising=False)
+    monkeypatch.setattr(wmill.client, "_client", None)
+    variables = {}
+
+    def handler(request):
+        name = request.path.split("/variables/get_value/", 1)[1]
+        if name not in variables:
+            return Response("not found", status=404)
+        return Response(json.dumps(variables[name]), content_type="application/json")
+
+    httpserver.expect_request(__import__("re").compile(r"/api/w/ws/variables/get_value/.*")).respond_with_handler(handler)
+    yield variables
+    monkeypatch.setattr(wmill.client, "_client", None)
+
+
+@pytest.fixture
+def preprocessor():
+    return importlib.import_module("f.dodo.webhook__flow.preprocessor").preprocessor
+
+
+def fresh_event(secret=CURRENT, make=webhook_event):
+    import time
+
+    now = int(time.time())
+    body = BODY
+    return make(body, headers(secret=secret, ts=now, body=body)) if make is webhook_event else _http_at(now, secret)
+
+
+def _http_at(now, secret):
+    event = http_event()
+    event["headers"].update(headers(secret=secret, ts=now))
+    return event
+
+
+def test_preprocessor_reads_secrets_from_variables(windmill_api, preprocessor):
+    windmill_api["f/dodo/webhook_secret"] = CURRENT
+    assert preprocessor(fresh_event()) == {"event": json.loads(BODY), "webhook_id": "msg_1"}
+    assert preprocessor(fresh_event(make=http_event))["webhook_id"] == "msg_1"
+
+
+def test_preprocessor_accepts_the_previous_secret_variable(windmill_api, preprocessor):
+    windmill_api["f/dodo/webhook_secret"] = CURRENT
+    with pytest.raises(sig.SignatureMismatchError):
+        preprocessor(fresh_event(secret=PREVIOUS))
+    windmill_api["f/dodo/webhook_secret_previous"] = PREVIOUS
+    assert preprocessor(fresh_event(secret=PREVIOUS))["webhook_id"] == "msg_1"
+
+
+def test_preprocessor_tolerance_variable(windmill_api, preprocessor):
+    windmill_api["f/dodo/webhook_secret"] = CURRENT
+    windmill_api["f/dodo/webhook_tolerance_s"] = "100000000000"
+    assert preprocessor(webhook_event())["webhook_id"] == "msg_1"  # signed at NOW, long ago
+    windmill_api["f/dodo/webhook_tolerance_s"] = "0"
+    with pytest.raises(sig.TimestampToleranceError):
+        preprocessor(webhook_event())
+
+
+def test_preprocessor_without_current_secret_fails_loudly(windmill_api, preprocessor):
+    with pytest.raises(Exception, match="404"):
+        preprocessor(fresh_event())
