@@ -306,18 +306,22 @@ class Runner:
 
     # -- public API
 
-    def run_flow(self, path: str, args: dict | None = None, *, event: dict | None = None) -> Run:
+    def run_flow(self, path: str, args: dict | None = None, *, event: dict | None = None,
+                 job_id: str | None = None) -> Run:
         """Run the flow at `path`. With `event` (a trigger's preprocessor event,
         {kind: webhook|http, ...}) the flow's preprocessor runs first and its result
         becomes the flow inputs; without it the preprocessor is skipped, as for runs
         from the Windmill UI."""
         flow = self.load_flow(path)
-        job_id = str(uuid.uuid4())
-        log: list[Job] = []
-        job = self._start(log, "flow", path, None, job_id, job_id=job_id)
         if event is not None and not flow["value"].get("preprocessor_module"):
             raise RunnerError(f"{path} has no preprocessor_module to receive a trigger event")
-        success, result, skipped = self._flow_job(flow, path, job, dict(args or {}), event, log)
+        job_id = job_id or str(uuid.uuid4())
+        log: list[Job] = []
+        job = self._start(log, "flow", path, None, job_id, job_id=job_id)
+        try:
+            success, result, skipped = self._flow_job(flow, path, job, dict(args or {}), event, log)
+        finally:
+            self._forget(log)
         return Run(job_id, path, success, result, skipped, log)
 
     def run_script(self, path: str, args: dict | None = None) -> Run:
@@ -329,7 +333,15 @@ class Runner:
             self._finish(job, True, result)
         except Exception as e:  # noqa: BLE001 - a script error is the job's result
             self._finish(job, False, error_result(e))
+        finally:
+            self._forget(log)
         return Run(job_id, path, job.success, job.result, False, log)
+
+    def _forget(self, log: list[Job]) -> None:
+        # only running jobs are looked up (by the wmill client); the Run keeps the log
+        with self._lock:
+            for j in log:
+                self._jobs.pop(j.id, None)
 
     def get_job(self, job_id: str) -> Job | None:
         with self._lock:

@@ -1,0 +1,388 @@
+"""`make serve`: Windmill's HTTP endpoints for the bundle, on 127.0.0.1.
+
+Answers the URL shapes a real Windmill instance answers, so a request that Dodo would
+send to Windmill works unchanged:
+
+    POST /api/w/<ws>/jobs/run/f/<flow path>              async: 201, job id (text/plain)
+    POST /api/w/<ws>/jobs/run_wait_result/f/<flow path>  sync: 200, the result (JSON)
+         ?raw=true  ?include_header=a,b  (token: Authorization: Bearer / ?token=)
+    GET  /api/w/<ws>/jobs_u/completed/get_result/<id>    a finished job's result
+    GET  /api/w/<ws>/jobs_u/completed/get_result_maybe/<id>
+    GET  /api/w/<ws>/jobs_u/get/<id>                     the job (QueuedJob / CompletedJob)
+    <method> /api/r/[<ws>/]<route_path>                  each f/**/*.http_trigger.yaml
+
+Argument mapping follows backend/windmill-api/src/args.rs (see platform-facts.md):
+a body that is not UTF-8 or not JSON is answered 400 before any job runs; a JSON body
+that is not an object becomes {"body": value}. With a preprocessor the job's only
+argument is `event`; without one the body's keys (plus raw_string and the included
+headers) are the arguments.
+
+Async jobs go to a bounded queue served by a pool of worker threads.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import queue
+import re
+import threading
+import time
+import traceback
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import yaml
+
+from .runner import Runner, RunnerError, error_result
+
+RESERVED_QUERY = {"raw", "include_header", "token", "include_query", "job_id", "parent_job",
+                  "tag", "scheduled_for", "scheduled_in_secs", "memory_id", "skip_preprocessor"}
+
+
+class BadRequest(Exception):
+    pass
+
+
+@dataclass
+class HttpRoute:
+    trigger_path: str      # f/dodo/webhook (the .http_trigger.yaml path)
+    route_path: str
+    method: str
+    script_path: str
+    is_async: bool
+    raw_string: bool
+    workspaced: bool
+    pattern: re.Pattern
+
+
+def load_routes(root: Path) -> list[HttpRoute]:
+    routes = []
+    for file in sorted(root.glob("f/**/*.http_trigger.yaml")):
+        t = yaml.safe_load(file.read_text())
+        if not t.get("is_flow", False):
+            raise RunnerError(f"{file}: only flows are served by the local runner")
+        if t.get("authentication_method", "none") != "none":
+            raise RunnerError(f"{file}: authentication_method {t['authentication_method']} is not implemented locally")
+        if t.get("wrap_body") or t.get("is_static_website"):
+            raise RunnerError(f"{file}: wrap_body / is_static_website are not implemented locally")
+        # route params `:name` match one segment
+        regex = "/".join(f"(?P<{seg[1:]}>[^/]+)" if seg.startswith(":") else re.escape(seg)
+                         for seg in t["route_path"].strip("/").split("/"))
+        routes.append(HttpRoute(
+            str(file.relative_to(root)).removesuffix(".http_trigger.yaml"), t["route_path"],
+            t.get("http_method", "post").upper(), t["script_path"], t.get("request_type", "sync") == "async",
+            bool(t.get("raw_string")), bool(t.get("workspaced_route")), re.compile(f"^{regex}$")))
+    return routes
+
+
+def parse_body(raw: bytes) -> Any:
+    """Windmill: not UTF-8 or not JSON -> 400; empty -> {}."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("body is not valid UTF-8") from None
+    if not text.strip():
+        return {}, text
+    try:
+        return json.loads(text), text
+    except json.JSONDecodeError as e:
+        raise BadRequest(f"body is not valid JSON: {e}") from None
+
+
+def as_args(body: Any) -> dict:
+    return body if isinstance(body, dict) else {"body": body}
+
+
+class App:
+    """Jobs, their queue and workers, around one Runner."""
+
+    def __init__(self, runner: Runner, *, token: str | None = None, workers: int = 4,
+                 queue_size: int = 1000, keep_results: int = 100_000):
+        self.runner = runner
+        self.workspace = runner.config.workspace
+        self.token = token or None
+        self.routes = load_routes(runner.root)
+        self.jobs: OrderedDict[str, dict] = OrderedDict()
+        self.keep_results = keep_results
+        self.lock = threading.Lock()
+        self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.workers = [threading.Thread(target=self._work, daemon=True, name=f"wm-worker-{i}")
+                        for i in range(workers)]
+        for w in self.workers:
+            w.start()
+
+    # -- jobs
+
+    def _record(self, job_id: str, **fields) -> None:
+        with self.lock:
+            rec = self.jobs.setdefault(job_id, {"id": job_id})
+            rec.update(fields)
+            while len(self.jobs) > self.keep_results:
+                self.jobs.popitem(last=False)
+
+    def submit(self, path: str, args: dict, event: dict | None) -> str:
+        job_id = str(uuid.uuid4())
+        self._record(job_id, script_path=path, status="queued", created_at=_now())
+        try:
+            self.queue.put_nowait((job_id, path, args, event))
+        except queue.Full:
+            with self.lock:
+                self.jobs.pop(job_id, None)
+            raise
+        return job_id
+
+    def run(self, path: str, args: dict, event: dict | None, job_id: str | None = None) -> dict:
+        job_id = job_id or str(uuid.uuid4())
+        self._record(job_id, script_path=path, status="running", created_at=_now(), started_at=_now())
+        t0 = time.perf_counter()
+        try:
+            run = self.runner.run_flow(path, args, event=event, job_id=job_id)
+            success, result, skipped = run.success, run.result, run.skipped
+            jobs = [{"id": j.id, "kind": j.kind, "path": j.path, "step_id": j.step_id, "parent": j.parent,
+                     "attempt": j.attempt, "success": j.success, "duration_ms": round(j.duration_ms, 3)}
+                    for j in run.jobs]
+        except Exception as e:  # noqa: BLE001 - a runner error completes the job as failed
+            success, result, skipped, jobs = False, error_result(e), False, []
+        self._record(job_id, status="completed", success=success, result=result, is_skipped=skipped,
+                     duration_ms=round((time.perf_counter() - t0) * 1000, 3), local_jobs=jobs)
+        return self.jobs[job_id]
+
+    def _work(self) -> None:
+        while True:
+            job_id, path, args, event = self.queue.get()
+            try:
+                self.run(path, args, event, job_id)
+            except Exception:  # noqa: BLE001 - keep the worker alive
+                traceback.print_exc()
+            finally:
+                self.queue.task_done()
+
+    def job_view(self, job_id: str) -> dict | None:
+        with self.lock:
+            rec = dict(self.jobs.get(job_id) or {})
+        if not rec:
+            return None
+        done = rec["status"] == "completed"
+        view = {"id": job_id, "type": "CompletedJob" if done else "QueuedJob", "job_kind": "flow",
+                "script_path": rec["script_path"], "created_at": rec["created_at"],
+                "started_at": rec.get("started_at"), "running": rec["status"] == "running", "canceled": False,
+                "workspace_id": self.workspace}
+        if done:
+            view.update(success=rec["success"], result=rec["result"], duration_ms=rec["duration_ms"],
+                        is_skipped=rec["is_skipped"], local_jobs=rec["local_jobs"])
+        return view
+
+    # -- argument mapping (args.rs)
+
+    def webhook_call(self, path: str, query: dict, headers: dict, raw: bytes) -> tuple[dict, dict | None]:
+        body, text = parse_body(raw)
+        include = [h.strip().lower() for h in query.get("include_header", [""])[0].split(",") if h.strip()]
+        picked = {h.replace("-", "_"): headers[h] for h in include if h in headers}
+        want_raw = query.get("raw", ["false"])[0] == "true"
+        if self.runner.has_preprocessor(path):
+            q = {k: v[0] for k, v in query.items() if k not in RESERVED_QUERY}
+            event = {"kind": "webhook", "body": as_args(body), "raw_string": text if want_raw else None,
+                     "query": q, "headers": picked}
+            return {}, event
+        args = dict(as_args(body))
+        if want_raw:
+            args["raw_string"] = text
+        args.update(picked)
+        return args, None
+
+    def route_call(self, route: HttpRoute, path: str, params: dict, query: dict, headers: dict,
+                   raw: bytes) -> tuple[dict, dict | None]:
+        body, text = parse_body(raw)
+        if self.runner.has_preprocessor(route.script_path):
+            event = {"kind": "http", "trigger_path": route.trigger_path, "route": route.route_path,
+                     "path": path, "method": route.method, "params": params,
+                     "query": {k: v[0] for k, v in query.items()}, "headers": dict(headers),
+                     "body": as_args(body), "raw_string": text if route.raw_string else None}
+            return {}, event
+        args = dict(as_args(body))
+        if route.raw_string:
+            args["raw_string"] = text
+        return args, None
+
+    def authorized(self, headers: dict, query: dict) -> bool:
+        if not self.token:
+            return True
+        given = headers.get("authorization", "")
+        given = given[7:] if given.lower().startswith("bearer ") else query.get("token", [""])[0]
+        return hmac.compare_digest(given.encode(), self.token.encode())
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+_W = re.compile(r"^/api/w/(?P<ws>[^/]+)/(?P<rest>.*)$")
+
+
+def make_handler(app: App):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "windmill-local"
+
+        def log_message(self, fmt, *args):  # quiet: no request logs (they could carry tokens)
+            pass
+
+        def _send(self, status: int, body: Any, ctype: str = "application/json"):
+            data = body.encode() if isinstance(body, str) and ctype != "application/json" else json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("content-type", ctype)
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _dispatch(self, method: str):
+            url = urlsplit(self.path)
+            query = parse_qs(url.query, keep_blank_values=True)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+            try:
+                self._route(method, url.path, query, headers, raw)
+            except BadRequest as e:
+                self._send(400, str(e), "text/plain")
+            except queue.Full:
+                self.send_response(503)
+                self.send_header("retry-after", "1")
+                self.send_header("content-length", "0")
+                self.end_headers()
+            except RunnerError as e:
+                self._send(404, str(e), "text/plain")
+
+        def _route(self, method, path, query, headers, raw):
+            if path.startswith("/api/r/"):
+                return self._http_route(method, path.removeprefix("/api/r/"), query, headers, raw)
+            m = _W.match(path)
+            if not m or m["ws"] != app.workspace:
+                return self._send(404, "not found", "text/plain")
+            if not app.authorized(headers, query):
+                return self._send(401, "Unauthorized", "text/plain")
+            rest = m["rest"]
+            if method == "POST" and rest.startswith(("jobs/run/f/", "jobs/run_wait_result/f/")):
+                sync = rest.startswith("jobs/run_wait_result/")
+                flow = rest.split("/f/", 1)[1]
+                app.runner.load_flow(flow)  # unknown flow -> RunnerError -> 404
+                args, event = app.webhook_call(flow, query, headers, raw)
+                if sync:
+                    return self._result(app.run(flow, args, event))
+                return self._send(201, app.submit(flow, args, event), "text/plain")
+            if method == "GET" and rest.startswith("jobs_u/"):
+                return self._job_get(rest.removeprefix("jobs_u/"))
+            return self._send(404, "not found", "text/plain")
+
+        def _result(self, rec: dict):
+            result = rec["result"]
+            status = 200
+            if isinstance(result, dict) and isinstance(result.get("windmill_status_code"), int):
+                status = result["windmill_status_code"]
+            self._send(status, result)
+
+        def _job_get(self, rest: str):
+            kind, _, job_id = rest.rpartition("/")
+            view = app.job_view(job_id)
+            if kind == "get":
+                return self._send(200, view) if view else self._send(404, f"Job {job_id} not found", "text/plain")
+            done = bool(view) and view["type"] == "CompletedJob"
+            if kind == "completed/get_result":
+                return self._send(200, view["result"]) if done else self._send(
+                    404, f"Job {job_id} not found or not completed", "text/plain")
+            if kind == "completed/get_result_maybe":
+                if not view:
+                    return self._send(404, f"Job {job_id} not found", "text/plain")
+                return self._send(200, {"completed": done, "result": view.get("result"),
+                                        "success": view.get("success"), "started": view["started_at"] is not None})
+            return self._send(404, "not found", "text/plain")
+
+        def _http_route(self, method, rel, query, headers, raw):
+            for route in app.routes:
+                candidate = rel
+                if route.workspaced:
+                    ws, _, candidate = rel.partition("/")
+                    if ws != app.workspace:
+                        continue
+                m = route.pattern.match(candidate.strip("/"))
+                if m and route.method == method:
+                    args, event = app.route_call(route, "/" + candidate.strip("/"), m.groupdict(), query, headers, raw)
+                    if route.is_async:
+                        return self._send(201, app.submit(route.script_path, args, event), "text/plain")
+                    return self._result(app.run(route.script_path, args, event))
+            return self._send(404, "route not found", "text/plain")
+
+        def do_POST(self):
+            self._dispatch("POST")
+
+        def do_GET(self):
+            self._dispatch("GET")
+
+        def do_PUT(self):
+            self._dispatch("PUT")
+
+        def do_PATCH(self):
+            self._dispatch("PATCH")
+
+        def do_DELETE(self):
+            self._dispatch("DELETE")
+
+    return Handler
+
+
+def make_server(app: App, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((host, port), make_handler(app))
+    server.daemon_threads = True
+    return server
+
+
+def apply_migrations(config) -> str:
+    """Apply the bundle's migrations once at start.
+
+    HOOK: calls f.dodo.lib.db's migration function when the Postgres module provides
+    one (`migrate(resource_or_url)`); until then nothing is applied."""
+    try:
+        from f.dodo.lib import db  # noqa: PLC0415 - optional until the Postgres module lands
+    except ImportError:
+        return "migrations: f.dodo.lib.db not present yet (hook left in local_runner/server.py)"
+    fn = getattr(db, "migrate", None)
+    if fn is None:
+        return "migrations: f.dodo.lib.db has no migrate() yet"
+    fn(config.get_resource("f/dodo/postgres"))
+    return "migrations: applied"
+
+
+def serve(root: str | Path = ".", env: dict | None = None) -> None:
+    """Entry point of `python -m local_runner serve` (configuration from the environment)."""
+    from .config import Config, postgres_resource  # noqa: PLC0415
+    env = dict(os.environ if env is None else env)
+    pg = None
+    if not env.get("DATABASE_URL"):
+        from .pg_server import start_server  # noqa: PLC0415
+        pg = start_server()
+        env["DATABASE_URL"] = pg.url
+    config = Config.from_env(env)
+    config.resources["f/dodo/postgres"] = postgres_resource(env["DATABASE_URL"])
+    print(apply_migrations(config), flush=True)
+    runner = Runner(root, config)
+    app = App(runner, token=env.get("WM_TOKEN"), workers=int(env.get("WORKERS", "4")),
+              queue_size=int(env.get("QUEUE_SIZE", "1000")))
+    port = int(env.get("PORT", "8000"))
+    server = make_server(app, "127.0.0.1", port)
+    print(f"serving Windmill endpoints on http://127.0.0.1:{port} (workspace {app.workspace}, "
+          f"token {'required' if app.token else 'not required'}, database {'embedded' if pg else 'DATABASE_URL'})",
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        if pg:
+            pg.stop()
