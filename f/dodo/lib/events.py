@@ -65,6 +65,10 @@ def _upper(v: str) -> str:
     return v.upper()
 
 
+def _empty_is_none(v: Any) -> Any:
+    return None if v == "" else v
+
+
 def _require_str(v: Any) -> Any:
     if not isinstance(v, str):
         raise ValueError("must be an ISO 8601 date-time string")
@@ -75,7 +79,9 @@ def _require_str(v: Any) -> Any:
 Id = Annotated[str, BeforeValidator(_not_null), Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,254}$")]
 OptId = Optional[Annotated[str, Field(max_length=255)]]
 Minor = Annotated[Optional[int], BeforeValidator(_minor)]  # integer minor units, never a float
-Currency = Optional[Annotated[str, Field(pattern=r"^[A-Za-z]{3}$"), AfterValidator(_upper)]]
+Currency = Annotated[
+    Optional[Annotated[str, Field(pattern=r"^[A-Za-z]{3}$"), AfterValidator(_upper)]], BeforeValidator(_empty_is_none)
+]
 Timestamp = Annotated[datetime, BeforeValidator(_require_str), BeforeValidator(_not_null)]
 Text = Optional[str]
 
@@ -354,7 +360,7 @@ def _event_error(exc: ValidationError, prefix: str) -> EventError:
 
 # The flat payloads of the seed's dashboard transforms (sent instead of the envelope
 # by users who pasted them into Dodo). Amounts there are (minor / 100).toFixed(2).
-SeedAmount = Optional[Annotated[str, Field(pattern=r"^-?[0-9]{1,30}(\.[0-9]{1,2})?$")]]
+SeedAmount = Optional[Annotated[str, Strict(), Field(pattern=r"^-?[0-9]{1,30}(\.[0-9]{1,2})?$")]]
 
 
 class _SeedFlat(_Model):
