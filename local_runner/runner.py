@@ -195,8 +195,15 @@ def error_result(exc: BaseException) -> dict:
     return {"error": {
         "name": type(exc).__name__,
         "message": str(exc),
-        "stack": "".join(traceback.format_exception(exc)),
+        "stack": _stack(exc),
     }}
+
+
+def _stack(exc: BaseException) -> str:
+    """The traceback of the script's own frames (the runner's are not the user's)."""
+    here = str(Path(__file__).parent)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(here)]
+    return "".join(traceback.format_list(frames) + traceback.format_exception_only(exc))
 
 
 def _jsonable(value: Any) -> Any:
