@@ -1,0 +1,154 @@
+"""`record_event(jsonb)`: the whole record step in one server-side call.
+
+One round trip and one transaction per event: insert the inbox row (a duplicate of a
+processed or ignored delivery returns "duplicate" and changes nothing), then upsert the
+customer and the entity. An entity row is overwritten only by an event at least as new
+as the one it holds, `(event_at, event_webhook_id) <= new`, so ties resolve the same
+way in any arrival order and a retried event re-applies idempotently.
+
+Input (built by f/dodo/lib/store.py): {webhook_id, event_type, category, business_id,
+entity_id, customer_id, occurred_at, payload, error?, lock?, customer?, customer_ref?,
+table?, row?}. `row` holds the entity table's columns; its `data` is payload->'data'.
+"""
+
+# Entity tables: conflict key, then the columns an event's state sets.
+_STATE = ["event_type", "event_at", "event_webhook_id", "data"]
+TABLES = {
+    "payments": (["payment_id"], ["business_id", "customer_id", "subscription_id", "status", "currency",
+                 "total_minor", "tax_minor", "settlement_currency", "settlement_minor", "payment_method",
+                 "payment_method_type", "card_last_four", "card_network", "charge_type", "invoice_id",
+                 "error_code", "error_message", "created_at"]),
+    "refunds": (["refund_id"], ["payment_id", "business_id", "customer_id", "status", "currency",
+                "amount_minor", "is_partial", "reason", "created_at"]),
+    "disputes": (["dispute_id"], ["payment_id", "business_id", "customer_id", "status", "stage", "currency",
+                 "amount_minor", "reason", "remarks", "created_at"]),
+    "subscriptions": (["subscription_id"], ["business_id", "customer_id", "product_id", "status", "currency",
+                      "recurring_pre_tax_minor", "quantity", "discount_multiplier", "payment_frequency_count",
+                      "payment_frequency_interval", "subscription_period_count",
+                      "subscription_period_interval", "trial_period_days", "next_billing_date",
+                      "previous_billing_date", "cancel_at_next_billing_date", "cancelled_at", "created_at"]),
+    "license_keys": (["license_key_id"], ["key", "business_id", "customer_id", "product_id", "payment_id",
+                     "subscription_id", "status", "activations_limit", "instances_count", "expires_at",
+                     "created_at"]),
+    "payouts": (["payout_id"], ["business_id", "status", "currency", "amount_minor", "fee_minor", "tax_minor",
+                "refunds_minor", "chargebacks_minor", "payment_method", "remarks", "created_at"]),
+    "credit_ledger_entries": (["entry_id"], ["business_id", "customer_id", "credit_entitlement_id",
+                              "transaction_type", "is_credit", "amount", "balance_before", "balance_after",
+                              "overage_before", "overage_after", "grant_id", "reference_id",
+                              "reference_type", "description", "created_at"]),
+    "abandoned_checkouts": (["payment_id"], ["business_id", "customer_id", "status", "abandonment_reason",
+                            "abandoned_at", "recovered_payment_id"]),
+    "dunning": (["subscription_id", "started_at"], ["business_id", "customer_id", "payment_id", "status",
+                "trigger_state"]),
+    "entitlement_grants": (["grant_id"], ["business_id", "customer_id", "entitlement_id", "integration_type",
+                           "status", "payment_id", "subscription_id", "delivered_at", "revoked_at",
+                           "revocation_reason", "error_code", "error_message", "created_at"]),
+}
+
+
+def _upsert(table: str) -> str:
+    key, cols = TABLES[table]
+    cols = cols + _STATE
+    every = ", ".join(key + cols)
+    return f"""
+    ELSIF tbl = '{table}' THEN
+        INSERT INTO {table} AS t ({every}) SELECT {every} FROM jsonb_populate_record(NULL::{table}, r)
+        ON CONFLICT ({", ".join(key)}) DO UPDATE
+            SET ({", ".join(cols)}, updated_at) = ROW({", ".join("excluded." + c for c in cols)}, now())
+            WHERE (t.event_at, t.event_webhook_id) <= (excluded.event_at, excluded.event_webhook_id);
+        GET DIAGNOSTICS n = ROW_COUNT;"""
+
+
+# An older description of a customer never replaces a newer one.
+_NEWER = "(t.event_at IS NULL OR (t.event_at, t.event_webhook_id) <= (excluded.event_at, excluded.event_webhook_id))"
+_CUSTOMER_SET = ",\n            ".join(
+    f"{c} = CASE WHEN {_NEWER} THEN excluded.{c} ELSE t.{c} END"
+    for c in ["business_id", "email", "name", "phone_number", "metadata", "event_at", "event_webhook_id"])
+
+
+SQL = r"""
+CREATE FUNCTION record_event(e jsonb) RETURNS jsonb
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
+DECLARE
+    wid text := e->>'webhook_id';
+    tbl text := e->>'table';
+    at timestamptz := (e->>'occurred_at')::timestamptz;
+    r jsonb;
+    c jsonb := e->'customer';
+    tries integer := 1;
+    prior text;
+    n integer := 0;
+    done text;
+BEGIN
+    INSERT INTO webhook_events (webhook_id, event_type, category, business_id, entity_id, customer_id,
+                                occurred_at, payload)
+    VALUES (wid, e->>'event_type', e->>'category', e->>'business_id', e->>'entity_id', e->>'customer_id',
+            at, e->'payload')
+    ON CONFLICT (webhook_id) DO NOTHING;
+    IF NOT FOUND THEN
+        -- Seen before. Done (processed/ignored): a duplicate. Failed or received: apply again.
+        SELECT status, attempts + 1 INTO prior, tries FROM webhook_events WHERE webhook_id = wid FOR UPDATE;
+        IF prior IN ('processed', 'ignored') THEN
+            RETURN jsonb_build_object('status', 'duplicate', 'webhook_id', wid, 'inbox_status', prior,
+                                      'attempts', tries - 1, 'applied', false);
+        END IF;
+        UPDATE webhook_events SET attempts = attempts + 1, payload = e->'payload', event_type = e->>'event_type',
+               category = e->>'category', entity_id = e->>'entity_id', customer_id = e->>'customer_id',
+               occurred_at = at
+         WHERE webhook_id = wid;
+    END IF;
+
+    IF e ? 'error' THEN   -- invalid event: recorded as failed, no entity touched
+        UPDATE webhook_events SET status = 'failed', last_error = e->>'error', failed_step = e->>'step',
+               processed_at = NULL
+         WHERE webhook_id = wid;
+        RETURN jsonb_build_object('status', 'failed', 'webhook_id', wid, 'inbox_status', 'failed',
+                                  'attempts', tries, 'applied', false, 'error', e->>'error');
+    END IF;
+
+    -- Serialise events that derive one row from others (refunds -> payments.refunded_minor).
+    IF e ? 'lock' THEN
+        PERFORM pg_advisory_xact_lock(hashtextextended(e->>'lock', 0));
+    END IF;
+
+    IF c IS NOT NULL THEN   -- a described customer: newest description wins
+        INSERT INTO customers AS t (customer_id, business_id, email, name, phone_number, metadata,
+                                    first_seen_at, event_at, event_webhook_id)
+        VALUES (c->>'customer_id', e->>'business_id', c->>'email', c->>'name', c->>'phone_number',
+                c->'metadata', at, at, wid)
+        ON CONFLICT (customer_id) DO UPDATE SET
+            first_seen_at = least(t.first_seen_at, excluded.first_seen_at),
+            updated_at = now(),
+            """ + _CUSTOMER_SET + r""";
+    ELSIF e ? 'customer_ref' THEN   -- only referenced by id: make sure the row exists
+        INSERT INTO customers AS t (customer_id, business_id, first_seen_at)
+        VALUES (e->>'customer_ref', e->>'business_id', at)
+        ON CONFLICT (customer_id) DO UPDATE SET first_seen_at = excluded.first_seen_at
+            WHERE t.first_seen_at > excluded.first_seen_at;
+    END IF;
+
+    r := e->'row' || jsonb_build_object('data', e->'payload'->'data', 'event_type', e->>'event_type',
+                                         'event_at', at, 'event_webhook_id', wid);
+    IF tbl IS NULL THEN
+        NULL;""" + "".join(_upsert(t) for t in TABLES) + r"""
+    END IF;
+
+    IF tbl = 'subscriptions' THEN
+        INSERT INTO subscription_status_history (subscription_id, webhook_id, event_type, status, occurred_at)
+        VALUES (r->>'subscription_id', wid, e->>'event_type', r->>'status', at)
+        ON CONFLICT DO NOTHING;
+    ELSIF tbl IN ('payments', 'refunds') THEN
+        UPDATE payments p SET refunded_minor = s.total, updated_at = now()
+          FROM (SELECT coalesce(sum(amount_minor), 0) AS total FROM refunds
+                 WHERE payment_id = r->>'payment_id' AND status = 'succeeded') s
+         WHERE p.payment_id = r->>'payment_id' AND p.refunded_minor <> s.total;
+    END IF;
+
+    done := CASE WHEN e->>'category' = 'unknown' THEN 'ignored' ELSE 'processed' END;
+    UPDATE webhook_events SET status = done, processed_at = now(), last_error = NULL, failed_step = NULL
+     WHERE webhook_id = wid;
+    RETURN jsonb_build_object('status', 'recorded', 'webhook_id', wid, 'inbox_status', done,
+                              'attempts', tries, 'applied', n > 0);
+END
+$fn$;
+"""

@@ -1,0 +1,74 @@
+"""Numbered, append-only migrations, applied under an advisory lock.
+
+Each migration is a module f/dodo/lib/migrations/vNNN_name.py holding `SQL` (SQL in
+Python: a .sql file under f/ would be pushed as a Windmill Postgres script). Never edit
+one that has shipped: add the next number and one line to MIGRATIONS.
+
+The SQL is written without a schema: it runs with `search_path` set to the target
+schema, so one bundle can keep several schemas (e.g. a random one per test).
+"""
+from __future__ import annotations
+
+import importlib
+import re
+
+from psycopg import sql
+
+MIGRATIONS = (
+    "v001_tables",
+    "v002_record_event",
+    "v003_revenue_views",
+)
+
+_SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def check_schema(schema: str) -> str:
+    """A schema name is a lower-case identifier: no quoting surprises, safe in search_path."""
+    if not isinstance(schema, str) or not _SCHEMA.fullmatch(schema):
+        raise ValueError(f"schema must match {_SCHEMA.pattern}, got {schema!r}")
+    return schema
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, SQL) for every migration, in order."""
+    out = []
+    for name in MIGRATIONS:
+        module = importlib.import_module(f"f.dodo.lib.migrations.{name}")
+        out.append((int(name[1:4]), name, module.SQL))
+    return out
+
+
+def applied(conn, schema: str = "dodo") -> list[int]:
+    """Versions already applied to `schema` (empty if it has never been migrated)."""
+    check_schema(schema)
+    if conn.execute("SELECT to_regclass(%s)", [f"{schema}.schema_migrations"]).fetchone()[0] is None:
+        return []
+    query = sql.SQL("SELECT version FROM {}.schema_migrations ORDER BY version").format(sql.Identifier(schema))
+    return [v for (v,) in conn.execute(query)]
+
+
+def migrate(conn, schema: str = "dodo") -> list[str]:
+    """Apply pending migrations to `schema` in one transaction; returns their names.
+
+    Safe when several processes run it at once: the transaction-level advisory lock
+    lets one apply and the others then find nothing pending.
+    """
+    check_schema(schema)
+    ident = sql.Identifier(schema)
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"dodo.migrate:{schema}"])
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
+        conn.execute(sql.SQL("""CREATE TABLE IF NOT EXISTS {}.schema_migrations (
+            version integer PRIMARY KEY, name text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now())""").format(ident))
+        done = set(applied(conn, schema))
+        conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(ident))
+        names = []
+        for version, name, text in migrations():
+            if version in done:
+                continue
+            conn.execute(text)
+            conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", [version, name])
+            names.append(name)
+    return names
