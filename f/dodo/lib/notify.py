@@ -95,10 +95,12 @@ def notify(conn, event: dict, routing: Routing, transports: Transports, *, schem
     key, results = delivery_key(event), {}
     for channel, rule in plan(event, routing):
         if channel == "digest":
-            line = render.sms_message(event, urgency=rule.urgency)
-            queued = ledger.enqueue(conn, key, SINK, "digest", {"line": line, "event_type": event.get("event_type")},
-                                    schema=schema)
-            results["digest"] = {"status": "pending" if queued else "already queued"}
+            detail = {"line": render.sms_message(event), "event_type": event.get("event_type")}
+            if conn is None:
+                results["digest"] = _outbox("digest", key, detail)
+            else:
+                queued = ledger.enqueue(conn, key, SINK, "digest", detail, schema=schema)
+                results["digest"] = {"status": "pending" if queued else "already queued"}
             continue
         results[channel] = ledger.deliver_once(conn, key, SINK, channel,
                                                _sender(channel, rule, event, routing, transports), schema=schema)
