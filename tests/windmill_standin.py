@@ -53,6 +53,10 @@ COLLECTIONS: dict[str, tuple[str, str]] = {
 _REQUEST_ONLY = {"deployment_message", "skip_draft_deletion", "preserve_permissioned_as",
                  "preserve_on_behalf_of", "ws_specific"}
 
+# NewScript keys that steer the create rather than describe the script.
+_SCRIPT_REQUEST_ONLY = {"parent_hash", "auto_parent", "skip_draft_deletion",
+                        "deployment_message", "preserve_on_behalf_of"}
+
 # Keys the export strips from every object (to_string_without_metadata).
 _EXPORT_STRIPPED = {
     "workspace_id", "path", "name", "versions", "id", "created_at", "updated_at",
@@ -290,18 +294,16 @@ class WindmillStandin:
         if prev and b.get("parent_hash") != prev["hash"]:
             return _text(f"Bad request: path {b['path']} exists, parent_hash required", 400)
         digest = hashlib.sha256(json.dumps(b, sort_keys=True).encode()).hexdigest()[:16]
-        script = {
-            "workspace_id": self.ws.id, "hash": digest, "path": b["path"],
-            "parent_hashes": [prev["hash"]] if prev else [], "summary": b["summary"],
-            "description": b["description"], "content": b["content"],
-            "created_by": USERNAME, "created_at": _now(), "archived": False,
-            "schema": b.get("schema"), "deleted": False, "is_template": False,
-            "extra_perms": {}, "lock": b.get("lock"), "language": b["language"],
+        script = {k: v for k, v in b.items() if v is not None and k not in _SCRIPT_REQUEST_ONLY}
+        script.update({
+            "workspace_id": self.ws.id, "hash": digest,
+            "parent_hashes": [prev["hash"]] if prev else [], "created_by": USERNAME,
+            "created_at": _now(), "archived": False, "deleted": False, "is_template": False,
+            "extra_perms": {}, "lock": b.get("lock"), "schema": b.get("schema"),
             "kind": b.get("kind") or "script", "starred": False, "has_draft": False,
             "draft_only": False, "no_main_func": None,
             "ws_error_handler_muted": bool(b.get("ws_error_handler_muted")),
-        }
-        script.update({k: b[k] for k in _SCRIPT_OPTIONAL if b.get(k) is not None})
+        })
         self.ws.scripts[b["path"]] = script
         return _text(digest, 201)
 
