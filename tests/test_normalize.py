@@ -339,3 +339,11 @@ def test_errors_are_value_errors_with_a_field():
     with pytest.raises(ValueError) as e:
         main({"type": "payment.succeeded", "timestamp": "2026-01-01T00:00:00Z", "data": {}})
     assert isinstance(e.value, EventError) and str(e.value) == "data.payment_id: missing"
+
+
+@pytest.mark.parametrize("ts", ["9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"])
+def test_timestamps_beyond_utc_range_are_malformed_not_crashes(ts):
+    body = envelope("payment.succeeded")
+    body["timestamp"] = ts
+    with pytest.raises(MalformedField, match="^timestamp: out of range$"):
+        normalize_event(body)
