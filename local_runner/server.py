@@ -343,19 +343,13 @@ def make_server(app: App, host: str = "127.0.0.1", port: int = 8000) -> Threadin
 
 
 def apply_migrations(config) -> str:
-    """Apply the bundle's migrations once at start.
+    """Apply the bundle's pending migrations once at start: f.dodo.lib.db.connect
+    migrates on first connect (schema DODO_SCHEMA, default "dodo")."""
+    from f.dodo.lib import db  # noqa: PLC0415 - the bundle's own library
 
-    HOOK: calls f.dodo.lib.db's migration function when the Postgres module provides
-    one (`migrate(resource_or_url)`); until then nothing is applied."""
-    try:
-        from f.dodo.lib import db  # noqa: PLC0415 - optional until the Postgres module lands
-    except ImportError:
-        return "migrations: f.dodo.lib.db not present yet (hook left in local_runner/server.py)"
-    fn = getattr(db, "migrate", None)
-    if fn is None:
-        return "migrations: f.dodo.lib.db has no migrate() yet"
-    fn(config.get_resource("f/dodo/postgres"))
-    return "migrations: applied"
+    schema = os.environ.get("DODO_SCHEMA", "dodo")
+    db.connect(config.get_resource("f/dodo/postgres"), schema).close()
+    return f"migrations: applied to schema {schema}"
 
 
 def serve(root: str | Path = ".", env: dict | None = None) -> None:
