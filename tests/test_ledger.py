@@ -7,16 +7,14 @@ import uuid
 import psycopg
 import pytest
 
-from f.dodo.lib import ledger
+from f.dodo.lib import db, ledger
 
 
 @pytest.fixture
 def ledger_schema(pg_url):
-    """A fresh schema holding only the ledger table (the migration's SQL)."""
+    """A fresh, fully migrated schema (the ledger is migration v010)."""
     schema = f"ledger_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-        conn.execute(ledger.migration_sql(schema))
+    db.connect(pg_url, schema).close()
     yield schema
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
@@ -24,43 +22,42 @@ def ledger_schema(pg_url):
 
 @pytest.fixture
 def conn(pg_url, ledger_schema):
-    with psycopg.connect(pg_url, autocommit=True) as c:
+    with db.connect(pg_url, ledger_schema) as c:
         yield c
 
 
-def test_sent_delivery_is_not_sent_again(conn, ledger_schema):
+def test_sent_delivery_is_not_sent_again(conn):
     calls = []
     send = lambda: calls.append(1) or "ts-1"  # noqa: E731
-    first = ledger.deliver_once(conn, "msg_1", "notify", "slack", send, schema=ledger_schema)
-    again = ledger.deliver_once(conn, "msg_1", "notify", "slack", send, schema=ledger_schema)
+    first = ledger.deliver_once(conn, "msg_1", "notify", "slack", send)
+    again = ledger.deliver_once(conn, "msg_1", "notify", "slack", send)
     assert calls == [1]
     assert first == {"status": "sent", "attempts": 1, "external_id": "ts-1", "error": None, "replayed": False}
     assert again["status"] == "sent" and again["replayed"] is True
 
 
-def test_failure_is_recorded_then_replay_sends_once(conn, ledger_schema):
+def test_failure_is_recorded_then_replay_sends_once(conn):
     def down():
         raise ConnectionError("slack unreachable")
 
-    failed = ledger.deliver_once(conn, "msg_2", "notify", "slack", down, schema=ledger_schema)
+    failed = ledger.deliver_once(conn, "msg_2", "notify", "slack", down)
     assert failed["status"] == "failed" and "slack unreachable" in failed["error"]
-    row = ledger.rows(conn, "msg_2", schema=ledger_schema)[0]
+    row = ledger.rows(conn, "msg_2")[0]
     assert row["status"] == "failed" and row["attempts"] == 1 and "ConnectionError" in row["last_error"]
 
     calls = []
-    ok = ledger.deliver_once(conn, "msg_2", "notify", "slack", lambda: calls.append(1) or "ts-2",
-                             schema=ledger_schema)
-    ledger.deliver_once(conn, "msg_2", "notify", "slack", lambda: calls.append(1), schema=ledger_schema)
+    ok = ledger.deliver_once(conn, "msg_2", "notify", "slack", lambda: calls.append(1) or "ts-2")
+    ledger.deliver_once(conn, "msg_2", "notify", "slack", lambda: calls.append(1))
     assert calls == [1] and ok["status"] == "sent" and ok["attempts"] == 2
-    row = ledger.rows(conn, "msg_2", schema=ledger_schema)[0]
+    row = ledger.rows(conn, "msg_2")[0]
     assert row["last_error"] is None and row["external_id"] == "ts-2"
 
 
-def test_channels_are_independent(conn, ledger_schema):
-    ledger.deliver_once(conn, "msg_3", "notify", "slack", lambda: "ts", schema=ledger_schema)
-    ledger.deliver_once(conn, "msg_3", "notify", "email", lambda: 1 / 0, schema=ledger_schema)
-    ledger.deliver_once(conn, "msg_3", "crm", "hubspot", lambda: {"status": "skipped"}, schema=ledger_schema)
-    got = {(r["sink"], r["channel"]): r["status"] for r in ledger.rows(conn, "msg_3", schema=ledger_schema)}
+def test_channels_are_independent(conn):
+    ledger.deliver_once(conn, "msg_3", "notify", "slack", lambda: "ts")
+    ledger.deliver_once(conn, "msg_3", "notify", "email", lambda: 1 / 0)
+    ledger.deliver_once(conn, "msg_3", "crm", "hubspot", lambda: {"status": "skipped"})
+    got = {(r["sink"], r["channel"]): r["status"] for r in ledger.rows(conn, "msg_3")}
     assert got == {("notify", "slack"): "sent", ("notify", "email"): "failed", ("crm", "hubspot"): "skipped"}
 
 
@@ -76,9 +73,9 @@ def test_concurrent_workers_send_once(pg_url, ledger_schema):
     results = []
 
     def worker():
-        with psycopg.connect(pg_url, autocommit=True) as c:
+        with db.connect(pg_url, ledger_schema) as c:
             barrier.wait()
-            results.append(ledger.deliver_once(c, "msg_4", "notify", "slack", send, schema=ledger_schema))
+            results.append(ledger.deliver_once(c, "msg_4", "notify", "slack", send))
 
     threads = [threading.Thread(target=worker) for _ in range(8)]
     for t in threads:
@@ -90,13 +87,13 @@ def test_concurrent_workers_send_once(pg_url, ledger_schema):
     assert all(r["status"] == "sent" for r in results)
 
 
-def test_digest_queue(conn, ledger_schema):
-    assert ledger.enqueue(conn, "msg_5", "notify", "digest", {"line": "a"}, schema=ledger_schema)
-    assert not ledger.enqueue(conn, "msg_5", "notify", "digest", {"line": "a"}, schema=ledger_schema)
-    waiting = ledger.pending(conn, "notify", "digest", schema=ledger_schema)
+def test_digest_queue(conn):
+    assert ledger.enqueue(conn, "msg_5", "notify", "digest", {"line": "a"})
+    assert not ledger.enqueue(conn, "msg_5", "notify", "digest", {"line": "a"})
+    waiting = ledger.pending(conn, "notify", "digest")
     assert [(w["webhook_id"], w["detail"]) for w in waiting] == [("msg_5", {"line": "a"})]
-    ledger.mark(conn, ["msg_5"], "notify", "digest", "sent", "digest-1", schema=ledger_schema)
-    assert ledger.pending(conn, "notify", "digest", schema=ledger_schema) == []
+    ledger.mark(conn, ["msg_5"], "notify", "digest", "sent", "digest-1")
+    assert ledger.pending(conn, "notify", "digest") == []
 
 
 def test_without_a_database_it_just_sends():

@@ -9,12 +9,11 @@ import socket
 import uuid
 from urllib.parse import parse_qs
 
-import psycopg
 import pytest
 from aiosmtpd.controller import Controller
 from werkzeug import Response
 
-from f.dodo.lib import channels, ledger, render, routing
+from f.dodo.lib import channels, db, ledger, render, routing
 from f.dodo.lib.notify import NotifyError, Transports, notify, plan
 
 SLACK_TOKEN = "xoxb-test-token"
@@ -218,17 +217,14 @@ def test_invalid_routing_names_what_is_wrong():
 
 
 @pytest.fixture
-def conn(pg_url):
+def db_conn(pg_url):
     schema = f"notify_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_url, autocommit=True) as c:
-        c.execute(f'CREATE SCHEMA "{schema}"')
-        c.execute(ledger.migration_sql(schema))
-        yield c, schema
+    with db.connect(pg_url, schema) as c:
+        yield c
         c.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
-def test_slack_down_for_the_whole_window_then_replay_sends_once(httpserver, smtp_server, conn):
-    db, schema = conn
+def test_slack_down_for_the_whole_window_then_replay_sends_once(httpserver, smtp_server, db_conn):
     inbox, smtp = smtp_server
     rules = routing.load({"email_to": ["ops@shop.example"], "rules": routing.DEFAULT_RULES})
     t = Transports(slack={"token": SLACK_TOKEN}, smtp=smtp, slack_api=httpserver.url_for("/api"),
@@ -236,43 +232,41 @@ def test_slack_down_for_the_whole_window_then_replay_sends_once(httpserver, smtp
     ev = event()
     httpserver.expect_request("/api/chat.postMessage").respond_with_data("down", status=503)
     with pytest.raises(NotifyError, match="slack"):
-        notify(db, ev, rules, t, schema=schema)
+        notify(db_conn, ev, rules, t)
     assert len(httpserver.log) == 4  # the whole retry window
-    got = {r["channel"]: r for r in ledger.rows(db, ev["webhook_id"], schema=schema)}
+    got = {r["channel"]: r for r in ledger.rows(db_conn, ev["webhook_id"])}
     assert got["slack"]["status"] == "failed" and "503" in got["slack"]["last_error"]
     assert got["email"]["status"] == "sent" and len(inbox.messages) == 1
 
     httpserver.clear()
     httpserver.expect_request("/api/chat.postMessage").respond_with_handler(slack_ok)
-    result = notify(db, ev, rules, t, schema=schema)
+    result = notify(db_conn, ev, rules, t)
     assert result["channels"]["slack"]["status"] == "sent"
     assert result["channels"]["email"]["replayed"] is True
-    notify(db, ev, rules, t, schema=schema)
+    notify(db_conn, ev, rules, t)
     assert len(httpserver.log) == 1 and len(inbox.messages) == 1
     assert_slack_inert(httpserver.log[0][0].get_json())
 
 
-def test_unconfigured_channels_go_to_the_outbox(outbox, conn):
-    db, schema = conn
+def test_unconfigured_channels_go_to_the_outbox(outbox, db_conn):
     rules = routing.load({"email_to": ["ops@shop.example"], "sms_to": ["+15557654321"], "rules": [
         {"match": "dispute.*", "channels": ["slack", "email", "sms"]}]})
     ev = event()
-    result = notify(db, ev, rules, Transports(), schema=schema)
+    result = notify(db_conn, ev, rules, Transports())
     assert {c: r["status"] for c, r in result["channels"].items()} == {
         "slack": "skipped", "email": "skipped", "sms:+15557654321": "skipped"}
     lines = [json.loads(line) for line in outbox.read_text().splitlines()]
     assert [line["kind"] for line in lines] == ["slack", "email", "sms"]
     assert all(line["delivery"] == ev["webhook_id"] for line in lines)
-    notify(db, ev, rules, Transports(), schema=schema)  # a replay writes nothing new
+    notify(db_conn, ev, rules, Transports())  # a replay writes nothing new
     assert len(outbox.read_text().splitlines()) == 3
 
 
-def test_digest_mode_queues_instead_of_sending(conn):
-    db, schema = conn
+def test_digest_mode_queues_instead_of_sending(db_conn):
     ev = event(event_type="payment.succeeded", category="payment", amount_minor=1000, currency="JPY")
-    result = notify(db, ev, routing.load(None), Transports(slack={"token": SLACK_TOKEN}), schema=schema)
+    result = notify(db_conn, ev, routing.load(None), Transports(slack={"token": SLACK_TOKEN}))
     assert result["channels"] == {"digest": {"status": "pending"}}
-    (row,) = ledger.pending(db, "notify", "digest", schema=schema)
+    (row,) = ledger.pending(db_conn, "notify", "digest")
     assert "1000 JPY" in row["detail"]["line"]
 
 

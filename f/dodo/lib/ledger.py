@@ -5,14 +5,14 @@ last error and the provider's id. `deliver_once` claims the row with INSERT .. O
 CONFLICT and SELECT .. FOR UPDATE, so concurrent workers on the same delivery run the
 send one at a time and the later one sees it done; a replay skips what was sent or
 skipped and retries only what failed. The table comes from the migration
-f/dodo/lib/migrations/v0NN_delivery_ledger.py.
+f/dodo/lib/migrations/v010_delivery_ledger.py; like every store table it is found
+through the connection's search_path (f.dodo.lib.db.connect sets it to the schema).
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from psycopg import sql
 from psycopg.types.json import Jsonb
 
 DONE = ("sent", "skipped")
@@ -23,18 +23,13 @@ ERROR_MAX = 1000
 Send = Callable[[], Any]
 
 
-def _table(schema: str) -> sql.Composed:
-    return sql.Identifier(schema, "delivery_ledger")
-
-
 def _outcome(value: Any) -> tuple[str, str | None, dict | None]:
     if isinstance(value, dict):
         return value.get("status", "sent"), value.get("external_id"), value.get("detail")
     return "sent", None if value is None else str(value), None
 
 
-def deliver_once(conn, webhook_id: str, sink: str, channel: str, send: Send, *,
-                 schema: str = "dodo") -> dict:
+def deliver_once(conn, webhook_id: str, sink: str, channel: str, send: Send) -> dict:
     """Run `send` unless this delivery already succeeded; record the outcome.
 
     Returns {"status", "attempts", "external_id", "error", "replayed"}; a failed send is
@@ -47,14 +42,14 @@ def deliver_once(conn, webhook_id: str, sink: str, channel: str, send: Send, *,
             return {"status": status, "attempts": 1, "external_id": external_id, "error": None, "replayed": False}
         except Exception as exc:  # noqa: BLE001 - reported to the caller as data
             return {"status": "failed", "attempts": 1, "external_id": None, "error": _error(exc), "replayed": False}
-    table, key = _table(schema), (webhook_id, sink, channel)
+    key = (webhook_id, sink, channel)
     with conn.transaction():
-        conn.execute(sql.SQL("INSERT INTO {} (webhook_id, sink, channel) VALUES (%s, %s, %s) "
-                             "ON CONFLICT DO NOTHING").format(table), key)
+        conn.execute("INSERT INTO delivery_ledger (webhook_id, sink, channel) VALUES (%s, %s, %s) "
+                     "ON CONFLICT DO NOTHING", key)
     with conn.transaction():
-        status, attempts, external_id = conn.execute(sql.SQL(
-            "SELECT status, attempts, external_id FROM {} WHERE webhook_id = %s AND sink = %s "
-            "AND channel = %s FOR UPDATE").format(table), key).fetchone()
+        status, attempts, external_id = conn.execute(
+            "SELECT status, attempts, external_id FROM delivery_ledger "
+            "WHERE webhook_id = %s AND sink = %s AND channel = %s FOR UPDATE", key).fetchone()
         if status in DONE:
             return {"status": status, "attempts": attempts, "external_id": external_id,
                     "error": None, "replayed": True}
@@ -63,77 +58,52 @@ def deliver_once(conn, webhook_id: str, sink: str, channel: str, send: Send, *,
             error = None
         except Exception as exc:  # noqa: BLE001 - recorded, then reported
             status, external_id, detail, error = "failed", None, None, _error(exc)
-        conn.execute(sql.SQL(
-            "UPDATE {} SET status = %s, attempts = attempts + 1, last_error = %s, external_id = %s, "
-            "detail = COALESCE(%s, detail), updated_at = now() "
-            "WHERE webhook_id = %s AND sink = %s AND channel = %s").format(table),
-            (status, error, external_id, Jsonb(detail) if detail is not None else None, *key))
+        conn.execute(
+            "UPDATE delivery_ledger SET status = %s, attempts = attempts + 1, last_error = %s, "
+            "external_id = %s, detail = COALESCE(%s, detail), updated_at = now() "
+            "WHERE webhook_id = %s AND sink = %s AND channel = %s",
+            (status, error, external_id, None if detail is None else Jsonb(detail), *key))
     return {"status": status, "attempts": attempts + 1, "external_id": external_id,
             "error": error, "replayed": False}
 
 
-def enqueue(conn, webhook_id: str, sink: str, channel: str, detail: dict, *, schema: str = "dodo") -> bool:
+def enqueue(conn, webhook_id: str, sink: str, channel: str, detail: dict) -> bool:
     """Record a pending delivery for later (the daily digest); False if already recorded."""
-    if conn is None:
-        return False
     with conn.transaction():
-        cur = conn.execute(sql.SQL(
-            "INSERT INTO {} (webhook_id, sink, channel, detail) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT DO NOTHING").format(_table(schema)), (webhook_id, sink, channel, Jsonb(detail)))
+        cur = conn.execute("INSERT INTO delivery_ledger (webhook_id, sink, channel, detail) "
+                           "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                           (webhook_id, sink, channel, Jsonb(detail)))
         return cur.rowcount == 1
 
 
-def pending(conn, sink: str, channel: str, *, limit: int = 500, schema: str = "dodo") -> list[dict]:
+def pending(conn, sink: str, channel: str, *, limit: int = 500) -> list[dict]:
     """Pending and failed rows of one sink/channel, oldest first (for digests and replays)."""
-    rows = conn.execute(sql.SQL(
-        "SELECT webhook_id, status, attempts, last_error, detail, created_at FROM {} "
+    cur = conn.execute(
+        "SELECT webhook_id, status, attempts, last_error, detail, created_at FROM delivery_ledger "
         "WHERE sink = %s AND channel = %s AND status IN ('pending', 'failed') "
-        "ORDER BY created_at, webhook_id LIMIT %s").format(_table(schema)), (sink, channel, limit)).fetchall()
+        "ORDER BY created_at, webhook_id LIMIT %s", (sink, channel, limit))
     cols = ("webhook_id", "status", "attempts", "last_error", "detail", "created_at")
-    return [dict(zip(cols, r)) for r in rows]
-
-
-def mark(conn, webhook_ids: list[str], sink: str, channel: str, status: str,
-         external_id: str | None = None, *, schema: str = "dodo") -> None:
-    with conn.transaction():
-        conn.execute(sql.SQL(
-            "UPDATE {} SET status = %s, external_id = %s, attempts = attempts + 1, updated_at = now() "
-            "WHERE sink = %s AND channel = %s AND webhook_id = ANY(%s)").format(_table(schema)),
-            (status, external_id, sink, channel, webhook_ids))
-
-
-def rows(conn, webhook_id: str, *, schema: str = "dodo") -> list[dict]:
-    """Every ledger row of one delivery (for results, the demo and tests)."""
-    cur = conn.execute(sql.SQL(
-        "SELECT sink, channel, status, attempts, last_error, external_id FROM {} "
-        "WHERE webhook_id = %s ORDER BY sink, channel").format(_table(schema)), (webhook_id,))
-    cols = ("sink", "channel", "status", "attempts", "last_error", "external_id")
     return [dict(zip(cols, r)) for r in cur.fetchall()]
 
 
-def migration_sql(schema: str = "dodo") -> str:
-    return SQL.replace("{schema}", sql.Identifier(schema).as_string(None))
+def mark(conn, webhook_ids: list[str], sink: str, channel: str, status: str,
+         external_id: str | None = None) -> None:
+    """Set the outcome of several deliveries at once (a digest that covered them)."""
+    with conn.transaction():
+        conn.execute("UPDATE delivery_ledger SET status = %s, external_id = %s, attempts = attempts + 1, "
+                     "updated_at = now() WHERE sink = %s AND channel = %s AND webhook_id = ANY(%s)",
+                     (status, external_id, sink, channel, webhook_ids))
+
+
+def rows(conn, webhook_id: str) -> list[dict]:
+    """Every ledger row of one delivery (for results, the demo and tests)."""
+    cur = conn.execute("SELECT sink, channel, status, attempts, last_error, external_id "
+                       "FROM delivery_ledger WHERE webhook_id = %s ORDER BY sink, channel", (webhook_id,))
+    cols = ("sink", "channel", "status", "attempts", "last_error", "external_id")
+    return [dict(zip(cols, r)) for r in cur.fetchall()]
 
 
 def _error(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"[:ERROR_MAX]
 
 
-SQL = """
-CREATE TABLE IF NOT EXISTS {schema}.delivery_ledger (
-    webhook_id  text        NOT NULL,
-    sink        text        NOT NULL,
-    channel     text        NOT NULL,
-    status      text        NOT NULL DEFAULT 'pending'
-                CHECK (status IN ('pending', 'sent', 'failed', 'skipped')),
-    attempts    integer     NOT NULL DEFAULT 0,
-    last_error  text,
-    external_id text,
-    detail      jsonb,
-    created_at  timestamptz NOT NULL DEFAULT now(),
-    updated_at  timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (webhook_id, sink, channel)
-);
-CREATE INDEX IF NOT EXISTS delivery_ledger_open
-    ON {schema}.delivery_ledger (sink, channel, created_at) WHERE status IN ('pending', 'failed');
-"""

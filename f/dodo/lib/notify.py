@@ -90,7 +90,7 @@ def _outbox(kind: str, key: str, record: dict) -> dict:
     return {"status": "skipped", "external_id": f"outbox:{path}"}
 
 
-def notify(conn, event: dict, routing: Routing, transports: Transports, *, schema: str = "dodo") -> dict:
+def notify(conn, event: dict, routing: Routing, transports: Transports) -> dict:
     """Deliver the event to each routed channel once; raise NotifyError if any failed."""
     key, results = delivery_key(event), {}
     for channel, rule in plan(event, routing):
@@ -99,11 +99,11 @@ def notify(conn, event: dict, routing: Routing, transports: Transports, *, schem
             if conn is None:
                 results["digest"] = _outbox("digest", key, detail)
             else:
-                queued = ledger.enqueue(conn, key, SINK, "digest", detail, schema=schema)
+                queued = ledger.enqueue(conn, key, SINK, "digest", detail)
                 results["digest"] = {"status": "pending" if queued else "already queued"}
             continue
         results[channel] = ledger.deliver_once(conn, key, SINK, channel,
-                                               _sender(channel, rule, event, routing, transports), schema=schema)
+                                               _sender(channel, rule, event, routing, transports))
     failed = {ch: r["error"] for ch, r in results.items() if r.get("status") == "failed"}
     if failed:
         raise NotifyError("; ".join(f"{ch}: {err}" for ch, err in failed.items()))
