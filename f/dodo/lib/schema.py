@@ -18,6 +18,7 @@ MIGRATIONS = (
     "v001_tables",
     "v002_record_event",
     "v003_revenue_views",
+    "v010_delivery_ledger",
 )
 
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
