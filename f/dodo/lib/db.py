@@ -95,6 +95,7 @@ def connect(target: PgResource | dict | str, schema: str = "dodo", *, migrate: b
     return conn
 
 
-def forget_migrated() -> None:
-    """Forget which schemas were migrated (tests that drop a schema call this)."""
-    _migrated.clear()
+def forget_migrated(schema: str | None = None) -> None:
+    """Forget that `schema` (or every schema) was migrated: tests that drop one call this."""
+    for key in [k for k in _migrated if schema is None or k[3] == schema]:
+        _migrated.discard(key)

@@ -1,0 +1,387 @@
+"""The record step: one normalised event into Postgres, exactly once, in event-time order.
+
+`record_event(conn, event)` turns the normalised event into the columns of its entity
+table and calls the server-side function `record_event(jsonb)` (migration v002): one
+round trip, one transaction. It returns
+
+    {"status": "recorded" | "duplicate" | "failed",
+     "webhook_id": str,
+     "inbox_status": "processed" | "ignored" | "failed" (the inbox row's status now),
+     "attempts": int,          # deliveries of this webhook_id that reached the store
+     "applied": bool,          # the entity row took this event's state (False if older)
+     "error": str}             # only when status is "failed"
+
+An event missing a required id, or with a malformed amount or time, is recorded in the
+inbox as failed with its error and changes no entity. A delivery whose inbox row is
+failed (or reset to received by replay) is applied again when it comes back.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from f.dodo.lib.errors import EventError, MalformedField, MissingField
+from f.dodo.lib.money import parse_minor
+
+STEP = "store_event"
+ERROR_MAX = 2000
+
+_CATEGORIES = {
+    "payment": "payment", "refund": "refund", "dispute": "dispute", "subscription": "subscription",
+    "license_key": "license_key", "payout": "payout", "credit": "credit",
+    "abandoned_checkout": "checkout", "dunning": "dunning", "entitlement_grant": "entitlement",
+}
+
+
+# -- field readers: tolerant where a value is informative, strict where it matters ----
+def _str(v: Any) -> str | None:
+    if isinstance(v, str):
+        return v
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v)
+    return None
+
+
+def _req(d: dict, key: str, field: str | None = None) -> str:
+    v = _str(d.get(key))
+    if v is None or v == "":
+        raise MissingField(field or f"data.{key}")
+    return v
+
+
+def _minor(d: dict, key: str) -> int | None:
+    v = d.get(key)
+    return None if v is None else parse_minor(v, f"data.{key}")
+
+
+def _time(d: dict, key: str) -> str | None:
+    v = d.get(key)
+    if not isinstance(v, str):
+        return None
+    try:
+        return datetime.fromisoformat(v.replace("Z", "+00:00")).isoformat()
+    except ValueError:
+        return None  # an informative timestamp we cannot read; the raw one stays in `data`
+
+
+def _int(d: dict, key: str) -> int | None:
+    v = d.get(key)
+    return v if isinstance(v, int) and not isinstance(v, bool) and abs(v) < 2**31 else None
+
+
+def _bool(d: dict, key: str) -> bool | None:
+    v = d.get(key)
+    return v if isinstance(v, bool) else None
+
+
+def _dec(d: dict, key: str) -> str | None:
+    v = d.get(key)
+    if isinstance(v, bool) or not isinstance(v, (str, int)):
+        return None
+    try:
+        n = Decimal(str(v).strip())
+    except InvalidOperation:
+        return None
+    return str(n) if n.is_finite() else None
+
+
+def _cur(d: dict, key: str = "currency") -> str | None:
+    v = _str(d.get(key))
+    return v.upper() if v else None
+
+
+def _discount_multiplier(d: dict) -> str:
+    """Product of the active percentage discounts (amount in basis points), exact."""
+    m = Decimal(1)
+    for disc in d.get("discounts") or []:
+        if not isinstance(disc, dict) or str(disc.get("type", "")).lower() != "percentage":
+            continue
+        bps, left = disc.get("amount"), disc.get("cycles_remaining")
+        if isinstance(bps, int) and not isinstance(bps, bool) and 0 <= bps <= 10000 and (left is None or left > 0):
+            m *= 1 - Decimal(bps) / 10000
+    return str(m)
+
+
+# -- one row builder per category: (table, row, lock key) ------------------------------
+def _payment(d: dict, ev: dict) -> tuple:
+    pid = _req(d, "payment_id")
+    row = dict(payment_id=pid, subscription_id=_str(d.get("subscription_id")), status=_str(d.get("status")),
+               currency=_cur(d) or _cur(ev), total_minor=_minor(d, "total_amount"), tax_minor=_minor(d, "tax"),
+               settlement_currency=_cur(d, "settlement_currency"), settlement_minor=_minor(d, "settlement_amount"),
+               payment_method=_str(d.get("payment_method")), payment_method_type=_str(d.get("payment_method_type")),
+               card_last_four=_str(d.get("card_last_four")), card_network=_str(d.get("card_network")),
+               charge_type=_str(d.get("charge_type")), invoice_id=_str(d.get("invoice_id")),
+               error_code=_str(d.get("error_code")), error_message=_str(d.get("error_message")),
+               created_at=_time(d, "created_at"))
+    if row["total_minor"] is None and ev.get("amount_minor") is not None:  # seed flat shapes
+        row["total_minor"] = parse_minor(ev["amount_minor"], "amount_minor")
+    return "payments", row, f"payment:{pid}"
+
+
+def _refund(d: dict, ev: dict) -> tuple:
+    pid = _req(d, "payment_id")
+    row = dict(refund_id=_req(d, "refund_id"), payment_id=pid, status=_str(d.get("status")), currency=_cur(d),
+               amount_minor=_minor(d, "amount"), is_partial=_bool(d, "is_partial"), reason=_str(d.get("reason")),
+               created_at=_time(d, "created_at"))
+    return "refunds", row, f"payment:{pid}"
+
+
+def _dispute(d: dict, ev: dict) -> tuple:
+    status = _str(d.get("dispute_status"))
+    if status is None and ev.get("event_type", "").startswith("dispute."):
+        status = "dispute_" + ev["event_type"].split(".", 1)[1]
+    row = dict(dispute_id=_req(d, "dispute_id"), payment_id=_str(d.get("payment_id")), status=status,
+               stage=_str(d.get("dispute_stage")), currency=_cur(d), amount_minor=_minor(d, "amount"),
+               reason=_str(d.get("reason")), remarks=_str(d.get("remarks")), created_at=_time(d, "created_at"))
+    return "disputes", row, None
+
+
+def _subscription(d: dict, ev: dict) -> tuple:
+    row = dict(subscription_id=_req(d, "subscription_id"), product_id=_str(d.get("product_id")),
+               status=_str(d.get("status")), currency=_cur(d),
+               recurring_pre_tax_minor=_minor(d, "recurring_pre_tax_amount"), quantity=_int(d, "quantity"),
+               discount_multiplier=_discount_multiplier(d),
+               payment_frequency_count=_int(d, "payment_frequency_count"),
+               payment_frequency_interval=_str(d.get("payment_frequency_interval")),
+               subscription_period_count=_int(d, "subscription_period_count"),
+               subscription_period_interval=_str(d.get("subscription_period_interval")),
+               trial_period_days=_int(d, "trial_period_days"), next_billing_date=_time(d, "next_billing_date"),
+               previous_billing_date=_time(d, "previous_billing_date"),
+               cancel_at_next_billing_date=_bool(d, "cancel_at_next_billing_date"),
+               cancelled_at=_time(d, "cancelled_at"), created_at=_time(d, "created_at"))
+    return "subscriptions", row, None
+
+
+def _license_key(d: dict, ev: dict) -> tuple:
+    row = dict(license_key_id=_req(d, "id"), key=_str(d.get("key")), product_id=_str(d.get("product_id")),
+               payment_id=_str(d.get("payment_id")), subscription_id=_str(d.get("subscription_id")),
+               status=_str(d.get("status")), activations_limit=_int(d, "activations_limit"),
+               instances_count=_int(d, "instances_count"), expires_at=_time(d, "expires_at"),
+               created_at=_time(d, "created_at"))
+    return "license_keys", row, None
+
+
+def _payout(d: dict, ev: dict) -> tuple:
+    row = dict(payout_id=_req(d, "payout_id"), status=_str(d.get("status")), currency=_cur(d),
+               amount_minor=_minor(d, "amount"), fee_minor=_minor(d, "fee"), tax_minor=_minor(d, "tax"),
+               refunds_minor=_minor(d, "refunds"), chargebacks_minor=_minor(d, "chargebacks"),
+               payment_method=_str(d.get("payment_method")), remarks=_str(d.get("remarks")),
+               created_at=_time(d, "created_at"))
+    return "payouts", row, None
+
+
+def _credit(d: dict, ev: dict) -> tuple:
+    if ev.get("event_type") == "credit.balance_low":  # an alert, not a ledger entry: inbox only
+        return None, None, None
+    row = dict(entry_id=_req(d, "id"), credit_entitlement_id=_str(d.get("credit_entitlement_id")),
+               transaction_type=_str(d.get("transaction_type")), is_credit=_bool(d, "is_credit"),
+               amount=_dec(d, "amount"), balance_before=_dec(d, "balance_before"),
+               balance_after=_dec(d, "balance_after"), overage_before=_dec(d, "overage_before"),
+               overage_after=_dec(d, "overage_after"), grant_id=_str(d.get("grant_id")),
+               reference_id=_str(d.get("reference_id")), reference_type=_str(d.get("reference_type")),
+               description=_str(d.get("description")), created_at=_time(d, "created_at"))
+    return "credit_ledger_entries", row, None
+
+
+def _checkout(d: dict, ev: dict) -> tuple:
+    row = dict(payment_id=_req(d, "payment_id"), status=_str(d.get("status")),
+               abandonment_reason=_str(d.get("abandonment_reason")), abandoned_at=_time(d, "abandoned_at"),
+               recovered_payment_id=_str(d.get("recovered_payment_id")))
+    return "abandoned_checkouts", row, None
+
+
+def _dunning(d: dict, ev: dict) -> tuple:
+    started = _time(d, "created_at")
+    if started is None:
+        raise MissingField("data.created_at", "missing or not a timestamp (it identifies the dunning run)")
+    row = dict(subscription_id=_req(d, "subscription_id"), started_at=started,
+               payment_id=_str(d.get("payment_id")), status=_str(d.get("status")),
+               trigger_state=_str(d.get("trigger_state")))
+    return "dunning", row, None
+
+
+def _entitlement(d: dict, ev: dict) -> tuple:
+    row = dict(grant_id=_req(d, "id"), entitlement_id=_str(d.get("entitlement_id")),
+               integration_type=_str(d.get("integration_type")), status=_str(d.get("status")),
+               payment_id=_str(d.get("payment_id")), subscription_id=_str(d.get("subscription_id")),
+               delivered_at=_time(d, "delivered_at"), revoked_at=_time(d, "revoked_at"),
+               revocation_reason=_str(d.get("revocation_reason")), error_code=_str(d.get("error_code")),
+               error_message=_str(d.get("error_message")), created_at=_time(d, "created_at"))
+    return "entitlement_grants", row, None
+
+
+_BUILDERS: dict[str, Callable[[dict, dict], tuple]] = {
+    "payment": _payment, "refund": _refund, "dispute": _dispute, "subscription": _subscription,
+    "license_key": _license_key, "payout": _payout, "credit": _credit, "checkout": _checkout,
+    "dunning": _dunning, "entitlement": _entitlement,
+}
+
+
+def category_of(event_type: str | None) -> str:
+    prefix = (event_type or "").split(".", 1)[0]
+    return _CATEGORIES.get(prefix, "unknown")
+
+
+def webhook_id_of(event: dict) -> str:
+    """The inbox key: the webhook-id header, or for a pasted event a hash of its content."""
+    wid = event.get("webhook_id")
+    if isinstance(wid, str) and wid:
+        return wid
+    basis = json.dumps([event.get("event_type"), event.get("occurred_at"), event.get("data")],
+                       sort_keys=True, default=str)
+    return "manual_" + hashlib.sha256(basis.encode()).hexdigest()[:32]
+
+
+def _customer(d: dict, ev: dict) -> tuple[dict | None, str | None]:
+    """(described customer snapshot, or id of a customer only referenced)."""
+    c = d.get("customer")
+    if isinstance(c, dict) and _str(c.get("customer_id")):
+        meta = c.get("metadata")
+        return {"customer_id": _str(c["customer_id"]), "email": _str(c.get("email")), "name": _str(c.get("name")),
+                "phone_number": _str(c.get("phone_number")), "metadata": meta if isinstance(meta, dict) else None}, None
+    cid = _str(d.get("customer_id")) or _str(ev.get("customer_id"))
+    if cid and (ev.get("customer_email") or ev.get("customer_name")) and ev.get("source") == "seed_flat":
+        return {"customer_id": cid, "email": _str(ev.get("customer_email")), "name": _str(ev.get("customer_name")),
+                "phone_number": None, "metadata": None}, None
+    return None, cid
+
+
+def build_call(event: dict) -> dict:
+    """The argument of the SQL function record_event(jsonb) for a normalised event."""
+    event_type = _str(event.get("event_type")) or "unknown"
+    category = event.get("category") if event.get("category") in set(_CATEGORIES.values()) | {"unknown"} \
+        else category_of(event_type)
+    data = event.get("data") if isinstance(event.get("data"), dict) else {}
+    call: dict[str, Any] = {
+        "webhook_id": webhook_id_of(event), "event_type": event_type, "category": category,
+        "business_id": _str(event.get("business_id")) or _str(data.get("business_id")),
+        "entity_id": _str(event.get("entity_id")), "customer_id": _str(event.get("customer_id")),
+        "occurred_at": None, "payload": event,
+    }
+    try:
+        occurred = _time(event, "occurred_at")
+        if occurred is None:
+            raise MissingField("occurred_at", "missing or not a timestamp")
+        call["occurred_at"] = occurred
+        customer, ref = _customer(data, event)
+        call["customer_id"] = call["customer_id"] or (customer or {}).get("customer_id") or ref
+        if category == "unknown":
+            return call
+        table, row, lock = _BUILDERS[category](data, event)
+    except EventError as exc:
+        return dict(call, error=str(exc)[:ERROR_MAX], step=STEP)
+    if customer:
+        call["customer"] = customer
+    elif ref:
+        call["customer_ref"] = ref
+    if table:
+        row.update(business_id=call["business_id"], customer_id=call["customer_id"])
+        call.update(table=table, row=row)
+        call["entity_id"] = call["entity_id"] or next(iter(row.values()))
+    if lock:
+        call["lock"] = lock
+    return call
+
+
+def _function(schema: str | None) -> sql.Composable:
+    name = sql.Identifier(schema, "record_event") if schema else sql.Identifier("record_event")
+    return sql.SQL("SELECT {}(%s::jsonb)").format(name)
+
+
+def record_event(conn: psycopg.Connection, event: dict, *, schema: str | None = None) -> dict:
+    """Record one normalised event (see the module docstring for the result).
+
+    `conn` comes from f.dodo.lib.db.connect (search_path = the schema), or pass `schema`.
+    A database-level rejection of the values (e.g. an amount beyond bigint) is recorded
+    as a failed event rather than raised.
+    """
+    call = build_call(event)
+    try:
+        return _call(conn, call, schema)
+    except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+        if "error" in call:
+            raise
+        error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"[:ERROR_MAX]
+        bare = {k: call[k] for k in ("webhook_id", "event_type", "category", "business_id", "occurred_at")}
+        return _call(conn, dict(bare, payload=_storable(event), error=error, step=STEP), schema)
+
+
+def _call(conn: psycopg.Connection, call: dict, schema: str | None) -> dict:
+    query = _function(schema)
+    if conn.autocommit:  # the function call is itself one transaction: one round trip
+        return conn.execute(query, [Jsonb(call)], prepare=True).fetchone()[0]
+    with conn.transaction():
+        return conn.execute(query, [Jsonb(call)], prepare=True).fetchone()[0]
+
+
+def _storable(event: dict) -> dict:
+    """The event as JSON Postgres accepts (jsonb rejects NUL characters)."""
+    return json.loads(json.dumps(event, default=str).replace("\\u0000", "\\ufffd"))
+
+
+def record_delivery(conn: psycopg.Connection, envelope: dict, webhook_id: str | None = None, *,
+                    schema: str | None = None) -> dict:
+    """Normalise a raw Dodo delivery and record it; a delivery the normaliser rejects
+    (e.g. a missing required id) is recorded in the inbox as failed with its error."""
+    from f.dodo.lib.normalizer import normalize_event  # the events module; imported late on purpose
+
+    try:
+        event = normalize_event(envelope, webhook_id)
+    except EventError as exc:
+        event_type = _str(envelope.get("type")) if isinstance(envelope, dict) else None
+        bad = {"event_type": event_type or "unknown", "category": category_of(event_type),
+               "webhook_id": webhook_id, "occurred_at": envelope.get("timestamp") if isinstance(envelope, dict) else None,
+               "data": envelope.get("data") if isinstance(envelope, dict) else None}
+        call = build_call(bad)
+        call.update(payload=_storable(envelope), error=str(exc)[:ERROR_MAX], step="normalize")
+        call.pop("table", None)
+        return _call(conn, call, schema)
+    return record_event(conn, event, schema=schema)
+
+
+def _inbox(schema: str | None) -> sql.Composable:
+    return sql.Identifier(schema, "webhook_events") if schema else sql.Identifier("webhook_events")
+
+
+def mark_failed(conn: psycopg.Connection, webhook_id: str, error: str, step: str, *,
+                event: dict | None = None, schema: str | None = None) -> dict:
+    """Mark an inbox row failed with its error and the failing step (the flow's failure
+    module). The row is created if the event never reached the store. Returns
+    {"webhook_id", "status": "failed", "attempts"}."""
+    ev = event if isinstance(event, dict) else {}
+    event_type = _str(ev.get("event_type")) or _str(ev.get("type")) or "unknown"
+    occurred = _time(ev, "occurred_at") or _time(ev, "timestamp")
+    query = sql.SQL("""
+        INSERT INTO {t} (webhook_id, event_type, category, occurred_at, payload, status, last_error, failed_step)
+        VALUES (%(w)s, %(type)s, %(cat)s, %(at)s, %(payload)s, 'failed', %(err)s, %(step)s)
+        ON CONFLICT (webhook_id) DO UPDATE SET status = 'failed', last_error = excluded.last_error,
+            failed_step = excluded.failed_step, processed_at = NULL
+        RETURNING webhook_id, status, attempts""").format(t=_inbox(schema))
+    params = {"w": webhook_id, "type": event_type, "cat": category_of(event_type), "at": occurred,
+              "payload": Jsonb(_storable(ev)), "err": str(error)[:ERROR_MAX], "step": step}
+    with conn.transaction():
+        w, status, attempts = conn.execute(query, params).fetchone()
+    return {"webhook_id": w, "status": status, "attempts": attempts}
+
+
+def reset_for_replay(conn: psycopg.Connection, webhook_ids: list[str] | None = None, *,
+                     schema: str | None = None, limit: int = 100) -> list[dict]:
+    """Move failed inbox rows back to `received` so the next delivery of each applies
+    again; returns their {webhook_id, payload, attempts}. All failed rows (oldest first,
+    up to `limit`) when `webhook_ids` is None."""
+    query = sql.SQL("""
+        UPDATE {t} SET status = 'received', last_error = NULL, failed_step = NULL
+         WHERE webhook_id IN (SELECT webhook_id FROM {t} WHERE status = 'failed'
+                                 AND (%(ids)s::text[] IS NULL OR webhook_id = ANY(%(ids)s))
+                               ORDER BY received_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+        RETURNING webhook_id, payload, attempts""").format(t=_inbox(schema))
+    with conn.transaction():
+        rows = conn.execute(query, {"ids": webhook_ids, "limit": limit}).fetchall()
+    return [{"webhook_id": w, "payload": p, "attempts": a} for w, p, a in rows]

