@@ -19,6 +19,7 @@ MIGRATIONS = (
     "v002_record_event",
     "v003_revenue_views",
     "v010_delivery_ledger",
+    "v020_reconcile_cursor",
 )
 
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")

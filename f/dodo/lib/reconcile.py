@@ -1,0 +1,248 @@
+"""Reconciliation with the Dodo API: record what webhooks missed, report drift.
+
+For payments, subscriptions, refunds and disputes: list the objects created since the
+cursor (minus a look-back window, since an old object can still change state), compare
+each with what Postgres holds, fetch the full object of every one that is missing or
+different, and record it through the same code as a webhook (`normalize_event` +
+`store.record_event`) as a synthetic event:
+
+- `type` is `<family>.<status>` (`payment.succeeded`, `dispute.won`, `refund.pending`),
+  so the store's per-type rules apply and users' SQL can tell it apart by webhook_id;
+- `timestamp` is when the object was fetched: the API returns the latest state, so the
+  store's event-time guard lets it replace older webhook state but never a webhook whose
+  event is newer than the fetch;
+- `webhook_id` is `reconcile:<family>:<id>:<content hash>`: a rerun that sees the same
+  state dedupes in the inbox instead of recording it twice.
+
+Listing pages through `page_number`/`page_size` by hand: the SDK's auto-pager computes
+the next page as `(page_number or 1) + 1`, which skips page 1 of Dodo's 0-based pages.
+The raw JSON (`with_raw_response`) is recorded, not the SDK models, so fields newer than
+the SDK are kept, as they are for webhooks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterator
+
+from dodopayments import DodoPayments
+from psycopg.types.json import Jsonb
+
+from f.dodo.lib.store import record_delivery
+
+PAGE_SIZE = 100  # the API's maximum
+
+
+@dataclass(frozen=True)
+class Family:
+    kind: str  # API collection and client attribute: "payments"
+    name: str  # event-type prefix: "payment"
+    id_key: str  # "payment_id"
+    status_key: str  # "status" or "dispute_status"
+
+    def event_type(self, obj: dict) -> str:
+        status = str(obj.get(self.status_key) or "updated").lower()
+        return f"{self.name}.{status.removeprefix('dispute_')}"
+
+
+FAMILIES = (
+    Family("payments", "payment", "payment_id", "status"),
+    Family("subscriptions", "subscription", "subscription_id", "status"),
+    Family("refunds", "refund", "refund_id", "status"),
+    Family("disputes", "dispute", "dispute_id", "dispute_status"),
+)
+BY_KIND = {f.kind: f for f in FAMILIES}
+
+
+def client_from_resource(resource: dict, **kwargs: Any) -> DodoPayments:
+    """An SDK client from a `dodo_payments` resource {api_key, environment, base_url?}."""
+    if not resource or not resource.get("api_key"):
+        raise ValueError("the dodo_payments resource has no api_key")
+    opts: dict[str, Any] = {"bearer_token": resource["api_key"]}
+    if resource.get("base_url"):
+        opts["base_url"] = resource["base_url"]
+    else:
+        env = resource.get("environment") or "test_mode"
+        if env not in ("test_mode", "live_mode"):
+            raise ValueError("environment must be test_mode or live_mode")
+        opts["environment"] = env
+    return DodoPayments(**opts, **kwargs)
+
+
+def list_objects(client: DodoPayments, family: Family, since: datetime | None) -> Iterator[dict]:
+    """Every object of `family` created at or after `since` (all when None), as raw JSON."""
+    api = getattr(client.with_raw_response, family.kind)
+    page = 0
+    while True:
+        params: dict[str, Any] = {"page_number": page, "page_size": PAGE_SIZE}
+        if since is not None:
+            params["created_at_gte"] = since
+        items = api.list(**params).json().get("items") or []
+        yield from items
+        if len(items) < PAGE_SIZE:
+            return
+        page += 1
+
+
+def fetch_object(client: DodoPayments, family: Family, object_id: str) -> dict:
+    """The full object (a list item is a summary: no tax, settlement or cart fields)."""
+    return getattr(client.with_raw_response, family.kind).retrieve(object_id).json()
+
+
+def synthetic_event(family: Family, obj: dict, fetched_at: datetime, business_id: str | None) -> tuple[str, dict]:
+    """(webhook_id, envelope) recording `obj` as Dodo's webhook for its state would."""
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    webhook_id = f"reconcile:{family.name}:{obj[family.id_key]}:{digest}"
+    envelope = {
+        "business_id": obj.get("business_id") or business_id,
+        "type": family.event_type(obj),
+        "timestamp": fetched_at.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
+        "data": obj,
+    }
+    return webhook_id, envelope
+
+
+def differences(api_item: dict, stored: dict | None) -> list[str]:
+    """Keys of the API's list item whose value Postgres holds differently ([] = in sync).
+
+    Only keys present on both sides are compared (a list item is a summary; the stored
+    object may come from an older API version); timestamps compare as instants.
+    """
+    if stored is None:
+        return ["(missing)"]
+    return sorted(k for k, v in api_item.items() if k in stored and not _same(v, stored[k]))
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a == b:
+        return True
+    if isinstance(a, str) and isinstance(b, str):
+        ta, tb = _instant(a), _instant(b)
+        return ta is not None and ta == tb
+    if isinstance(a, dict) and isinstance(b, dict):
+        return all(k not in b or _same(v, b[k]) for k, v in a.items())
+    if isinstance(a, (int, str)) and isinstance(b, (int, str)) and not isinstance(a, bool):
+        return str(a) == str(b)  # Dodo sends some amounts as strings, some as numbers
+    return False
+
+
+def _instant(text: str) -> datetime | None:
+    if len(text) < 19 or text[4] != "-" or text[10] not in "T ":
+        return None
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def window_start(cursor: datetime | None, lookback_days: int) -> datetime | None:
+    """Where this run's listing starts: the cursor minus the look-back (None: everything)."""
+    return None if cursor is None else cursor - timedelta(days=lookback_days)
+
+
+# --- Postgres side (conn from f.dodo.lib.db.connect: search_path is the bundle's schema) ---
+
+
+def read_cursor(conn, kind: str) -> datetime | None:
+    row = conn.execute("SELECT cursor_at FROM reconcile_cursor WHERE kind = %s", [kind]).fetchone()
+    return row[0] if row else None
+
+
+def write_cursor(conn, kind: str, at: datetime, result: dict) -> None:
+    conn.execute(
+        """INSERT INTO reconcile_cursor (kind, cursor_at, last_run_at, last_result) VALUES (%s, %s, now(), %s)
+           ON CONFLICT (kind) DO UPDATE SET cursor_at = excluded.cursor_at, last_run_at = now(),
+                                            last_result = excluded.last_result""",
+        [kind, at, Jsonb(result)],
+    )
+
+
+def stored_objects(conn, family: Family, ids: list[str]) -> dict[str, dict]:
+    """id -> the raw object Postgres holds for it (the `data` of the event it last applied)."""
+    if not ids:
+        return {}
+    rows = conn.execute(
+        f"SELECT {family.id_key}, data FROM {family.kind} WHERE {family.id_key} = ANY(%s)", [ids]
+    ).fetchall()
+    return {i: d for i, d in rows}
+
+
+# --- the run ---------------------------------------------------------------------------
+
+
+def reconcile(
+    conn,
+    client: DodoPayments,
+    *,
+    kinds: tuple[str, ...] = tuple(BY_KIND),
+    lookback_days: int = 7,
+    full: bool = False,
+    full_kinds: tuple[str, ...] = ("subscriptions",),
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> dict:
+    """One reconciliation; returns {"summary": [...], "drift": [...]} (rows for tables).
+
+    `full` lists everything; `full_kinds` are listed in full on every run (a
+    subscription changes state for its whole life, long after its creation date).
+    `dry_run` records nothing and keeps the cursors.
+    """
+    started = now or datetime.now(timezone.utc)
+    summary, drift = [], []
+    for kind in kinds:
+        family = BY_KIND[kind]
+        since = None if (full or kind in full_kinds) else window_start(read_cursor(conn, kind), lookback_days)
+        items = list(list_objects(client, family, since))
+        stored = stored_objects(conn, family, [i[family.id_key] for i in items])
+        counts = {"kind": kind, "since": since.isoformat() if since else "all", "listed": len(items),
+                  "missing": 0, "different": 0, "recorded": 0, "kept_newer": 0, "failed": 0}
+        for item in items:
+            oid = item[family.id_key]
+            diff = differences(item, stored.get(oid))
+            if not diff:
+                continue
+            missing = oid not in stored
+            counts["missing" if missing else "different"] += 1
+            action = "would record" if dry_run else _record(conn, client, family, oid, started, counts)
+            drift.append({
+                "kind": kind, "id": oid, "drift": "missing" if missing else "different",
+                "fields": "" if missing else ", ".join(diff),
+                "postgres": "" if missing else str(stored[oid].get(family.status_key)),
+                "dodo": str(item.get(family.status_key)), "action": action,
+            })
+        if not dry_run and counts["failed"] == 0:
+            write_cursor(conn, kind, started, counts)
+        summary.append(counts)
+    return {"summary": summary, "drift": drift}
+
+
+def _record(conn, client: DodoPayments, family: Family, oid: str, started: datetime, counts: dict) -> str:
+    obj = fetch_object(client, family, oid)
+    webhook_id, envelope = synthetic_event(family, obj, started, None)
+    result = record_delivery(conn, envelope, webhook_id)
+    if result["status"] == "failed":
+        counts["failed"] += 1
+        return "failed: " + str(result.get("error", ""))[:200]
+    if result["status"] == "duplicate" or not result.get("applied"):
+        counts["kept_newer"] += 1
+        return "kept newer state" if result["status"] == "recorded" else "already recorded"
+    counts["recorded"] += 1
+    return "recorded"
+
+
+def rich_result(result: dict) -> dict:
+    """Windmill rich result: a markdown summary and the drift table."""
+    lines = ["| kind | since | listed | missing | different | recorded | kept newer | failed |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {c['kind']} | {c['since']} | {c['listed']} | {c['missing']} | {c['different']} | "
+              f"{c['recorded']} | {c['kept_newer']} | {c['failed']} |" for c in result["summary"]]
+    parts = [{"markdown": "### Reconciliation with the Dodo API\n\n" + "\n".join(lines)}]
+    if result["drift"]:
+        parts.append({"table-row-object": result["drift"]})
+    else:
+        parts.append({"markdown": "No drift: Postgres matches the Dodo API."})
+    return {"render_all": parts}
