@@ -27,7 +27,7 @@ def _push(wm: WindmillStandin, tmp: Path, name: str) -> tuple[str, list]:
     first = len(wm.requests)
     result = wmill_push(copy_bundle(tmp / name), wm.base_url, WORKSPACE, TOKEN, tmp / "home")
     output = result.stdout + result.stderr
-    assert result.returncode == 0, f"wmill sync push failed:\n{output}"
+    assert result.returncode == 0, f"wmill sync push failed:\n{output[-4000:]}"
     return output, wm.requests[first:]
 
 
@@ -42,6 +42,33 @@ def deployment(tmp_path_factory):
         second_output, second = _push(wm, tmp, "second")
         yield {"wm": wm, "first": first, "second": second, "after_first": after_first,
                "output": first_output + second_output}
+
+
+def _references(item: tuple[str, str], obj: dict):
+    """(is_flow, path) of every runnable an item calls: flow steps, schedule, trigger."""
+    kind, _ = item
+    if kind == "schedule" or kind.endswith("_trigger"):
+        yield bool(obj.get("is_flow")), obj["script_path"]
+    stack = [obj.get("value")] if kind == "flow" else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("type") in ("script", "flow") and isinstance(node.get("path"), str):
+                yield node["type"] == "flow", node["path"]
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
+def test_every_runnable_the_bundle_calls_is_in_the_bundle():
+    """A real server refuses an enabled schedule whose script is not deployed yet."""
+    expected = expected_items()
+    dangling = sorted(f"{kind} {key} -> {'flow' if is_flow else 'script'} {path}"
+                      for (kind, key), obj in expected.items()
+                      for is_flow, path in _references((kind, key), obj)
+                      if ("flow" if is_flow else "script", path) not in expected
+                      and not path.startswith("hub/"))
+    assert dangling == []
 
 
 def test_push_uses_only_stand_in_endpoints_with_the_token(deployment):
@@ -85,7 +112,7 @@ def test_second_push_of_the_same_tree_creates_nothing_and_changes_nothing(deploy
     assert mismatches(expected_items(), now) == []
 
 
-def test_the_check_notices_a_missing_or_altered_item(deployment, tmp_path):
+def test_the_check_notices_a_missing_or_altered_item(tmp_path):
     """Push a tampered checkout: one script edited, one other item's file deleted."""
     expected = expected_items()
     script = next(key for kind, key in sorted(expected) if kind == "script")

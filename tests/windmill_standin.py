@@ -34,7 +34,6 @@ from werkzeug.wrappers import Request, Response
 
 USERNAME = "deployer"
 EMAIL = "deployer@example.com"
-BACKEND_VERSION = "CE v1.819.0"
 TRIGGER_KINDS = ("http", "websocket", "kafka", "nats", "postgres", "mqtt", "amqp", "sqs",
                  "gcp", "azure", "email")
 
@@ -175,8 +174,10 @@ def _routes() -> list[Rule]:
 class WindmillStandin:
     """`with WindmillStandin("dodo", token) as wm:`; then `--base-url wm.base_url`."""
 
-    def __init__(self, workspace: str = "dodo", token: str = "standin-token"):
+    def __init__(self, workspace: str = "dodo", token: str = "standin-token",
+                 edition: str = "CE"):
         self.ws = Workspace(workspace)
+        self.edition = edition
         self.token = token
         self.requests: list[Recorded] = []
         self.unhandled: list[Recorded] = []
@@ -244,7 +245,7 @@ class WindmillStandin:
 
     # -- identity and settings ----------------------------------------------------------------
     def _h_version(self, rec):
-        return _text(BACKEND_VERSION)
+        return _text(f"{self.edition} v1.819.0")
 
     def _h_global_whoami(self, rec):  # GlobalUserInfo
         return _json({"email": EMAIL, "login_type": "password", "super_admin": False,
@@ -321,6 +322,8 @@ class WindmillStandin:
         key = rec.body[COLLECTIONS[kind][1]]
         if key in self.ws.items[kind]:
             return _text(f"Bad request: {kind} {key} already exists", 400)
+        if kind == "schedule" and (refused := self._refuse_schedule(rec.body)):
+            return refused
         self.ws.items[kind][key] = self._stored(kind, rec.body, None)
         return _text(key, 200 if kind == "folder" else 201)
 
@@ -331,6 +334,8 @@ class WindmillStandin:
         body = {**rec.body, COLLECTIONS[kind][1]: key}
         if kind in ("folder", "variable"):  # partial edits (EditFolder, EditVariable)
             body = {**prev, **{k: v for k, v in body.items() if v is not None}}
+        if kind == "schedule" and (refused := self._refuse_schedule({**prev, **body})):
+            return refused
         self.ws.items[kind][key] = self._stored(kind, body, prev)
         return _text(key)
 
@@ -340,6 +345,28 @@ class WindmillStandin:
             return _text(f"Not found: schedule {key} not found", 404)
         schedule["enabled"] = bool(rec.body["enabled"])
         return _text(f"succesfully updated schedule at path {key} to status {schedule['enabled']}")
+
+    def _refuse_schedule(self, body: dict) -> Response | None:
+        """The checks create_schedule/edit_schedule make (windmill-api/src/schedule.rs).
+
+        An enabled schedule queues its next job at once, which needs the script's latest
+        hash or the flow, so its runnable must already be deployed. Community edition
+        refuses the enterprise-only handlers.
+        """
+        fields = len(str(body.get("schedule", "")).split())
+        if fields not in (5, 6, 7):
+            return _text(f"Bad request: invalid cron expression {body.get('schedule')!r}", 400)
+        if self.edition == "CE" and (body.get("on_recovery") or body.get("on_success") or (
+                body.get("on_failure_times") or 1) > 1):
+            return _text("Bad request: on_recovery, on_success and on_failure_times > 1 are "
+                         "only available in enterprise version", 400)
+        target = body["script_path"]
+        deployed = self.ws.flows if body["is_flow"] else self.ws.scripts
+        if body.get("enabled", False) and target not in deployed:
+            what = "flow" if body["is_flow"] else "script"
+            return _text(f"Not found: {what} not found at path {target} "
+                         f"(schedule {body['path']} cannot queue its next job)", 404)
+        return None
 
     def _stored(self, kind: str, body: dict, prev: dict | None) -> dict:
         """The object as the server keeps it: the request plus server-set fields."""
