@@ -1,0 +1,30 @@
+# requirements:
+# psycopg==3.3.9
+# typing_extensions==4.16.0
+"""Record one Dodo event in Postgres: inbox row plus entity upserts, in one transaction."""
+
+from typing import Optional, TypedDict
+
+from f.dodo.lib import db as pg
+from f.dodo.lib import store
+
+
+class postgresql(TypedDict):
+    host: str
+    port: int
+    user: str
+    dbname: str
+    sslmode: str
+    password: str
+    root_certificate_pem: str
+
+
+def main(event: dict, db: postgresql, schema: str = "dodo", webhook_id: Optional[str] = None) -> dict:
+    with pg.connect(db, schema) as conn:
+        if "category" in event and "occurred_at" in event:  # already normalised
+            result = store.record_event(conn, event)
+        else:  # a raw envelope: normalise here and save a job
+            result = store.record_delivery(conn, event, webhook_id)
+    if result["status"] == "failed":  # recorded as failed in the inbox; fail the job too
+        raise ValueError(f"event {result['webhook_id']} rejected: {result.get('error')}")
+    return result
