@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import importlib
 import json
+import re
 
 import pytest
 import wmill.client
@@ -305,7 +306,7 @@ def windmill_api(httpserver, monkeypatch):
             return Response("not found", status=404)
         return Response(json.dumps(variables[name]), content_type="application/json")
 
-    httpserver.expect_request(__import__("re").compile(r"/api/w/ws/variables/get_value/.*")).respond_with_handler(handler)
+    httpserver.expect_request(re.compile(r"/api/w/ws/variables/get_value/.*")).respond_with_handler(handler)
     yield variables
     monkeypatch.setattr(wmill.client, "_client", None)
 
@@ -316,16 +317,14 @@ def preprocessor():
 
 
 def fresh_event(secret=CURRENT, make=webhook_event):
+    """A delivery signed now (the preprocessor checks against the real clock)."""
     import time
 
-    now = int(time.time())
-    body = BODY
-    return make(body, headers(secret=secret, ts=now, body=body)) if make is webhook_event else _http_at(now, secret)
-
-
-def _http_at(now, secret):
-    event = http_event()
-    event["headers"].update(headers(secret=secret, ts=now))
+    event = make()
+    event["headers"].update(
+        {k.replace("-", "_") if make is webhook_event else k: v
+         for k, v in headers(secret=secret, ts=int(time.time())).items()}
+    )
     return event
 
 
