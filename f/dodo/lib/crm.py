@@ -10,6 +10,8 @@ import html
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
+from f.dodo.lib import ledger
+from f.dodo.lib.channels import to_outbox
 from f.dodo.lib.hubspot import HubSpot
 from f.dodo.lib.money import exponent, format_major
 
@@ -118,3 +120,28 @@ def sync_event(client: HubSpot, event: dict, lifetime_value: str | None = None) 
         client.associate_default("notes", note["id"], "contacts", contact["id"])
         result["note_id"] = note["id"]
     return result
+
+
+class SyncError(RuntimeError):
+    """The CRM write failed after its retries; the ledger row says so and a replay retries it."""
+
+
+def sync(conn, event: dict, client: HubSpot | None, lifetime_value: str | None = None) -> dict:
+    """Sync once per delivery (ledger sink "crm", channel "hubspot"); no client = local outbox."""
+    key = note_id(event)
+
+    def send() -> dict:
+        if not event.get("customer_email"):
+            return {"status": "skipped", "external_id": "no customer email"}
+        if client is None:
+            record = {"delivery": key, "contact": contact_properties(event, lifetime_value)}
+            if event.get("category") in NOTE_CATEGORIES:
+                record["note"] = {"dodo_event_id": key, "hs_note_body": note_body(event)}
+            return {"status": "skipped", "external_id": "outbox:" + to_outbox("hubspot", record)}
+        done = sync_event(client, event, lifetime_value)
+        return {"status": "sent", "external_id": done["contact_id"], "detail": done}
+
+    result = ledger.deliver_once(conn, key, "crm", "hubspot", send)
+    if result["status"] == "failed":
+        raise SyncError(result["error"])
+    return {"delivery": key, **result}

@@ -11,9 +11,12 @@ through the connection's search_path (f.dodo.lib.db.connect sets it to the schem
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 from psycopg.types.json import Jsonb
+
+from f.dodo.lib import db
 
 DONE = ("sent", "skipped")
 ERROR_MAX = 1000
@@ -21,6 +24,13 @@ ERROR_MAX = 1000
 # What a send returns: the provider's message id (str), None, or
 # {"status": "sent"|"skipped", "external_id": ..., "detail": {...}}.
 Send = Callable[[], Any]
+
+
+def connect(postgresql: dict | None, schema: str = "dodo"):
+    """The ledger's connection: the `postgresql` resource, else $DATABASE_URL, else None
+    (no database configured: deliveries run without dedupe)."""
+    target = postgresql or os.environ.get("DATABASE_URL")
+    return db.connect(target, schema) if target else None
 
 
 def _outcome(value: Any) -> tuple[str, str | None, dict | None]:

@@ -1,0 +1,44 @@
+# requirements:
+# anyio==4.16.0
+# certifi==2026.10.19.post1
+# h11==0.16.0
+# httpcore==1.0.9
+# httpx==0.28.1
+# idna==3.20
+# psycopg==3.3.9
+# typing_extensions==4.16.0
+"""Sync one normalised Dodo event to HubSpot, once per delivery."""
+
+import os
+from typing import TypedDict
+
+from f.dodo.lib import crm, ledger
+from f.dodo.lib.hubspot import API, HubSpot
+
+
+class hubspot(TypedDict):
+    token: str
+
+
+class postgresql(TypedDict):
+    host: str
+    port: int
+    user: str
+    password: str
+    dbname: str
+    sslmode: str
+    root_certificate_pem: str
+
+
+def main(event: dict, hubspot: hubspot | None = None, postgresql: postgresql | None = None,
+         lifetime_value: str | None = None, schema: str = "dodo") -> dict:
+    client = HubSpot(hubspot["token"], os.environ.get("DODO_HUBSPOT_API_URL", API)) \
+        if hubspot and hubspot.get("token") else None
+    conn = ledger.connect(postgresql, schema)
+    try:
+        return crm.sync(conn, event, client, lifetime_value)
+    finally:
+        if client:
+            client.close()
+        if conn:
+            conn.close()
