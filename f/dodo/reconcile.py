@@ -1,0 +1,56 @@
+# requirements:
+# annotated-types==0.8.0
+# anyio==4.16.0
+# certifi==2026.10.19.post1
+# distro==1.9.0
+# dodopayments==1.123.0
+# h11==0.16.0
+# httpcore==1.0.9
+# httpx==0.28.1
+# idna==3.20
+# psycopg==3.3.9
+# pydantic==2.14.3
+# pydantic_core==2.50.4
+# sniffio==1.3.1
+# typing-inspection==0.4.5
+# typing_extensions==4.16.0
+"""Reconcile Postgres with the Dodo API: record what webhooks missed, report drift."""
+
+from typing import Literal, Optional, TypedDict
+
+from f.dodo.lib import db as pg
+from f.dodo.lib import reconcile as rec
+
+
+class postgresql(TypedDict):
+    host: str
+    port: int
+    user: str
+    dbname: str
+    sslmode: str
+    password: str
+    root_certificate_pem: str
+
+
+class dodo_payments(TypedDict):
+    api_key: str
+    environment: Literal["test_mode", "live_mode"]
+    base_url: str
+
+
+def main(
+    db: postgresql,
+    dodo: dodo_payments,
+    lookback_days: int = 7,
+    full: bool = False,
+    dry_run: bool = False,
+    kinds: Optional[list[str]] = None,
+    schema: str = "dodo",
+) -> dict:
+    unknown = sorted(set(kinds or ()) - set(rec.BY_KIND))
+    if unknown:
+        raise ValueError(f"unknown kinds {unknown}: use {sorted(rec.BY_KIND)}")
+    with rec.client_from_resource(dodo) as client, pg.connect(db, schema) as conn:
+        result = rec.reconcile(conn, client, kinds=tuple(kinds or rec.BY_KIND), lookback_days=lookback_days,
+                               full=full, dry_run=dry_run)
+    return rec.rich_result(result)
