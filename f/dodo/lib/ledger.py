@@ -53,6 +53,10 @@ def deliver_once(conn, webhook_id: str, sink: str, channel: str, send: Send) -> 
         except Exception as exc:  # noqa: BLE001 - reported to the caller as data
             return {"status": "failed", "attempts": 1, "external_id": None, "error": _error(exc), "replayed": False}
     key = (webhook_id, sink, channel)
+    done = conn.execute("SELECT status, attempts, external_id FROM delivery_ledger "
+                        "WHERE webhook_id = %s AND sink = %s AND channel = %s", key).fetchone()
+    if done and done[0] in DONE:  # final states: no lock needed to trust them
+        return {"status": done[0], "attempts": done[1], "external_id": done[2], "error": None, "replayed": True}
     with conn.transaction():
         conn.execute("INSERT INTO delivery_ledger (webhook_id, sink, channel) VALUES (%s, %s, %s) "
                      "ON CONFLICT DO NOTHING", key)

@@ -55,33 +55,34 @@ def plan(event: dict, routing: Routing) -> list[tuple[str, Rule]]:
 
 
 def _sender(channel: str, rule: Rule, event: dict, routing: Routing, t: Transports):
-    """A zero-argument send for one channel: real when configured, else the outbox."""
+    """A zero-argument send for one channel: real when configured, else the outbox.
+    Rendering happens inside it, so a replay of a delivered channel renders nothing."""
     kw = {"urgency": rule.urgency, "title": rule.title or render.DEFAULT_TITLE,
           "summary": rule.summary or render.DEFAULT_SUMMARY}
     key = delivery_key(event)
     if channel == "slack":
-        msg = render.slack_message(event, **kw)
         target = rule.slack_channel or routing.slack_channel
         if (t.slack and t.slack.get("token")) or t.slack_webhook_url:
-            return lambda: channels.send_slack(msg, token=(t.slack or {}).get("token"), channel=target,
-                                               webhook_url=t.slack_webhook_url, api_url=t.slack_api,
-                                               sleep=t.sleep)
-        return lambda: _outbox("slack", key, {"channel": target, **msg})
+            return lambda: channels.send_slack(render.slack_message(event, **kw), token=(t.slack or {}).get("token"),
+                                               channel=target, webhook_url=t.slack_webhook_url,
+                                               api_url=t.slack_api, sleep=t.sleep)
+        return lambda: _outbox("slack", key, {"channel": target, **render.slack_message(event, **kw)})
     if channel == "email":
-        msg = render.email_message(event, **kw)
         to = rule.email_to if rule.email_to is not None else routing.email_to
         if not to:
             return lambda: {"status": "skipped", "external_id": "no recipients"}
         sender = routing.email_from or (t.smtp or {}).get("user") or "dodo-bundle@localhost"
         message_id = f"<{render.header_safe(key).replace(' ', '_').replace('>', '_')}@dodo-bundle>"
         if t.smtp and t.smtp.get("host"):
-            return lambda: channels.send_email(t.smtp, sender=sender, to=to, message_id=message_id, **msg)
-        return lambda: _outbox("email", key, {"to": to, "from": sender, **msg})
+            return lambda: channels.send_email(t.smtp, sender=sender, to=to, message_id=message_id,
+                                               **render.email_message(event, **kw))
+        return lambda: _outbox("email", key, {"to": to, "from": sender, **render.email_message(event, **kw)})
     if channel.startswith("sms:"):
-        to, body = channel[4:], render.sms_message(event, **kw)
+        to = channel[4:]
         if t.twilio and t.twilio.get("accountSid") and t.twilio.get("token"):
-            return lambda: channels.send_sms(t.twilio, to=to, body=body, api_url=t.twilio_api, sleep=t.sleep)
-        return lambda: _outbox("sms", key, {"to": to, "body": body})
+            return lambda: channels.send_sms(t.twilio, to=to, body=render.sms_message(event, **kw),
+                                             api_url=t.twilio_api, sleep=t.sleep)
+        return lambda: _outbox("sms", key, {"to": to, "body": render.sms_message(event, **kw)})
     raise ValueError(f"unknown channel {channel!r}")
 
 
