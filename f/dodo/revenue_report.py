@@ -1,0 +1,73 @@
+# requirements:
+# annotated-types==0.8.0
+# anyio==4.16.0
+# certifi==2026.10.19.post1
+# h11==0.16.0
+# httpcore==1.0.9
+# httpx==0.28.1
+# idna==3.20
+# psycopg==3.3.9
+# pydantic==2.14.3
+# pydantic_core==2.50.4
+# typing-inspection==0.4.5
+# typing_extensions==4.16.0
+"""Daily revenue report: figures per currency, sent to Slack and email, shown as a rich result."""
+
+import os
+from datetime import date, datetime, timedelta, timezone
+from typing import Optional, TypedDict
+
+from f.dodo.lib import channels, reports
+from f.dodo.lib import db as pg
+from f.dodo.lib import routing as rules
+
+
+class postgresql(TypedDict):
+    host: str
+    port: int
+    user: str
+    dbname: str
+    sslmode: str
+    password: str
+    root_certificate_pem: str
+
+
+class slack(TypedDict):
+    token: str
+
+
+class smtp(TypedDict):
+    host: str
+    port: int
+    user: str
+    password: str
+
+
+def _day(text: str) -> date:
+    if not text:
+        return (datetime.now(timezone.utc) - timedelta(days=1)).date()
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"day must be YYYY-MM-DD, got {text[:40]!r}") from None
+
+
+def main(
+    db: postgresql,
+    day: str = "",
+    routing: Optional[str] = None,
+    slack: Optional[slack] = None,
+    smtp: Optional[smtp] = None,
+    slack_webhook_url: Optional[str] = None,
+    send: bool = True,
+    schema: str = "dodo",
+) -> dict:
+    config = rules.load(routing)  # recipients: the notification routing's slack_channel, email_from, email_to
+    with pg.connect(db, schema) as conn:
+        report = reports.build(conn, _day(day))
+        if send:
+            reports.send(conn, report, slack=slack, slack_webhook_url=slack_webhook_url or None,
+                         slack_channel=config.slack_channel, smtp=smtp, email_from=config.email_from,
+                         email_to=config.email_to,
+                         slack_api=os.environ.get("DODO_SLACK_API_URL", channels.SLACK_API))
+    return reports.rich_result(report)
