@@ -311,3 +311,20 @@ def test_send_rejects_bad_routing_before_sending(httpserver):
     with pytest.raises(routing.RoutingError, match=r"routing\.rules\[0\]\.urgency"):
         send.main(event(), json.dumps({"rules": [{"match": "*", "urgency": "panic"}]}))
     assert len(httpserver.log) == 0
+
+
+def test_daily_digest_sends_queued_lines_once(httpserver, db_conn):
+    rules = routing.load(None)
+    t = Transports(slack={"token": SLACK_TOKEN}, slack_api=httpserver.url_for("/api"), sleep=lambda s: None)
+    for i, name in enumerate(["Ada", "<!channel> Eve"]):
+        notify(db_conn, event(event_type="payment.succeeded", category="payment", webhook_id=f"d{i}",
+                              customer_name=name, amount_minor=1000, currency="JPY"), rules, t)
+    assert len(httpserver.log) == 0  # digest mode: nothing sent at event time
+    httpserver.expect_request("/api/chat.postMessage").respond_with_handler(slack_ok)
+    from f.dodo.lib.notify import send_digest
+    sent = send_digest(db_conn, rules, t)
+    assert sent["status"] == "sent" and sent["events"] == 2
+    body = httpserver.log[0][0].get_json()
+    assert "1000 JPY" in body["blocks"][0]["text"]["text"] and "2 events" in body["text"]
+    assert_slack_inert(body)
+    assert send_digest(db_conn, rules, t)["status"] == "empty" and len(httpserver.log) == 1

@@ -8,6 +8,7 @@ together, so one step retry re-sends only what failed.
 
 from __future__ import annotations
 
+import html
 import time
 from dataclasses import dataclass, field
 
@@ -109,3 +110,34 @@ def notify(conn, event: dict, routing: Routing, transports: Transports) -> dict:
     if failed:
         raise NotifyError("; ".join(f"{ch}: {err}" for ch, err in failed.items()))
     return {"delivery": key, "event_type": event.get("event_type"), "channels": results}
+
+
+def send_digest(conn, routing: Routing, transports: Transports, *, limit: int = 500) -> dict:
+    """Send the queued digest lines as one message (Slack or email), then mark them sent.
+
+    Lines were rendered safe for SMS (no control characters); Slack gets them escaped.
+    A failure leaves them pending for the next run.
+    """
+    rows = ledger.pending(conn, SINK, "digest", limit=limit)
+    if not rows:
+        return {"status": "empty", "events": 0}
+    lines = [str((r["detail"] or {}).get("line", r["webhook_id"])) for r in rows]
+    title, status = f"Dodo Payments daily digest: {len(lines)} events", "sent"
+    if routing.digest_channel == "email" and transports.smtp and routing.email_to:
+        text = "\n".join(lines)
+        html_body = "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>"
+        external = channels.send_email(transports.smtp, sender=routing.email_from or transports.smtp.get("user")
+                                       or "dodo-bundle@localhost", to=routing.email_to, subject=title,
+                                       text=text, html=html_body,
+                                       message_id=f"<digest-{rows[-1]['webhook_id']}@dodo-bundle>")
+    else:
+        body = "\n".join(f"• {render.slack_escape(x)}" for x in lines)[:2900]
+        msg = {"text": title, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{title}*\n{body}"}}]}
+        if (transports.slack and transports.slack.get("token")) or transports.slack_webhook_url:
+            external = channels.send_slack(msg, token=(transports.slack or {}).get("token"),
+                                           channel=routing.slack_channel, webhook_url=transports.slack_webhook_url,
+                                           api_url=transports.slack_api, sleep=transports.sleep)
+        else:
+            external, status = _outbox("digest", "digest", msg)["external_id"], "skipped"
+    ledger.mark(conn, [r["webhook_id"] for r in rows], SINK, "digest", status, external)
+    return {"status": status, "events": len(rows), "external_id": external}

@@ -1,0 +1,53 @@
+# requirements:
+# annotated-types==0.8.0
+# anyio==4.16.0
+# certifi==2026.10.19.post1
+# h11==0.16.0
+# httpcore==1.0.9
+# httpx==0.28.1
+# idna==3.20
+# psycopg==3.3.9
+# pydantic==2.14.3
+# pydantic_core==2.50.4
+# typing-inspection==0.4.5
+# typing_extensions==4.16.0
+"""Send the daily digest of the notifications routed in digest mode."""
+
+import os
+from typing import TypedDict
+
+from f.dodo.lib import channels, ledger, routing as rules
+from f.dodo.lib.notify import Transports, send_digest
+
+
+class slack(TypedDict):
+    token: str
+
+
+class smtp(TypedDict):
+    host: str
+    port: int
+    user: str
+    password: str
+
+
+class postgresql(TypedDict):
+    host: str
+    port: int
+    user: str
+    password: str
+    dbname: str
+    sslmode: str
+    root_certificate_pem: str
+
+
+def main(postgresql: postgresql, routing: str | None = None, slack: slack | None = None,
+         smtp: smtp | None = None, slack_webhook_url: str | None = None, schema: str = "dodo") -> dict:
+    config = rules.load(routing)
+    transports = Transports(slack=slack, slack_webhook_url=slack_webhook_url or None, smtp=smtp,
+                            slack_api=os.environ.get("DODO_SLACK_API_URL", channels.SLACK_API))
+    conn = ledger.connect(postgresql, schema)
+    try:
+        return send_digest(conn, config, transports)
+    finally:
+        conn.close()
