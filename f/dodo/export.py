@@ -1,0 +1,32 @@
+# requirements:
+# psycopg==3.3.9
+# typing_extensions==4.16.0
+"""Export payments, refunds, subscriptions or disputes created in a date range as CSV."""
+
+from typing import Literal, TypedDict
+
+from f.dodo.lib import db as pg
+from f.dodo.lib import export
+
+
+class postgresql(TypedDict):
+    host: str
+    port: int
+    user: str
+    dbname: str
+    sslmode: str
+    password: str
+    root_certificate_pem: str
+
+
+def main(
+    db: postgresql,
+    kind: Literal["payments", "refunds", "subscriptions", "disputes"],
+    date_from: str,
+    date_to: str = "",
+    schema: str = "dodo",
+) -> dict:
+    first, last = export.day_range(date_from, date_to)
+    with pg.connect(db, schema) as conn:
+        columns, rows = export.query_rows(conn, kind, first, last)
+    return export.file_result(kind, first, last, export.to_csv(columns, rows))

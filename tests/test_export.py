@@ -1,0 +1,93 @@
+"""CSV export against the fixture stream's final states."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+from datetime import date, datetime, timezone
+from decimal import Decimal
+
+import pytest
+
+from f.dodo import export as entry
+from f.dodo.lib.money import format_major
+from f.dodo.lib.store import record_delivery
+from tests.ops_stream import BUSINESS, build_stream, iso
+
+
+@pytest.fixture(scope="module")
+def stream():
+    return build_stream(days=20, seed=3)
+
+
+@pytest.fixture
+def loaded(make_db, stream):
+    db = make_db()
+    for webhook_id, envelope in stream.deliveries:
+        record_delivery(db.conn, envelope, webhook_id)
+    return db
+
+
+def read(result: dict) -> tuple[str, list[dict]]:
+    assert list(result) == ["file"]
+    text = base64.b64decode(result["file"]["content"]).decode("utf-8")
+    return result["file"]["filename"], list(csv.DictReader(io.StringIO(text)))
+
+
+def in_range(text: str, first: date, last: date) -> bool:
+    return first <= datetime.fromisoformat(text.replace("Z", "+00:00")).date() <= last
+
+
+@pytest.mark.parametrize("kind,amount_key,amount_col", [
+    ("payments", "total_amount", "total"), ("refunds", "amount", "amount"),
+    ("subscriptions", "recurring_pre_tax_amount", "recurring_pre_tax"), ("disputes", "amount", "amount"),
+])
+def test_rows_and_amounts_match_the_stream(loaded, stream, kind, amount_key, amount_col):
+    first, last = date(2026, 2, 5), date(2026, 2, 12)
+    name, rows = read(entry.main(loaded.resource, kind, first.isoformat(), last.isoformat(), schema=loaded.schema))
+    assert name == f"dodo_{kind}_2026-02-05_2026-02-12.csv"
+    id_key = kind[:-1] + "_id"
+    want = sorted((o for o in stream.final[kind].values() if in_range(o["created_at"], first, last)),
+                  key=lambda o: (o["created_at"], o[id_key]))
+    assert want, "the range must hold some objects"
+    assert [r[id_key] for r in rows] == [o[id_key] for o in want]
+    for row, obj in zip(rows, want):
+        assert row[amount_col] == format_major(obj[amount_key], obj["currency"])
+        assert row["currency"] == obj["currency"]
+        assert row["customer_email"] == obj["customer"]["email"]
+        assert datetime.fromisoformat(row["created_at"].replace("Z", "+00:00")) == \
+            datetime.fromisoformat(obj["created_at"].replace("Z", "+00:00"))
+    if kind == "payments":  # net = total - succeeded refunds, exact
+        refunded = {}
+        for r in stream.final["refunds"].values():
+            if r["status"] == "succeeded":
+                refunded[r["payment_id"]] = refunded.get(r["payment_id"], 0) + r["amount"]
+        for row, obj in zip(rows, want):
+            net = obj["total_amount"] - refunded.get(obj["payment_id"], 0)
+            assert Decimal(row["net"]) == Decimal(format_major(net, obj["currency"]))
+
+
+def test_formula_text_is_neutralised(make_db):
+    db = make_db()
+    data = {"payment_id": "pay_evil", "business_id": BUSINESS, "status": "succeeded", "total_amount": 1234,
+            "currency": "KWD", "created_at": iso(datetime(2026, 4, 1, 12, tzinfo=timezone.utc)),
+            "customer": {"customer_id": "cus_evil", "email": "e@example.com", "name": "x"},
+            "error_message": '=HYPERLINK("http://evil.example","click")'}
+    record_delivery(db.conn, {"business_id": BUSINESS, "type": "payment.succeeded",
+                              "timestamp": data["created_at"], "data": data}, "msg_evil")
+    _, rows = read(entry.main(db.resource, "payments", "2026-04-01", schema=db.schema))
+    assert rows[0]["error_message"].startswith("'=HYPERLINK")
+    assert rows[0]["total"] == "1.234"  # KWD has three decimals
+
+
+def test_bad_arguments(make_db):
+    db = make_db()
+    with pytest.raises(ValueError, match="YYYY-MM-DD"):
+        entry.main(db.resource, "payments", "01/02/2026", schema=db.schema)
+    with pytest.raises(ValueError, match="before"):
+        entry.main(db.resource, "payments", "2026-02-02", "2026-02-01", schema=db.schema)
+    with pytest.raises(ValueError, match="kind"):
+        entry.main(db.resource, "payouts", "2026-02-02", schema=db.schema)
+    _, rows = read(entry.main(db.resource, "refunds", "2026-02-02", schema=db.schema))
+    assert rows == []
