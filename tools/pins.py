@@ -69,10 +69,21 @@ def third_party_modules(path: Path, root: Path = ROOT, seen: set | None = None) 
     return found
 
 
-def _closure(dists: set[str]) -> set[str]:
+def declared_extras(root: Path = ROOT) -> dict[str, frozenset]:
+    """Extras requirements.in asks for (psycopg[binary]: Windmill workers need no libpq then)."""
+    extras = {}
+    for line in (root / "requirements.in").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            req = Requirement(line)
+            extras[canonicalize_name(req.name)] = frozenset(req.extras)
+    return extras
+
+
+def _closure(dists: set[str], extras: dict[str, frozenset]) -> set[str]:
     """Every distribution needed to install `dists`, markers evaluated for this Python."""
     env = default_environment()
-    todo = [(canonicalize_name(d), frozenset()) for d in dists]
+    todo = [(canonicalize_name(d), extras.get(canonicalize_name(d), frozenset())) for d in dists]
     done: set[tuple[str, frozenset]] = set()
     while todo:
         name, extras = todo.pop()
@@ -99,7 +110,7 @@ def required_pins(path: Path, root: Path = ROOT) -> tuple[list[str], list[str]]:
             continue
         dists.update(owners[module])
     pins = []
-    for name in sorted(_closure(dists)):
+    for name in sorted(_closure(dists, declared_extras(root))):
         if name in lock:
             pins.append(lock[name])
         else:

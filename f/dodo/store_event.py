@@ -1,4 +1,5 @@
 # requirements:
+# psycopg-binary==3.3.9
 # psycopg==3.3.9
 # typing_extensions==4.16.0
 """Record one Dodo event in Postgres: inbox row plus entity upserts, in one transaction."""
