@@ -11,7 +11,10 @@
 """Flow preprocessor: verify a Dodo delivery and turn it into the flow inputs.
 
 Runs only for triggers (webhook, HTTP route), never for runs from the UI. Windmill
-calls `preprocessor(event)`; its result `{event, webhook_id}` becomes the flow inputs.
+calls `preprocessor(event)`; its result `{event, webhook_id}` becomes the flow inputs,
+plus a `$res:`/`$var:` reference for each optional integration that exists in the
+workspace (a static `$res:` of a missing resource would fail the step instead of
+falling back to the outbox). Only references leave this step, never secret values.
 """
 
 import wmill
@@ -21,6 +24,10 @@ from f.dodo.lib.signature import DEFAULT_TOLERANCE_S, verify_trigger_event
 SECRET = "f/dodo/webhook_secret"
 PREVIOUS_SECRET = "f/dodo/webhook_secret_previous"
 TOLERANCE = "f/dodo/webhook_tolerance_s"
+# flow input -> optional resource; the sinks use the local outbox when one is absent
+INTEGRATIONS = {"hubspot": "f/dodo/hubspot", "slack": "f/dodo/slack", "smtp": "f/dodo/smtp",
+                "twilio": "f/dodo/twilio"}
+SLACK_WEBHOOK_URL = "f/dodo/slack_webhook_url"
 
 
 def _optional_variable(path: str) -> str | None:
@@ -33,7 +40,19 @@ def _optional_variable(path: str) -> str | None:
         raise
 
 
+def _integrations() -> dict:
+    """References to the optional integrations that exist. interpolated=False keeps a
+    resource's secrets as their own `$var:` references; the worker resolves each
+    reference when the sink step starts."""
+    found = {name: f"$res:{path}" for name, path in INTEGRATIONS.items()
+             if wmill.get_resource(path, none_if_undefined=True, interpolated=False) is not None}
+    if _optional_variable(SLACK_WEBHOOK_URL):
+        found["slack_webhook_url"] = f"$var:{SLACK_WEBHOOK_URL}"
+    return found
+
+
 def preprocessor(event: dict):
     secrets = [wmill.get_variable(SECRET), _optional_variable(PREVIOUS_SECRET) or ""]
     tolerance = (_optional_variable(TOLERANCE) or "").strip()
-    return verify_trigger_event(event, secrets, int(tolerance) if tolerance else DEFAULT_TOLERANCE_S)
+    inputs = verify_trigger_event(event, secrets, int(tolerance) if tolerance else DEFAULT_TOLERANCE_S)
+    return {**inputs, **_integrations()}  # verified first: a forged request costs no lookups
