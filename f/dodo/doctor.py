@@ -1,0 +1,42 @@
+# requirements:
+# annotated-types==0.8.0
+# anyio==4.16.0
+# certifi==2026.10.19.post1
+# distro==1.9.0
+# dodopayments==1.123.0
+# h11==0.16.0
+# httpcore==1.0.9
+# httpx==0.28.1
+# idna==3.20
+# psycopg-binary==3.3.9
+# psycopg==3.3.9
+# pydantic==2.14.3
+# pydantic_core==2.50.4
+# sniffio==1.3.1
+# typing-inspection==0.4.5
+# typing_extensions==4.16.0
+# wmill==1.850.0
+"""Check every variable and resource the bundle needs; say what is missing or wrong."""
+
+import wmill
+
+from f.dodo.lib import db as pg
+from f.dodo.lib import doctor
+
+
+def _variable(path: str):
+    try:
+        return wmill.get_variable(path)
+    except Exception:  # noqa: BLE001 - absent or not readable: the check says "not set"
+        return None
+
+
+def main(schema: str = "dodo", probe: bool = True) -> dict:
+    checks = doctor.check_all(
+        _variable,
+        lambda path: wmill.get_resource(path, none_if_undefined=True),
+        lambda resource: pg.connect(resource, schema, migrate=False, connect_timeout=10),
+        schema=schema,
+        probe=probe,
+    )
+    return doctor.summary(checks)
