@@ -35,8 +35,11 @@ def inbox_key(event: dict, webhook_id: Optional[str]) -> str:
         return store.webhook_id_of(event if isinstance(event, dict) else {})
 
 
-def main(message: str, step_id: str, event: dict, db: postgresql, webhook_id: Optional[str] = None,
-         name: Optional[str] = None, schema: str = "dodo") -> dict:
+def main(message: str, step_id: str, db: postgresql, event: Optional[dict] = None,
+         webhook_id: Optional[str] = None, name: Optional[str] = None, schema: str = "dodo") -> dict:
+    if step_id == "preprocessor":  # unverified request: nothing of it may reach the inbox
+        return {"status": "rejected", "error": message}
+    event = event if isinstance(event, dict) else {}
     error = f"{name}: {message}" if name and not message.startswith(name) else message
     with pg.connect(db, schema) as conn:
         return store.mark_failed(conn, inbox_key(event, webhook_id), error, step_id or "unknown", event=event)
