@@ -11,8 +11,8 @@ Where the server comes from, first match wins:
 initdb refuses to run as root, so as root the server runs as ``DODO_PG_USER``, else the
 ``postgres`` user when it exists, else ``nobody``. It listens on a free loopback port
 (trust auth, user ``postgres``) with its socket in the data directory, so nothing outside
-that directory is needed. Data is throw-away by default (fsync off, a temp dir under
-/tmp deleted on stop); pass ``data_dir`` to keep it between runs.
+that directory is needed. Data is throw-away by default (a temp dir under /tmp deleted on
+stop; pass ``data_dir`` to keep it) and fsync is off unless ``durable=True``.
 
     with start_server() as pg:
         psycopg.connect(pg.url)
@@ -34,7 +34,7 @@ import time
 __all__ = ["PgServer", "start_server", "find_binaries"]
 
 # Speed over durability: these servers hold test and demo data only.
-_FAST = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", "max_connections": "200"}
+_FAST = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
 
 def _has_server(bin_dir: pathlib.Path) -> bool:
@@ -100,13 +100,14 @@ class PgServer:
 
     def __init__(self, url: str, *, provider: str, bin_dir: pathlib.Path | None = None,
                  data_dir: pathlib.Path | None = None, port: int | None = None,
-                 ephemeral: bool = False):
+                 ephemeral: bool = False, durable: bool = False):
         self.url = url
         self.provider = provider  # "url", "system" or "wheel"
         self.bin_dir = bin_dir
         self.data_dir = data_dir
         self.port = port
         self.ephemeral = ephemeral
+        self.durable = durable
         self._user = _run_as() if bin_dir else None
         self.running = provider == "url"
 
@@ -140,7 +141,8 @@ class PgServer:
     def start(self) -> "PgServer":
         if not self.managed or self.running:
             return self
-        opts = dict(_FAST, listen_addresses="127.0.0.1", port=str(self.port),
+        opts = dict({} if self.durable else _FAST, max_connections="200", listen_addresses="127.0.0.1",
+                    port=str(self.port),
                     unix_socket_directories=str(self.data_dir))
         o = " ".join(f"-c {k}={v}" for k, v in opts.items())
         result = self._cmd("pg_ctl", "-D", str(self.data_dir), "-l", str(self.data_dir / "server.log"),
@@ -180,11 +182,13 @@ class PgServer:
         return f"PgServer(provider={self.provider!r}, url={self.url!r}, data_dir={self.data_dir})"
 
 
-def start_server(data_dir: str | os.PathLike | None = None, provider: str | None = None) -> PgServer:
+def start_server(data_dir: str | os.PathLike | None = None, provider: str | None = None,
+                 durable: bool = False) -> PgServer:
     """Start (or reuse, via DATABASE_URL) a PostgreSQL server; see the module docstring.
 
     ``provider``: "system" or "wheel" forces that binary source; default: DATABASE_URL,
-    else DODO_PG_PROVIDER, else system binaries, else the wheel.
+    else DODO_PG_PROVIDER, else system binaries, else the wheel. ``durable``: keep
+    PostgreSQL's crash-safe defaults (fsync, synchronous commit) instead of the fast ones.
     """
     forced = provider or os.environ.get("DODO_PG_PROVIDER")
     if not forced and os.environ.get("DATABASE_URL"):
@@ -198,7 +202,8 @@ def start_server(data_dir: str | os.PathLike | None = None, provider: str | None
     for _ in range(3):  # another process may grab the free port before the server binds it
         port = _free_port()
         server = PgServer(f"postgresql://postgres@127.0.0.1:{port}/postgres", provider=name,
-                          bin_dir=bin_dir, data_dir=path.resolve(), port=port, ephemeral=ephemeral)
+                          bin_dir=bin_dir, data_dir=path.resolve(), port=port, ephemeral=ephemeral,
+                          durable=durable)
         if ephemeral:
             os.chmod(path.parent, 0o755)
         server._init()

@@ -28,7 +28,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from f.dodo.lib.errors import EventError, MalformedField, MissingField
-from f.dodo.lib.money import parse_minor
+from f.dodo.lib.money import format_major, parse_minor
 
 STEP = "store_event"
 ERROR_MAX = 2000
@@ -217,6 +217,25 @@ def _entitlement(d: dict, ev: dict) -> tuple:
     return "entitlement_grants", row, None
 
 
+# Exact major-unit columns written beside their minor units: (major, minor, currency).
+_AMOUNT = [("amount", "amount_minor", "currency")]
+_MAJOR = {
+    "payments": [("total", "total_minor", "currency"), ("tax", "tax_minor", "currency"),
+                 ("settlement", "settlement_minor", "settlement_currency")],
+    "refunds": _AMOUNT, "disputes": _AMOUNT, "payouts": _AMOUNT,
+    "subscriptions": [("recurring_pre_tax", "recurring_pre_tax_minor", "currency")],
+}
+
+
+def _with_major(table: str, row: dict) -> dict:
+    for major, minor, currency in _MAJOR.get(table, ()):
+        try:
+            row[major] = None if row[minor] is None else format_major(row[minor], row[currency])
+        except EventError:  # unknown or missing currency: no major amount rather than a wrong one
+            row[major] = None
+    return row
+
+
 _BUILDERS: dict[str, Callable[[dict, dict], tuple]] = {
     "payment": _payment, "refund": _refund, "dispute": _dispute, "subscription": _subscription,
     "license_key": _license_key, "payout": _payout, "credit": _credit, "checkout": _checkout,
@@ -283,7 +302,7 @@ def build_call(event: dict) -> dict:
         call["customer_ref"] = ref
     if table:
         row.update(business_id=call["business_id"], customer_id=call["customer_id"])
-        call.update(table=table, row=row)
+        call.update(table=table, row=_with_major(table, row))
         call["entity_id"] = call["entity_id"] or next(iter(row.values()))
     if lock:
         call["lock"] = lock

@@ -15,22 +15,22 @@ table?, row?}. `row` holds the entity table's columns; its `data` is payload->'d
 _STATE = ["event_type", "event_at", "event_webhook_id", "data"]
 TABLES = {
     "payments": (["payment_id"], ["business_id", "customer_id", "subscription_id", "status", "currency",
-                 "total_minor", "tax_minor", "settlement_currency", "settlement_minor", "payment_method",
+                 "total_minor", "total", "tax_minor", "tax", "settlement_currency", "settlement_minor", "settlement", "payment_method",
                  "payment_method_type", "card_last_four", "card_network", "charge_type", "invoice_id",
                  "error_code", "error_message", "created_at"]),
     "refunds": (["refund_id"], ["payment_id", "business_id", "customer_id", "status", "currency",
-                "amount_minor", "is_partial", "reason", "created_at"]),
+                "amount_minor", "amount", "is_partial", "reason", "created_at"]),
     "disputes": (["dispute_id"], ["payment_id", "business_id", "customer_id", "status", "stage", "currency",
-                 "amount_minor", "reason", "remarks", "created_at"]),
+                 "amount_minor", "amount", "reason", "remarks", "created_at"]),
     "subscriptions": (["subscription_id"], ["business_id", "customer_id", "product_id", "status", "currency",
-                      "recurring_pre_tax_minor", "quantity", "discount_multiplier", "payment_frequency_count",
+                      "recurring_pre_tax_minor", "recurring_pre_tax", "quantity", "discount_multiplier", "payment_frequency_count",
                       "payment_frequency_interval", "subscription_period_count",
                       "subscription_period_interval", "trial_period_days", "next_billing_date",
                       "previous_billing_date", "cancel_at_next_billing_date", "cancelled_at", "created_at"]),
     "license_keys": (["license_key_id"], ["key", "business_id", "customer_id", "product_id", "payment_id",
                      "subscription_id", "status", "activations_limit", "instances_count", "expires_at",
                      "created_at"]),
-    "payouts": (["payout_id"], ["business_id", "status", "currency", "amount_minor", "fee_minor", "tax_minor",
+    "payouts": (["payout_id"], ["business_id", "status", "currency", "amount_minor", "amount", "fee_minor", "tax_minor",
                 "refunds_minor", "chargebacks_minor", "payment_method", "remarks", "created_at"]),
     "credit_ledger_entries": (["entry_id"], ["business_id", "customer_id", "credit_entitlement_id",
                               "transaction_type", "is_credit", "amount", "balance_before", "balance_after",
@@ -80,10 +80,12 @@ DECLARE
     n integer := 0;
     done text;
 BEGIN
+    done := CASE WHEN e ? 'error' THEN 'failed' WHEN e->>'category' = 'unknown' THEN 'ignored' ELSE 'processed' END;
+    -- Written with its final status: if anything below fails, the whole transaction does.
     INSERT INTO webhook_events (webhook_id, event_type, category, business_id, entity_id, customer_id,
-                                occurred_at, payload)
+                                occurred_at, payload, status, last_error, failed_step, processed_at)
     VALUES (wid, e->>'event_type', e->>'category', e->>'business_id', e->>'entity_id', e->>'customer_id',
-            at, e->'payload')
+            at, e->'payload', done, e->>'error', e->>'step', CASE WHEN done <> 'failed' THEN now() END)
     ON CONFLICT (webhook_id) DO NOTHING;
     IF NOT FOUND THEN
         -- Seen before. Done (processed/ignored): a duplicate. Failed or received: apply again.
@@ -94,14 +96,12 @@ BEGIN
         END IF;
         UPDATE webhook_events SET attempts = attempts + 1, payload = e->'payload', event_type = e->>'event_type',
                category = e->>'category', entity_id = e->>'entity_id', customer_id = e->>'customer_id',
-               occurred_at = at
+               occurred_at = at, status = done, last_error = e->>'error', failed_step = e->>'step',
+               processed_at = CASE WHEN done <> 'failed' THEN now() END
          WHERE webhook_id = wid;
     END IF;
 
     IF e ? 'error' THEN   -- invalid event: recorded as failed, no entity touched
-        UPDATE webhook_events SET status = 'failed', last_error = e->>'error', failed_step = e->>'step',
-               processed_at = NULL
-         WHERE webhook_id = wid;
         RETURN jsonb_build_object('status', 'failed', 'webhook_id', wid, 'inbox_status', 'failed',
                                   'attempts', tries, 'applied', false, 'error', e->>'error');
     END IF;
@@ -137,16 +137,17 @@ BEGIN
         INSERT INTO subscription_status_history (subscription_id, webhook_id, event_type, status, occurred_at)
         VALUES (r->>'subscription_id', wid, e->>'event_type', r->>'status', at)
         ON CONFLICT DO NOTHING;
-    ELSIF tbl IN ('payments', 'refunds') THEN
-        UPDATE payments p SET refunded_minor = s.total, updated_at = now()
-          FROM (SELECT coalesce(sum(amount_minor), 0) AS total FROM refunds
-                 WHERE payment_id = r->>'payment_id' AND status = 'succeeded') s
-         WHERE p.payment_id = r->>'payment_id' AND p.refunded_minor <> s.total;
+    ELSIF tbl IN ('payments', 'refunds') THEN   -- refunded and net follow the refunds table
+        UPDATE payments p SET refunded_minor = s.minor, refunded = s.major, net = s.net, updated_at = now()
+          FROM (SELECT x.minor, to_major(x.minor, q.currency) AS major,
+                       to_major(q.total_minor - x.minor, q.currency) AS net
+                  FROM (SELECT coalesce(sum(amount_minor), 0) AS minor FROM refunds
+                         WHERE payment_id = r->>'payment_id' AND status = 'succeeded') x,
+                       payments q WHERE q.payment_id = r->>'payment_id') s
+         WHERE p.payment_id = r->>'payment_id'
+           AND (p.refunded_minor, p.refunded, p.net) IS DISTINCT FROM (s.minor, s.major, s.net);
     END IF;
 
-    done := CASE WHEN e->>'category' = 'unknown' THEN 'ignored' ELSE 'processed' END;
-    UPDATE webhook_events SET status = done, processed_at = now(), last_error = NULL, failed_step = NULL
-     WHERE webhook_id = wid;
     RETURN jsonb_build_object('status', 'recorded', 'webhook_id', wid, 'inbox_status', done,
                               'attempts', tries, 'applied', n > 0);
 END
