@@ -66,6 +66,13 @@ def post_delivery(url: str, body: str, headers: dict, token: str | None = None, 
         return client.post(webhook_url_with_params(url), content=body.encode(), headers=sent)
 
 
+def inbox_row(conn, webhook_id: str) -> dict | None:
+    """The inbox row of a delivery (conn: search_path = the bundle's schema), or None."""
+    row = conn.execute("SELECT status, attempts, last_error FROM webhook_events WHERE webhook_id = %s",
+                       [webhook_id]).fetchone()
+    return None if row is None else {"status": row[0], "attempts": row[1], "last_error": row[2]}
+
+
 def wait_for(check: Callable[[], dict | None], wait_s: float, interval_s: float = 1.0,
              sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> dict | None:
     """Call `check` until it returns a row or `wait_s` has passed; the last answer."""
@@ -75,6 +82,10 @@ def wait_for(check: Callable[[], dict | None], wait_s: float, interval_s: float 
         if row is not None or clock() >= deadline:
             return row
         sleep(interval_s)
+
+
+def _finished(row: dict | None) -> dict | None:
+    return row if row is not None and row.get("status") != "received" else None
 
 
 def send_test_event(
@@ -93,7 +104,9 @@ def send_test_event(
     body = json.dumps(sample_event(test_id, now), separators=(",", ":"))
     resp = post_delivery(url, body, sign(body, secret, msg_id, now), token)
     accepted = 200 <= resp.status_code < 300
-    row = wait_for(lambda: lookup(msg_id), wait_s, sleep=sleep) if accepted else None
+    if accepted:  # wait until the flow has finished with it (processed, ignored or failed)
+        wait_for(lambda: _finished(lookup(msg_id)), wait_s, sleep=sleep)
+    row = lookup(msg_id) if accepted else None
     status = (row or {}).get("status")
     return {
         "webhook_id": msg_id,
@@ -102,6 +115,6 @@ def send_test_event(
         "arrived": row is not None,
         "inbox_status": status,
         "last_error": (row or {}).get("last_error"),
-        "ok": accepted and row is not None and status not in ("failed", "dead"),
+        "ok": status == "processed",
         "response": resp.text[:300] if not accepted else None,
     }

@@ -1,0 +1,107 @@
+"""The self-test: a signed sample delivery to a webhook stand-in that verifies and records it."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from datetime import datetime, timezone
+
+import wmill.client
+from werkzeug.wrappers import Request, Response
+
+from f.dodo import send_test_event as entry
+from f.dodo.lib import selftest, signature
+from f.dodo.lib.errors import SignatureError
+from f.dodo.lib.store import record_delivery
+
+SECRET = "whsec_" + base64.b64encode(b"selftest-secret-for-tests-only!!").decode()
+PATH = "/api/w/demo/jobs/run/f/f/dodo/webhook"
+
+
+class Bundle:
+    """What the deployed webhook does with a delivery: verify the raw bytes, then record it."""
+
+    def __init__(self, httpserver, db, secret: str = SECRET, record: bool = True, token: str | None = None):
+        self.db, self.secret, self.record, self.token = db, secret, record, token
+        self.requests: list[Request] = []
+        httpserver.expect_request(PATH, method="POST").respond_with_handler(self.handle)
+        self.url = httpserver.url_for(PATH)
+
+    def handle(self, request: Request) -> Response:
+        self.requests.append(request)
+        if self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
+            return Response("Unauthorized", 401)
+        assert request.args.get("raw") == "true"
+        assert request.args.get("include_header") == selftest.HEADERS
+        try:
+            event = signature.verify_delivery(request.get_data(), dict(request.headers), [self.secret])
+        except SignatureError as exc:
+            return Response(json.dumps({"error": str(exc)}), 400, content_type="application/json")
+        if self.record:
+            record_delivery(self.db.conn, event, request.headers["webhook-id"])
+        return Response(str(uuid.uuid4()), 201, content_type="text/plain")
+
+
+def lookup(db):
+    return lambda webhook_id: selftest.inbox_row(db.conn, webhook_id)
+
+
+def test_signed_event_arrives_and_is_processed(db, httpserver):
+    bundle = Bundle(httpserver, db)
+    out = selftest.send_test_event(bundle.url, SECRET, lookup(db), wait_s=5)
+    assert out["ok"] and out["accepted"] and out["arrived"] and out["inbox_status"] == "processed"
+    assert out["http_status"] == 201 and out["webhook_id"].startswith("msg_selftest_")
+    total, status = db.conn.execute("SELECT total_minor, status FROM payments WHERE payment_id LIKE 'pay_selftest_%'").fetchone()
+    assert (total, status) == (0, "succeeded")  # revenue does not move
+    assert SECRET not in json.dumps(out)
+
+
+def test_wrong_secret_is_rejected_and_reported(db, httpserver):
+    bundle = Bundle(httpserver, db, secret="whsec_" + base64.b64encode(b"another-secret-entirely-32bytes!").decode())
+    out = selftest.send_test_event(bundle.url, SECRET, lookup(db), wait_s=5)
+    assert not out["ok"] and not out["accepted"] and not out["arrived"]
+    assert out["http_status"] == 400 and "secret" in out["response"]
+    assert db.conn.execute("SELECT count(*) FROM webhook_events").fetchone()[0] == 0
+
+
+def test_accepted_but_never_recorded(db, httpserver):
+    bundle = Bundle(httpserver, db, record=False)
+    out = selftest.send_test_event(bundle.url, SECRET, lookup(db), wait_s=0)
+    assert out["accepted"] and not out["arrived"] and not out["ok"] and out["inbox_status"] is None
+    assert len(bundle.requests) == 1
+
+
+def test_url_gets_raw_and_headers_only_for_webhooks():
+    url = selftest.webhook_url_with_params("https://wm.example/api/w/ws/jobs/run/f/f/dodo/webhook?token=abc")
+    assert "token=abc" in url and "raw=true" in url and "include_header=webhook-id,webhook-timestamp" in url
+    kept = "https://wm.example/api/w/ws/jobs/run/f/f/dodo/webhook?raw=true&include_header=webhook-id"
+    assert selftest.webhook_url_with_params(kept) == kept
+    route = "https://wm.example/api/r/ws/dodo/webhook"
+    assert selftest.webhook_url_with_params(route) == route
+
+
+def test_entry_script_uses_the_secret_variable_and_token(db, httpserver, monkeypatch, tmp_path):
+    bundle = Bundle(httpserver, db, token="webhook-token-1")
+    mocked = tmp_path / "wmill.json"
+    mocked.write_text(json.dumps({"variables": {"f/dodo/webhook_secret": SECRET,
+                                                "f/dodo/webhook_token": "webhook-token-1"}}))
+    for key, value in {"WM_MOCKED_API_FILE": str(mocked), "WM_WORKSPACE": "demo", "WM_TOKEN": "job-token",
+                       "BASE_INTERNAL_URL": "http://127.0.0.1:9"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(wmill.client, "_client", None)
+    out = entry.main(bundle.url, db.resource, wait_seconds=5, token_variable="f/dodo/webhook_token",
+                     schema=db.schema)
+    assert out["ok"], out
+    denied = entry.main(bundle.url, db.resource, wait_seconds=0, schema=db.schema)  # the job token is not it
+    assert denied["http_status"] == 401 and not denied["ok"]
+    assert "webhook-token-1" not in json.dumps([out, denied]) and "job-token" not in json.dumps(denied)
+
+
+def test_sample_is_a_standard_webhooks_delivery():
+    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    body = json.dumps(selftest.sample_event("abc", at))
+    headers = selftest.sign(body, SECRET, "msg_x", at)
+    assert set(headers) == {"webhook-id", "webhook-timestamp", "webhook-signature"}
+    event = signature.verify_delivery(body, headers, [SECRET], now=int(at.timestamp()))
+    assert event["type"] == "payment.succeeded" and event["data"]["total_amount"] == 0
