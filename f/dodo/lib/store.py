@@ -125,6 +125,14 @@ def _payment(d: dict, ev: dict) -> tuple:
     return "payments", row, f"payment:{pid}"
 
 
+def _payment_net(row: dict) -> None:
+    # As if nothing were refunded; the SQL corrects both when refunds exist.
+    row["refunded"] = row["net"] = None
+    if row["total"] is not None:
+        row["net"] = row["total"]
+        row["refunded"] = format_major(0, row["currency"])
+
+
 def _refund(d: dict, ev: dict) -> tuple:
     pid = _req(d, "payment_id")
     row = dict(refund_id=_req(d, "refund_id"), payment_id=pid, status=_str(d.get("status")), currency=_cur(d),
@@ -258,6 +266,15 @@ def webhook_id_of(event: dict) -> str:
     return "manual_" + hashlib.sha256(basis.encode()).hexdigest()[:32]
 
 
+def delivery_of(event: dict) -> dict:
+    """What was delivered, in the form the flows' `event` input takes again (replay):
+    the envelope {business_id, type, timestamp, data}, or a seed transform's flat payload."""
+    if event.get("source") == "seed_flat" and isinstance(event.get("data"), dict):
+        return event["data"]
+    return {"business_id": event.get("business_id"), "type": event.get("event_type"),
+            "timestamp": event.get("occurred_at"), "data": event.get("data")}
+
+
 def _customer(d: dict, ev: dict) -> tuple[dict | None, str | None]:
     """(described customer snapshot, or id of a customer only referenced)."""
     c = d.get("customer")
@@ -282,8 +299,10 @@ def build_call(event: dict) -> dict:
         "webhook_id": webhook_id_of(event), "event_type": event_type, "category": category,
         "business_id": _str(event.get("business_id")) or _str(data.get("business_id")),
         "entity_id": _str(event.get("entity_id")), "customer_id": _str(event.get("customer_id")),
-        "occurred_at": None, "payload": event,
+        "occurred_at": None, "payload": delivery_of(event),
     }
+    if event.get("source") == "seed_flat":  # the payload is not an envelope: say where data is
+        call["data"] = data
     try:
         occurred = _time(event, "occurred_at")
         if occurred is None:
@@ -303,6 +322,8 @@ def build_call(event: dict) -> dict:
     if table:
         row.update(business_id=call["business_id"], customer_id=call["customer_id"])
         call.update(table=table, row=_with_major(table, row))
+        if table == "payments":
+            _payment_net(row)
         call["entity_id"] = call["entity_id"] or next(iter(row.values()))
     if lock:
         call["lock"] = lock
@@ -329,7 +350,7 @@ def record_event(conn: psycopg.Connection, event: dict, *, schema: str | None = 
             raise
         error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"[:ERROR_MAX]
         bare = {k: call[k] for k in ("webhook_id", "event_type", "category", "business_id", "occurred_at")}
-        return _call(conn, dict(bare, payload=_storable(event), error=error, step=STEP), schema)
+        return _call(conn, dict(bare, payload=_storable(call["payload"]), error=error, step=STEP), schema)
 
 
 def _call(conn: psycopg.Connection, call: dict, schema: str | None) -> dict:
@@ -384,7 +405,8 @@ def mark_failed(conn: psycopg.Connection, webhook_id: str, error: str, step: str
             failed_step = excluded.failed_step, processed_at = NULL
         RETURNING webhook_id, status, attempts""").format(t=_inbox(schema))
     params = {"w": webhook_id, "type": event_type, "cat": category_of(event_type), "at": occurred,
-              "payload": Jsonb(_storable(ev)), "err": str(error)[:ERROR_MAX], "step": step}
+              "payload": Jsonb(_storable(delivery_of(ev) if "category" in ev else ev)),
+              "err": str(error)[:ERROR_MAX], "step": step}
     with conn.transaction():
         w, status, attempts = conn.execute(query, params).fetchone()
     return {"webhook_id": w, "status": status, "attempts": attempts}

@@ -8,14 +8,16 @@ way in any arrival order and a retried event re-applies idempotently.
 
 Input (built by f/dodo/lib/store.py): {webhook_id, event_type, category, business_id,
 entity_id, customer_id, occurred_at, payload, error?, lock?, customer?, customer_ref?,
-table?, row?}. `row` holds the entity table's columns; its `data` is payload->'data'.
+table?, row?, data?}. `payload` is the delivery as received (the envelope, or a seed
+transform's flat payload); `row` holds the entity table's columns; the entity's `data`
+is `data` when given, else payload->'data'.
 """
 
 # Entity tables: conflict key, then the columns an event's state sets.
 _STATE = ["event_type", "event_at", "event_webhook_id", "data"]
 TABLES = {
     "payments": (["payment_id"], ["business_id", "customer_id", "subscription_id", "status", "currency",
-                 "total_minor", "total", "tax_minor", "tax", "settlement_currency", "settlement_minor", "settlement", "payment_method",
+                 "total_minor", "total", "refunded", "net", "tax_minor", "tax", "settlement_currency", "settlement_minor", "settlement", "payment_method",
                  "payment_method_type", "card_last_four", "card_network", "charge_type", "invoice_id",
                  "error_code", "error_message", "created_at"]),
     "refunds": (["refund_id"], ["payment_id", "business_id", "customer_id", "status", "currency",
@@ -127,7 +129,7 @@ BEGIN
             WHERE t.first_seen_at > excluded.first_seen_at;
     END IF;
 
-    r := e->'row' || jsonb_build_object('data', e->'payload'->'data', 'event_type', e->>'event_type',
+    r := e->'row' || jsonb_build_object('data', CASE WHEN e ? 'data' THEN e->'data' ELSE e->'payload'->'data' END, 'event_type', e->>'event_type',
                                          'event_at', at, 'event_webhook_id', wid);
     IF tbl IS NULL THEN
         NULL;""" + "".join(_upsert(t) for t in TABLES) + r"""
