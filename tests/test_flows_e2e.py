@@ -1,0 +1,250 @@
+"""f/dodo/webhook end to end in the local runner, against a real Postgres.
+
+Trigger runs get the event Windmill builds for a webhook call with
+?raw=true&include_header=webhook-id,webhook-timestamp,webhook-signature (args.rs): the
+exact body as raw_string and the three headers, `-` turned into `_`.
+"""
+import json
+import re
+import threading
+import time
+import urllib.request
+
+import pytest
+import yaml
+from fixture_data import FIXTURE_SECRET, all_deliveries, resign
+
+from local_runner import Runner
+from local_runner.demo import ROOT, bundle_config, quiet_wmill_client
+from local_runner.server import App, make_server
+
+ENTRY = "f/dodo/webhook"
+HOT_PATH = 8  # flow, preprocessor, normalize, record, 2 branchall branches, crm, notify
+OTHER_SECRET = "whsec_" + "b3RoZXItc2VjcmV0LW5vdC1kb2RvcyE="
+
+
+@pytest.fixture
+def schema_name():
+    return "dodo"  # the flows use the scripts' default schema
+
+
+@pytest.fixture
+def outbox(tmp_path, monkeypatch):
+    path = tmp_path / "outbox.jsonl"
+    monkeypatch.setenv("DODO_OUTBOX", str(path))
+    return path
+
+
+@pytest.fixture
+def sleeps():
+    return []
+
+
+@pytest.fixture
+def runner(db, outbox, sleeps):
+    quiet_wmill_client()
+    return Runner(ROOT, bundle_config(db.url, FIXTURE_SECRET), sleep=sleeps.append, random=lambda: 0.5)
+
+
+def trigger_event(delivery: dict) -> dict:
+    """The preprocessor event of a webhook call, as Windmill passes it."""
+    return {"kind": "webhook", "body": json.loads(delivery["body"]), "raw_string": delivery["body"],
+            "query": {}, "headers": {k.replace("-", "_"): v for k, v in delivery["headers"].items()}}
+
+
+def steps(run) -> list[str]:
+    return [j.step_id or j.kind for j in run.jobs]
+
+
+def inbox(db, webhook_id: str) -> dict | None:
+    cur = db.conn.execute("SELECT status, event_type, last_error, failed_step, attempts FROM webhook_events "
+                          "WHERE webhook_id = %s", (webhook_id,))
+    row = cur.fetchone()
+    return row and dict(zip([d.name for d in cur.description], row))
+
+
+def webhook_id(name: str) -> str:
+    return dict(all_deliveries())[name]["headers"]["webhook-id"]
+
+
+def test_the_hot_path_costs_eight_jobs_from_the_flow_graph():
+    """Counted from flow.yaml with Windmill's job model (worker_flow.rs): root flow,
+    preprocessor, one job per script step, one per branchall branch."""
+    flow = yaml.safe_load((ROOT / "f/dodo/webhook__flow/flow.yaml").read_text())["value"]
+    count = 1 + bool(flow.get("preprocessor_module"))
+    for m in flow["modules"]:
+        v = m["value"]
+        if v["type"] == "branchall":
+            count += sum(1 + len(b["modules"]) for b in v["branches"])
+        else:
+            assert v["type"] == "script"
+            count += 1
+    assert count == HOT_PATH
+
+
+@pytest.mark.parametrize("name", [n for n, _ in all_deliveries()])
+def test_every_fixture_event_goes_through_the_entry_flow_into_postgres(runner, db, name):
+    run = runner.run_flow(ENTRY, event=trigger_event(resign(name)))
+    assert run.success, run.result
+    assert steps(run)[:4] == ["flow", "preprocessor", "normalize", "record"]
+    assert sorted(steps(run)[4:]) == ["crm", "notify", "sinks/branch-0", "sinks/branch-1"]  # parallel
+    assert run.job_count == HOT_PATH
+    recorded = run.jobs[3].result
+    assert recorded["status"] == "recorded" and recorded["webhook_id"] == webhook_id(name)
+    row = inbox(db, webhook_id(name))
+    assert row["status"] in ("processed", "ignored") and row["event_type"] == json.loads(resign(name)["body"])["type"]
+    crm, notify = run.result  # the branchall's results, one per sink
+    assert crm["delivery"] == notify["delivery"] == webhook_id(name)
+
+
+def test_a_duplicate_stops_after_record_and_runs_no_sink(runner, db, outbox):
+    first = runner.run_flow(ENTRY, event=trigger_event(resign("payment.succeeded")))
+    assert first.success and outbox.exists()
+    sent = outbox.read_text()
+    again = runner.run_flow(ENTRY, event=trigger_event(resign("payment.succeeded", ts=int(time.time()) + 5)))
+    assert again.success and again.skipped  # stop_after_if with skip_if_stopped
+    assert again.result["status"] == "duplicate"
+    assert steps(again) == ["flow", "preprocessor", "normalize", "record"]
+    assert outbox.read_text() == sent
+    assert inbox(db, webhook_id("payment.succeeded"))["status"] == "processed"
+
+
+def test_a_forged_signature_is_rejected_before_any_step(runner, db):
+    run = runner.run_flow(ENTRY, event=trigger_event(resign("payment.succeeded", secret=OTHER_SECRET)))
+    assert not run.success
+    pre = run.jobs[1]
+    assert pre.kind == "preprocessor" and not pre.success
+    assert "SignatureMismatch" in pre.result["error"]["name"]
+    # no flow step ran; the failure module (if the engine runs it) records nothing
+    assert set(steps(run)) <= {"flow", "preprocessor", "failure"}
+    assert db.conn.execute("SELECT count(*) FROM webhook_events").fetchone()[0] == 0
+
+
+def test_a_tampered_body_is_rejected(runner, db):
+    d = resign("payment.succeeded")
+    d["body"] = d["body"].replace("}", " }", 1)  # same JSON, other bytes
+    run = runner.run_flow(ENTRY, event=trigger_event(d))
+    assert not run.success and set(steps(run)) <= {"flow", "preprocessor", "failure"}
+    assert db.conn.execute("SELECT count(*) FROM webhook_events").fetchone()[0] == 0
+
+
+def test_a_failing_sink_is_retried_with_backoff_then_marks_the_inbox_row_failed(db, outbox, sleeps, httpserver,
+                                                                                    monkeypatch):
+    # HubSpot answers 400: a client error the step cannot fix, retried by the flow anyway
+    httpserver.expect_request(re.compile(".*")).respond_with_json(
+        {"status": "error", "message": "Property dodo_lifecycle does not exist", "category": "VALIDATION_ERROR"},
+        status=400)
+    monkeypatch.setenv("DODO_HUBSPOT_API_URL", httpserver.url_for("").rstrip("/"))
+    cfg = bundle_config(db.url, FIXTURE_SECRET)
+    cfg.resources["f/dodo/hubspot"] = {"token": "pat-test"}
+    quiet_wmill_client()
+    runner = Runner(ROOT, cfg, sleep=sleeps.append, random=lambda: 0.5)
+    run = runner.run_flow(ENTRY, event=trigger_event(resign("payment.succeeded")))
+    assert not run.success
+    attempts = [j for j in run.jobs if j.step_id == "crm"]
+    assert len(attempts) == 6 and not any(j.success for j in attempts)  # 1 + 5 retries
+    assert sleeps == [3.0, 9.0, 27.0, 81.0, 243.0]  # exponential: 1 * 3^n (jitter centred at 0.5)
+    assert [j for j in run.jobs if j.step_id == "notify"][0].success  # the other sink still ran
+    failure = [j for j in run.jobs if j.kind == "failure"]
+    assert len(failure) == 1 and failure[0].success
+    row = inbox(db, webhook_id("payment.succeeded"))
+    assert row["status"] == "failed" and row["failed_step"] == "crm"
+    assert "Property dodo_lifecycle does not exist" in row["last_error"]
+
+
+def test_a_pasted_event_runs_from_the_ui_without_preprocessor(runner, db):
+    event = json.loads(resign("refund.succeeded")["body"])
+    run = runner.run_flow(ENTRY, {"event": event})
+    assert run.success and "preprocessor" not in steps(run)
+    key = run.jobs[2].result["webhook_id"]  # the record step's key for a pasted event
+    assert key.startswith("manual_") and inbox(db, key)["status"] == "processed"
+    assert runner.run_flow(ENTRY, {"event": event}).result["status"] == "duplicate"
+
+
+def test_a_pasted_event_the_normaliser_rejects_is_marked_failed_at_normalize(runner, db):
+    run = runner.run_flow("f/dodo/record", {"event": {"type": "payment.succeeded", "data": {}},
+                                            "webhook_id": "msg_broken"})
+    assert not run.success
+    row = inbox(db, "msg_broken")
+    assert row["status"] == "failed" and row["failed_step"] == "normalize"
+
+
+def test_record_flow_records_once(runner, db):
+    event = json.loads(resign("subscription.active")["body"])
+    first = runner.run_flow("f/dodo/record", {"event": event, "webhook_id": "msg_pasted_1"})
+    assert first.success and first.result["status"] == "recorded"
+    assert runner.run_flow("f/dodo/record", {"event": event, "webhook_id": "msg_pasted_1"}).result["status"] == \
+        "duplicate"
+
+
+@pytest.mark.parametrize("name, branch, script_step", [
+    ("payment.succeeded", "by_category/branch-0", "crm_note"),
+    ("subscription.renewed", "by_category/branch-1", "crm_lifecycle"),
+    ("license_key.created", "by_category/branch-2", "crm_contact"),
+    ("payout.success", "by_category/default", "crm_nothing"),
+])
+def test_crm_sync_flow_takes_one_branch_per_category(runner, name, branch, script_step):
+    normalized = runner.run_script("f/dodo/normalize", {"event": json.loads(resign(name)["body"]),
+                                                        "webhook_id": webhook_id(name)}).result
+    run = runner.run_flow("f/dodo/crm_sync", {"event": normalized})
+    assert run.success
+    assert steps(run) == ["flow", branch, script_step]
+
+
+@pytest.mark.parametrize("name, step", [("dispute.opened", "notify_dispute"), ("refund.succeeded", "notify_payment"),
+                                        ("subscription.cancelled", "notify_subscription"),
+                                        ("credit.added", "notify_other")])
+def test_notify_flow_takes_one_branch_per_category(runner, name, step):
+    normalized = runner.run_script("f/dodo/normalize", {"event": json.loads(resign(name)["body"]),
+                                                        "webhook_id": webhook_id(name)}).result
+    run = runner.run_flow("f/dodo/notify", {"event": normalized})
+    assert run.success and steps(run)[-1] == step and run.result["delivery"] == webhook_id(name)
+
+
+# ---------------------------------------------------------------- over real HTTP
+
+
+@pytest.fixture
+def server(runner):
+    app = App(runner, token="wm-token", workers=2)
+    srv = make_server(app, "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}", app.workspace
+    srv.shutdown()
+    srv.server_close()
+
+
+def _post(url: str, delivery: dict) -> tuple[int, str]:
+    req = urllib.request.Request(url, data=delivery["body"].encode(), method="POST",
+                                 headers={"content-type": "application/json", **delivery["headers"]})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return resp.status, resp.read().decode()
+
+
+def _result(base: str, ws: str, job_id: str) -> dict:
+    for _ in range(1500):
+        with urllib.request.urlopen(f"{base}/api/w/{ws}/jobs_u/get/{job_id}?token=wm-token", timeout=10) as r:
+            job = json.loads(r.read())
+        if job["type"] == "CompletedJob":
+            return job
+        time.sleep(0.02)
+    raise AssertionError("job did not complete")
+
+
+def test_a_delivery_posted_to_the_webhook_url_exactly_as_dodo_does(server, db):
+    base, ws = server
+    url = (f"{base}/api/w/{ws}/jobs/run/f/f/dodo/webhook?raw=true"
+           f"&include_header=webhook-id,webhook-timestamp,webhook-signature&token=wm-token")
+    status, job_id = _post(url, resign("dispute.opened"))
+    assert status == 201
+    job = _result(base, ws, job_id)
+    assert job["success"] and len(job["local_jobs"]) == HOT_PATH
+    assert inbox(db, webhook_id("dispute.opened"))["status"] == "processed"
+
+
+def test_a_delivery_posted_to_the_http_route(server, db):
+    base, ws = server
+    status, job_id = _post(f"{base}/api/r/dodo/webhook", resign("subscription.cancelled"))
+    assert status == 201
+    job = _result(base, ws, job_id)
+    assert job["success"] and inbox(db, webhook_id("subscription.cancelled"))["status"] == "processed"
