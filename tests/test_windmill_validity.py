@@ -67,7 +67,7 @@ def test_preprocessor_pins_come_from_requirements_lock():
 @pytest.fixture
 def tree(tmp_path):
     shutil.copytree(ROOT / "f", tmp_path / "f")
-    for name in ("wmill.yaml", "requirements.lock"):
+    for name in ("wmill.yaml", "requirements.in", "requirements.lock"):
         shutil.copy(ROOT / name, tmp_path / name)
     return tmp_path
 
