@@ -17,6 +17,10 @@ that is not an object becomes {"body": value}. With a preprocessor the job's onl
 argument is `event`; without one the body's keys (plus raw_string and the included
 headers) are the arguments.
 
+A body over the size limit (REQUEST_SIZE_LIMIT bytes, default Windmill's 200 MB) is
+answered 413 without being read; a bad content-length, or JSON nested deeper than the
+parser's stack, is answered 400.
+
 Async jobs go to a bounded queue served by a pool of worker threads.
 """
 from __future__ import annotations
@@ -41,6 +45,10 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 from .runner import Runner, RunnerError, error_result
+
+# Windmill's default request body limit (windmill-api DEFAULT_BODY_LIMIT, 200 MB; an
+# instance setting raises or lowers it): a larger body is answered 413 unread.
+DEFAULT_BODY_LIMIT = 2097152 * 100
 
 RESERVED_QUERY = {"raw", "include_header", "token", "include_query", "job_id", "parent_job",
                   "tag", "scheduled_for", "scheduled_in_secs", "memory_id", "skip_preprocessor"}
@@ -94,6 +102,8 @@ def parse_body(raw: bytes) -> Any:
         return json.loads(text), text
     except json.JSONDecodeError as e:
         raise BadRequest(f"body is not valid JSON: {e}") from None
+    except RecursionError:  # deeper than the parser's stack: refuse, never drop the connection
+        raise BadRequest("body is not valid JSON: nested too deeply") from None
 
 
 def as_args(body: Any) -> dict:
@@ -104,8 +114,9 @@ class App:
     """Jobs, their queue and workers, around one Runner."""
 
     def __init__(self, runner: Runner, *, token: str | None = None, workers: int = 4,
-                 queue_size: int = 1000, keep_results: int = 100_000):
+                 queue_size: int = 1000, keep_results: int = 100_000, max_body: int = DEFAULT_BODY_LIMIT):
         self.runner = runner
+        self.max_body = max_body
         self.workspace = runner.config.workspace
         self.token = token or None
         self.routes = load_routes(runner.root)
@@ -230,6 +241,9 @@ def make_handler(app: App):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "windmill-local"
+        # TCP_NODELAY: headers and body are two writes; with Nagle the body waits for
+        # the client's delayed ACK (~40 ms a response on keep-alive connections).
+        disable_nagle_algorithm = True
 
         def log_message(self, fmt, *args):  # quiet: no request logs (they could carry tokens)
             pass
@@ -246,7 +260,14 @@ def make_handler(app: App):
             url = urlsplit(self.path)
             query = parse_qs(url.query, keep_blank_values=True)
             headers = {k.lower(): v for k, v in self.headers.items()}
-            raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+            length = (self.headers.get("content-length") or "0").strip()
+            if not length.isdigit():  # int() would take "-1" and read to EOF
+                self.close_connection = True
+                return self._send(400, "invalid content-length", "text/plain")
+            if int(length) > app.max_body:  # refused unread, as Windmill's body limit does
+                self.close_connection = True
+                return self._send(413, f"request body over {app.max_body} bytes", "text/plain")
+            raw = self.rfile.read(int(length))
             try:
                 self._route(method, url.path, query, headers, raw)
             except BadRequest as e:
@@ -354,19 +375,19 @@ def apply_migrations(config) -> str:
 
 def serve(root: str | Path = ".", env: dict | None = None) -> None:
     """Entry point of `python -m local_runner serve` (configuration from the environment)."""
-    from .config import Config, postgres_resource  # noqa: PLC0415
+    from .config import Config  # noqa: PLC0415
     env = dict(os.environ if env is None else env)
     pg = None
     if not env.get("DATABASE_URL"):
         from .pg_server import start_server  # noqa: PLC0415
         pg = start_server()
         env["DATABASE_URL"] = pg.url
-    config = Config.from_env(env)
-    config.resources["f/dodo/postgres"] = postgres_resource(env["DATABASE_URL"])
+    config = Config.from_env(env, root=root)  # shipped variables, integrations, f/dodo/postgres
     print(apply_migrations(config), flush=True)
     runner = Runner(root, config)
     app = App(runner, token=env.get("WM_TOKEN"), workers=int(env.get("WORKERS", "4")),
-              queue_size=int(env.get("QUEUE_SIZE", "1000")))
+              queue_size=int(env.get("QUEUE_SIZE", "1000")),
+              max_body=int(env.get("REQUEST_SIZE_LIMIT", DEFAULT_BODY_LIMIT)))
     port = int(env.get("PORT", "8000"))
     server = make_server(app, "127.0.0.1", port)
     print(f"serving Windmill endpoints on http://127.0.0.1:{port} (workspace {app.workspace}, "

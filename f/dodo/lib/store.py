@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
@@ -355,15 +356,32 @@ def record_event(conn: psycopg.Connection, event: dict, *, schema: str | None = 
 
 def _call(conn: psycopg.Connection, call: dict, schema: str | None) -> dict:
     query = _function(schema)
+    arg = Jsonb(call, dumps=_dumps)
     if conn.autocommit:  # the function call is itself one transaction: one round trip
-        return conn.execute(query, [Jsonb(call)], prepare=True).fetchone()[0]
+        return conn.execute(query, [arg], prepare=True).fetchone()[0]
     with conn.transaction():
-        return conn.execute(query, [Jsonb(call)], prepare=True).fetchone()[0]
+        return conn.execute(query, [arg], prepare=True).fetchone()[0]
+
+
+# A `\u0000` escape not itself escaped (an even run of backslashes before it).
+_NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def _dumps(value: Any) -> str:
+    """JSON Postgres accepts: jsonb (and text) cannot hold U+0000, so a NUL anywhere in
+    a delivery (a customer's name, a metadata key) becomes U+FFFD instead of failing
+    the whole event, or the failure module that records it."""
+    text = json.dumps(value, default=str)
+    return _NUL_ESCAPE.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
 
 
 def _storable(event: dict) -> dict:
     """The event as JSON Postgres accepts (jsonb rejects NUL characters)."""
-    return json.loads(json.dumps(event, default=str).replace("\\u0000", "\\ufffd"))
+    return json.loads(_dumps(event))
+
+
+def _text(value: str | None) -> str | None:
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
 
 
 def record_delivery(conn: psycopg.Connection, envelope: dict, webhook_id: str | None = None, *,
@@ -404,9 +422,9 @@ def mark_failed(conn: psycopg.Connection, webhook_id: str, error: str, step: str
         ON CONFLICT (webhook_id) DO UPDATE SET status = 'failed', last_error = excluded.last_error,
             failed_step = excluded.failed_step, processed_at = NULL
         RETURNING webhook_id, status, attempts""").format(t=_inbox(schema))
-    params = {"w": webhook_id, "type": event_type, "cat": category_of(event_type), "at": occurred,
-              "payload": Jsonb(_storable(delivery_of(ev) if "category" in ev else ev)),
-              "err": str(error)[:ERROR_MAX], "step": step}
+    params = {"w": _text(webhook_id), "type": _text(event_type), "cat": category_of(event_type), "at": occurred,
+              "payload": Jsonb(delivery_of(ev) if "category" in ev else ev, dumps=_dumps),
+              "err": _text(str(error)[:ERROR_MAX]), "step": _text(step)}
     with conn.transaction():
         w, status, attempts = conn.execute(query, params).fetchone()
     return {"webhook_id": w, "status": status, "attempts": attempts}
