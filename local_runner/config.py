@@ -1,10 +1,10 @@
 """Local stand-ins for Windmill variables and resources.
 
-Sources, later ones winning: a JSON/YAML file (``WM_LOCAL_CONFIG``) of
-``{variables: {path: str}, resources: {path: dict}}``, then environment variables
-mapped to the bundle's Windmill paths (below). State written through
-``wmill.set_state`` lives in memory beside the resources, as in Windmill where state
-is a resource of type ``state``.
+Sources, later ones winning: the bundle's non-secret ``*.variable.yaml`` files, a
+JSON/YAML file (``WM_LOCAL_CONFIG``) of ``{variables: {path: str}, resources: {path:
+dict}}``, then environment variables mapped to the bundle's Windmill paths (below).
+State written through ``wmill.set_state`` lives in memory beside the resources, as in
+Windmill where state is a resource of type ``state``.
 """
 from __future__ import annotations
 
@@ -14,31 +14,53 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
-from urllib.parse import unquote, urlsplit, parse_qs
 
 import yaml
+
+from f.dodo.lib.db import dsn_to_resource
 
 # env var -> Windmill variable path
 ENV_VARIABLES = {
     "DODO_WEBHOOK_SECRET": "f/dodo/webhook_secret",
     "DODO_WEBHOOK_SECRET_PREVIOUS": "f/dodo/webhook_secret_previous",
+    "SLACK_WEBHOOK_URL": "f/dodo/slack_webhook_url",
 }
-# env var -> (resource path, parser)
+# resource path -> {field: env var}, fields as the resource types name them (hubspot,
+# slack, smtp: Windmill's; twilio: twilio.resource-type.yaml). A resource exists only
+# when its first field is set: without it the sinks fall back to the local outbox.
+ENV_RESOURCES = {
+    "f/dodo/hubspot": {"token": "HUBSPOT_TOKEN"},
+    "f/dodo/slack": {"token": "SLACK_TOKEN"},
+    "f/dodo/smtp": {"host": "SMTP_HOST", "port": "SMTP_PORT", "user": "SMTP_USER", "password": "SMTP_PASSWORD"},
+    "f/dodo/twilio": {"accountSid": "TWILIO_ACCOUNT_SID", "token": "TWILIO_AUTH_TOKEN",
+                      "from_number": "TWILIO_FROM", "messaging_service_sid": "TWILIO_MESSAGING_SERVICE_SID"},
+}
 POSTGRES_RESOURCE = "f/dodo/postgres"
 
 
-def postgres_resource(url: str) -> dict:
-    """A Windmill `postgresql` resource dict from a postgres:// URL."""
-    u = urlsplit(url)
-    query = parse_qs(u.query)
-    return {
-        "host": u.hostname or (query.get("host", ["localhost"])[0]),
-        "port": u.port or 5432,
-        "user": unquote(u.username or ""),
-        "password": unquote(u.password or ""),
-        "dbname": (u.path or "/").lstrip("/") or "postgres",
-        "sslmode": query.get("sslmode", ["disable"])[0],
-    }
+def bundle_variables(root: str | Path) -> dict[str, str]:
+    """The non-secret `f/**/*.variable.yaml` values, as a workspace holds them after
+    `wmill sync push` (secret ones are not pushed: skipSecrets)."""
+    root = Path(root)
+    out = {}
+    for file in sorted((root / "f").rglob("*.variable.yaml")):
+        v = yaml.safe_load(file.read_text()) or {}
+        if not v.get("is_secret"):
+            out[str(file.relative_to(root)).removesuffix(".variable.yaml")] = str(v.get("value", ""))
+    return out
+
+
+def env_resources(env: Mapping[str, str]) -> dict[str, dict]:
+    """The integration resources the environment configures (ENV_RESOURCES)."""
+    out = {}
+    for path, fields in ENV_RESOURCES.items():
+        if not env.get(next(iter(fields.values()))):
+            continue
+        res: dict[str, Any] = {name: env[var] for name, var in fields.items() if env.get(var)}
+        if "port" in res:
+            res["port"] = int(res["port"])
+        out[path] = res
+    return out
 
 
 @dataclass
@@ -49,9 +71,15 @@ class Config:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, file: str | Path | None = None) -> "Config":
+    def from_env(cls, env: Mapping[str, str] | None = None, file: str | Path | None = None,
+                 root: str | Path | None = None) -> "Config":
+        """Later sources win: the bundle's shipped variables (with `root`), the
+        WM_LOCAL_CONFIG file, then the environment (ENV_VARIABLES, ENV_RESOURCES,
+        DATABASE_URL -> f/dodo/postgres)."""
         env = os.environ if env is None else env
         cfg = cls(workspace=env.get("WM_WORKSPACE") or "demo")
+        if root is not None:
+            cfg.variables.update(bundle_variables(root))
         file = file or env.get("WM_LOCAL_CONFIG")
         if file:
             data = yaml.safe_load(Path(file).read_text()) or {}
@@ -60,8 +88,9 @@ class Config:
         for var, path in ENV_VARIABLES.items():
             if env.get(var):
                 cfg.variables[path] = env[var]
+        cfg.resources.update(env_resources(env))
         if env.get("DATABASE_URL"):
-            cfg.resources[POSTGRES_RESOURCE] = postgres_resource(env["DATABASE_URL"])
+            cfg.resources[POSTGRES_RESOURCE] = dict(dsn_to_resource(env["DATABASE_URL"]))
         return cfg
 
     def get_variable(self, path: str) -> str:

@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import yaml
 from standardwebhooks import Webhook
 
-from .config import Config, postgres_resource
+from .config import Config
 from .runner import Runner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,24 +37,11 @@ BUSINESS = "bus_demo"
 # ---------------------------------------------------------------- configuration
 
 
-def shipped_variables(root: Path = ROOT) -> dict[str, str]:
-    """Non-secret `*.variable.yaml` values, as a workspace holds them after `wmill sync push`."""
-    out = {}
-    for file in sorted((root / "f").rglob("*.variable.yaml")):
-        v = yaml.safe_load(file.read_text()) or {}
-        if not v.get("is_secret"):
-            out[str(file.relative_to(root)).removesuffix(".variable.yaml")] = str(v.get("value", ""))
-    return out
-
-
 def bundle_config(database_url: str, secret: str, env: dict | None = None, root: Path = ROOT) -> Config:
     """The workspace the flows expect: the shipped variables, the webhook secret, the
     Postgres resource; integrations (HubSpot, Slack, ...) only if `env` configures them."""
-    cfg = Config.from_env(env or {})
-    for path, value in shipped_variables(root).items():
-        cfg.variables.setdefault(path, value)
+    cfg = Config.from_env({**(env or {}), "DATABASE_URL": database_url}, root=root)
     cfg.variables["f/dodo/webhook_secret"] = secret
-    cfg.resources["f/dodo/postgres"] = postgres_resource(database_url)
     return cfg
 
 

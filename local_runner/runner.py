@@ -8,9 +8,9 @@ implement is refused before the flow starts (`UnsupportedFlow`).
 
 Jobs are recorded as Windmill creates them: the root flow, each script step
 (every retry attempt included), each identity step, each branch of a branchone /
-branchall (a sub-flow job), each loop iteration (a sub-flow job, unless the body
-is a single script, which Windmill pushes directly), the preprocessor and the
-failure module, and each sub-flow called by path.
+branchall (a sub-flow job; none for an empty branchone branch), each loop iteration
+(a sub-flow job, unless the body is a single script, which Windmill pushes directly),
+the preprocessor and the failure module, and each sub-flow called by path.
 """
 from __future__ import annotations
 
@@ -594,6 +594,10 @@ class Runner:
             if js.truthy(b["expr"], self._expr_scope(scope, flow_input, previous)):
                 modules, label = b.get("modules") or [], f"{m['id']}/branch-{i}"
                 break
+        if not modules:
+            # worker_flow.rs payload_from_modules: an empty branch pushes no job
+            # (EmptyInnerFlows); the module succeeds with no flow jobs, whose results are []
+            return []
         return self._run_sub(modules, scope, flow_input, previous, parent, label)
 
     def _run_sub(self, modules, scope, flow_input, previous, parent, label):

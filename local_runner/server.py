@@ -363,18 +363,19 @@ def make_server(app: App, host: str = "127.0.0.1", port: int = 8000) -> Threadin
     return server
 
 
-def apply_migrations(config) -> str:
+def apply_migrations(config, schema: str | None = None) -> str:
     """Apply the bundle's pending migrations once at start: f.dodo.lib.db.connect
-    migrates on first connect (schema DODO_SCHEMA, default "dodo")."""
+    migrates on first connect (schema: `schema`, else $DODO_SCHEMA, else "dodo")."""
     from f.dodo.lib import db  # noqa: PLC0415 - the bundle's own library
 
-    schema = os.environ.get("DODO_SCHEMA", "dodo")
+    schema = schema or os.environ.get("DODO_SCHEMA", "dodo")
     db.connect(config.get_resource("f/dodo/postgres"), schema).close()
     return f"migrations: applied to schema {schema}"
 
 
-def serve(root: str | Path = ".", env: dict | None = None) -> None:
-    """Entry point of `python -m local_runner serve` (configuration from the environment)."""
+def build(root: str | Path = ".", env: dict | None = None) -> tuple[App, Any]:
+    """The App `make serve` runs (configuration from `env`, default os.environ), and the
+    embedded Postgres it started when DATABASE_URL is unset (else None; caller stops it)."""
     from .config import Config  # noqa: PLC0415
     env = dict(os.environ if env is None else env)
     pg = None
@@ -383,16 +384,22 @@ def serve(root: str | Path = ".", env: dict | None = None) -> None:
         pg = start_server()
         env["DATABASE_URL"] = pg.url
     config = Config.from_env(env, root=root)  # shipped variables, integrations, f/dodo/postgres
-    print(apply_migrations(config), flush=True)
-    runner = Runner(root, config)
-    app = App(runner, token=env.get("WM_TOKEN"), workers=int(env.get("WORKERS", "4")),
-              queue_size=int(env.get("QUEUE_SIZE", "1000")),
-              max_body=int(env.get("REQUEST_SIZE_LIMIT", DEFAULT_BODY_LIMIT)))
+    print(apply_migrations(config, env.get("DODO_SCHEMA")), flush=True)
+    app = App(Runner(root, config), token=env.get("WM_TOKEN"), workers=int(env.get("WORKERS", "4")),
+              queue_size=int(env.get("QUEUE_SIZE", "1000")))
+    return app, pg
+
+
+def serve(root: str | Path = ".", env: dict | None = None) -> None:
+    """Entry point of `python -m local_runner serve` (configuration from the environment)."""
+    env = dict(os.environ if env is None else env)
+    app, pg = build(root, env)
     port = int(env.get("PORT", "8000"))
     server = make_server(app, "127.0.0.1", port)
+    configured = sorted(p for p in app.runner.config.resources if p != "f/dodo/postgres")
     print(f"serving Windmill endpoints on http://127.0.0.1:{port} (workspace {app.workspace}, "
-          f"token {'required' if app.token else 'not required'}, database {'embedded' if pg else 'DATABASE_URL'})",
-          flush=True)
+          f"token {'required' if app.token else 'not required'}, database {'embedded' if pg else 'DATABASE_URL'}, "
+          f"integrations: {', '.join(configured) or 'none (local outbox)'})", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

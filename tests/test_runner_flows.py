@@ -42,6 +42,19 @@ def test_branchone_first_true_wins_else_default(runner, n, label):
     assert kinds(run) == ["flow", "flowpreview", "script", "script"]
 
 
+# WF push_next_flow_job BranchOne: payload_from_modules(.., opt_empty_inner_flows=true)
+# returns None for a chosen branch without modules, so no job is pushed
+# (EmptyInnerFlows): the module is marked Success with flow_jobs [] and its result, the
+# results of those flow jobs, is []. A non-empty branch still runs as one sub-flow job.
+def test_an_empty_branchone_branch_creates_no_job(runner):
+    run = runner.run_flow("f/rt/branchone_empty", {"n": 1})
+    assert run.success and run.result == [[], []]
+    assert kinds(run) == ["flow", "script"]
+    other = runner.run_flow("f/rt/branchone_empty", {"n": -1})
+    assert other.result == ["other", "other"]
+    assert kinds(other) == ["flow", "flowpreview", "script", "script"]
+
+
 # WF: parallel branchall completes when every branch is done; it succeeds when every
 # branch without skip_failure succeeded (compute_skip_branchall_failure), and its result
 # is retrieve_flow_jobs_results: one entry per branch in order, a failed branch's entry

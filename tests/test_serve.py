@@ -139,3 +139,17 @@ def test_token_required_when_set():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_make_serve_has_the_bundle_variables_and_the_environment_s_integrations(db):
+    from local_runner.server import build  # noqa: PLC0415
+
+    repo = ROOT.parent.parent
+    app, pg = build(repo, {"DATABASE_URL": db.url, "DODO_SCHEMA": db.schema, "HUBSPOT_TOKEN": "pat-serve"})
+    assert pg is None  # DATABASE_URL given: no embedded server started
+    cfg = app.runner.config
+    # the webhook flow's static `$var:f/dodo/notify_routing` resolves to the shipped value
+    assert '"rules"' in cfg.interpolate("$var:f/dodo/notify_routing")
+    assert cfg.get_resource("f/dodo/hubspot") == {"token": "pat-serve"}
+    assert cfg.get_resource("f/dodo/postgres")["dbname"] == db.resource["dbname"]
+    assert "f/dodo/slack" not in cfg.resources  # unset: the outbox
