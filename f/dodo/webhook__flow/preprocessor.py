@@ -15,10 +15,13 @@ calls `preprocessor(event)`; its result `{event, webhook_id}` becomes the flow i
 plus a `$res:`/`$var:` reference for each optional integration that exists in the
 workspace (a static `$res:` of a missing resource would fail the step instead of
 falling back to the outbox). Only references leave this step, never secret values.
+The delivery is defused first (f/dodo/lib/inert.py): Windmill would resolve a customer's
+`$var:...` name into that secret in the next step's arguments.
 """
 
 import wmill
 
+from f.dodo.lib.inert import defuse
 from f.dodo.lib.signature import DEFAULT_TOLERANCE_S, verify_trigger_event
 
 SECRET = "f/dodo/webhook_secret"
@@ -54,5 +57,5 @@ def _integrations() -> dict:
 def preprocessor(event: dict):
     secrets = [wmill.get_variable(SECRET), _optional_variable(PREVIOUS_SECRET) or ""]
     tolerance = (_optional_variable(TOLERANCE) or "").strip()
-    inputs = verify_trigger_event(event, secrets, int(tolerance) if tolerance else DEFAULT_TOLERANCE_S)
+    inputs = defuse(verify_trigger_event(event, secrets, int(tolerance) if tolerance else DEFAULT_TOLERANCE_S))
     return {**inputs, **_integrations()}  # verified first: a forged request costs no lookups
