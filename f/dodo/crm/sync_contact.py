@@ -8,7 +8,11 @@
 # psycopg-binary==3.3.9
 # psycopg==3.3.9
 # typing_extensions==4.16.0
-"""Sync one normalised Dodo event to HubSpot, once per delivery."""
+"""Sync one normalised Dodo event to HubSpot, once per delivery.
+
+The contact's state comes from the customer's rows in Postgres (delivery order does not
+matter); without a database, from the event alone.
+"""
 
 import os
 from typing import TypedDict
@@ -32,12 +36,12 @@ class postgresql(TypedDict):
 
 
 def main(event: dict, hubspot: hubspot | None = None, postgresql: postgresql | None = None,
-         lifetime_value: str | None = None, schema: str = "dodo") -> dict:
+         schema: str = "dodo") -> dict:
     client = HubSpot(hubspot["token"], os.environ.get("DODO_HUBSPOT_API_URL", API)) \
         if hubspot and hubspot.get("token") else None
     conn = ledger.connect(postgresql, schema)
     try:
-        return crm.sync(conn, event, client, lifetime_value)
+        return crm.sync(conn, event, client)
     finally:
         if client:
             client.close()

@@ -1,7 +1,13 @@
 """What a normalised event means for the HubSpot contact, and the timeline note it leaves.
 
-Every write is idempotent (contact upsert by email, note upsert by dodo_event_id, PUT
-association), so a retried or replayed step converges to one contact and one note.
+The contact's state properties (lifecycle, subscription, MRR, lifetime value, last
+payment, open dispute) are the customer's current truth read from Postgres, which the
+record step has already put in event-time order: a late, older event re-sends the newest
+state instead of its own. Only without a database do they come from the event alone
+(`contact_properties`), and then a late event can overwrite newer values. The timeline
+note is per event. Every write is idempotent (contact upsert by email, note upsert by
+dodo_event_id, PUT association), so a retried or replayed step converges to one contact
+and one note.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from f.dodo.lib import ledger
 from f.dodo.lib.channels import to_outbox
 from f.dodo.lib.hubspot import HubSpot
-from f.dodo.lib.money import exponent, format_major
+from f.dodo.lib.money import EXPONENTS, exponent, format_major
 
 # Contacts <-> notes timeline: payments, refunds and disputes.
 NOTE_CATEGORIES = {"payment", "refund", "dispute"}
@@ -44,22 +50,33 @@ def mrr(data: dict) -> str | None:
     count = data.get("payment_frequency_count") or 1
     if amount is None or not currency or interval not in _MONTHS:
         return None
-    per_month = Decimal(format_major(amount, currency)) / (_MONTHS[interval] * Decimal(count))
+    quantity = Decimal(data.get("quantity") or 1)
+    per_month = Decimal(format_major(amount, currency)) * quantity / (_MONTHS[interval] * Decimal(count))
     quantum = Decimal(1).scaleb(-exponent(currency))
     return f"{per_month.quantize(quantum, ROUND_HALF_EVEN):f}"
 
 
-def contact_properties(event: dict, lifetime_value: str | None = None) -> dict[str, str]:
-    """The contact properties this event sets (HubSpot takes every value as a string)."""
-    etype, data = event.get("event_type") or "", event.get("data") or {}
+def identity_properties(event: dict, name: str | None = None) -> dict[str, str]:
+    """Who the contact is: email (the upsert key), Dodo customer id, first and last name."""
     props = {"email": event["customer_email"]}
     if event.get("customer_id"):
         props["dodo_customer_id"] = event["customer_id"]
-    first, _, last = (event.get("customer_name") or "").strip().partition(" ")
+    first, _, last = (name or event.get("customer_name") or "").strip().partition(" ")
     if first:
         props["firstname"] = first
     if last:
         props["lastname"] = last
+    return props
+
+
+def event_state(event: dict) -> dict[str, str]:
+    """Fallback without a database: the state this one event implies.
+
+    A late (older) event re-sends its own stale state here; only `customer_state`,
+    read from Postgres, is immune to delivery order. No lifetime value (it needs history).
+    """
+    etype, data = event.get("event_type") or "", event.get("data") or {}
+    props: dict[str, str] = {}
     if etype == "payment.succeeded":
         props |= {"dodo_lifecycle": "customer", "dodo_last_payment_date": epoch_ms(event["occurred_at"])}
         amount = money(event.get("amount_minor"), event.get("currency"))
@@ -80,9 +97,102 @@ def contact_properties(event: dict, lifetime_value: str | None = None) -> dict[s
         props["dodo_open_dispute"] = "true"
     elif etype in _DISPUTE_CLOSED:
         props["dodo_open_dispute"] = "false"
-    if lifetime_value is not None:
-        props["dodo_lifetime_value"] = str(Decimal(lifetime_value))
     return props
+
+
+def contact_properties(event: dict) -> dict[str, str]:
+    """The contact properties from the event alone (no database; see `event_state`)."""
+    return identity_properties(event) | event_state(event)
+
+
+# The customer's current truth. Postgres already resolved delivery order (each entity row
+# holds its newest event), so reading it makes every sync, late ones included, send the
+# same state. Values come back as text: money never passes through a float.
+_STATE_SQL = """
+WITH ids AS (   -- the contact's Dodo customers: its customer id and any with its email
+    SELECT customer_id FROM customers WHERE customer_id = %(cid)s OR lower(email) = lower(%(email)s)
+    UNION SELECT %(cid)s WHERE %(cid)s IS NOT NULL
+), subs AS (
+    SELECT * FROM subscriptions WHERE customer_id IN (SELECT customer_id FROM ids)
+), paid AS (
+    SELECT payment_id, currency, total_minor, coalesce(created_at, event_at) AS paid_at
+      FROM payments WHERE customer_id IN (SELECT customer_id FROM ids) AND status = 'succeeded'
+)
+SELECT
+    (SELECT name FROM customers WHERE customer_id IN (SELECT customer_id FROM ids) AND name IS NOT NULL
+      ORDER BY event_at DESC NULLS LAST LIMIT 1) AS name,
+    (SELECT ARRAY[status, product_id, upper(currency)] FROM subs   -- the subscription shown: live first
+      ORDER BY status = 'active' DESC, status = ANY(%(live)s) DESC, event_at DESC, subscription_id LIMIT 1) AS sub,
+    (SELECT count(*) FROM subs WHERE status = ANY(%(live)s)) AS live,
+    (SELECT count(*) FROM subs WHERE status = ANY(%(ended)s)) AS ended,
+    (SELECT ARRAY[floor(extract(epoch FROM paid_at) * 1000)::bigint::text, total_minor::text, upper(currency)]
+       FROM paid ORDER BY paid_at DESC, payment_id DESC LIMIT 1) AS last_payment,
+    (SELECT jsonb_object_agg(upper(currency), v) FROM (
+        SELECT currency, to_major(sum(net_minor), currency)::text AS v FROM customer_lifetime_value
+         WHERE customer_id IN (SELECT customer_id FROM ids) GROUP BY currency) x) AS ltv,
+    (SELECT jsonb_object_agg(upper(currency), v) FROM (
+        SELECT currency, round(sum(mrr_minor) / 10::numeric ^ currency_exponent(currency),
+                               currency_exponent(currency))::text AS v
+          FROM subscription_mrr WHERE customer_id IN (SELECT customer_id FROM ids) GROUP BY currency) x) AS mrr,
+    EXISTS (SELECT 1 FROM disputes d WHERE d.status = ANY(%(open)s)
+              AND (d.customer_id IN (SELECT customer_id FROM ids)
+                   OR d.payment_id IN (SELECT payment_id FROM payments
+                                        WHERE customer_id IN (SELECT customer_id FROM ids)))) AS open_dispute
+"""
+# Subscription statuses: still a customer (lifecycle "customer") / gone (lifecycle "churned").
+_LIVE = ["active", "on_hold", "past_due", "paused"]
+_ENDED = sorted(_CHURNED)
+_OPEN_DISPUTES = ["dispute_opened", "dispute_challenged"]
+
+
+def customer_state(conn, event: dict) -> tuple[dict[str, str], str | None]:
+    """(state properties, newest customer name) of the event's contact, from Postgres.
+
+    Lifecycle: "customer" while a subscription is live (active, on_hold, past_due, paused),
+    "churned" when every subscription ended (cancelled, expired, failed), "customer" with
+    succeeded payments and no subscription. Subscription status and product: the active
+    subscription (else the live one, else the newest). Money is per currency and never
+    converted: MRR, lifetime value (net of refunds and lost disputes, as the view
+    customer_lifetime_value) and last payment amount are in the customer's main currency,
+    dodo_currency: that of their latest succeeded payment (else of the subscription shown).
+    Figures in their other currencies stay in the revenue views.
+    """
+    row = conn.execute(_STATE_SQL, {"cid": event.get("customer_id"), "email": event["customer_email"],
+                                    "live": _LIVE, "ended": _ENDED, "open": _OPEN_DISPUTES}).fetchone()
+    name, sub, live, ended, last, ltv, mrrs, open_dispute = row
+    props = {"dodo_open_dispute": "true" if open_dispute else "false"}
+    if live or (not ended and last):
+        props["dodo_lifecycle"] = "customer"
+    elif ended:
+        props["dodo_lifecycle"] = "churned"
+    if sub:
+        props["dodo_subscription_status"] = sub[0]
+        if sub[1]:
+            props["dodo_product_id"] = sub[1]
+    if last:
+        props["dodo_last_payment_date"] = last[0]
+        if last[1] is not None and last[2] in EXPONENTS:
+            props["dodo_last_payment_amount"] = format_major(int(last[1]), last[2])
+    currency = (last and last[2]) or (sub and sub[2])
+    if currency in EXPONENTS:  # an unknown code has no true decimals: better no figure
+        props |= {"dodo_currency": currency,
+                  "dodo_mrr": (mrrs or {}).get(currency) or format_major(0, currency),
+                  "dodo_lifetime_value": (ltv or {}).get(currency) or format_major(0, currency)}
+    return props, name
+
+
+def lock_contact(conn, email: str) -> None:
+    """Serialise the syncs of one contact until the transaction ends, so the last write to
+    HubSpot is from the last read of Postgres (a late event cannot overtake a newer one)."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("dodo-crm:" + email.lower(),))
+
+
+def properties(conn, event: dict) -> dict[str, str]:
+    """The contact properties to upsert: state from Postgres, or from the event without one."""
+    if conn is None:
+        return contact_properties(event)
+    state, name = customer_state(conn, event)
+    return identity_properties(event, name) | state
 
 
 def note_id(event: dict) -> str:
@@ -107,12 +217,13 @@ def note_body(event: dict) -> str:
     return "<p>" + "<br>".join(lines) + "</p>"
 
 
-def sync_event(client: HubSpot, event: dict, lifetime_value: str | None = None) -> dict:
-    """Upsert the contact, then (payments, refunds, disputes) the timeline note on it."""
+def sync_event(client: HubSpot, event: dict, props: dict[str, str] | None = None) -> dict:
+    """Upsert the contact (`props`, default: from the event alone), then (payments,
+    refunds, disputes) the event's timeline note on it."""
     if not event.get("customer_email"):
         return {"status": "skipped", "reason": "event has no customer email"}
     contact = client.upsert("contacts", "email", event["customer_email"],
-                            contact_properties(event, lifetime_value))
+                            contact_properties(event) if props is None else props)
     result = {"status": "synced", "contact_id": contact["id"]}
     if event.get("category") in NOTE_CATEGORIES:
         note = client.upsert("notes", "dodo_event_id", note_id(event), {
@@ -126,19 +237,26 @@ class SyncError(RuntimeError):
     """The CRM write failed after its retries; the ledger row says so and a replay retries it."""
 
 
-def sync(conn, event: dict, client: HubSpot | None, lifetime_value: str | None = None) -> dict:
-    """Sync once per delivery (ledger sink "crm", channel "hubspot"); no client = local outbox."""
+def sync(conn, event: dict, client: HubSpot | None) -> dict:
+    """Sync once per delivery (ledger sink "crm", channel "hubspot"); no client = local outbox.
+
+    With a connection the contact's state is read from Postgres under a per-contact lock
+    (held by the ledger's transaction until the write is done); without one, from the event.
+    """
     key = note_id(event)
 
     def send() -> dict:
         if not event.get("customer_email"):
             return {"status": "skipped", "external_id": "no customer email"}
+        if conn is not None:
+            lock_contact(conn, event["customer_email"])
+        props = properties(conn, event)
         if client is None:
-            record = {"delivery": key, "contact": contact_properties(event, lifetime_value)}
+            record = {"delivery": key, "contact": props}
             if event.get("category") in NOTE_CATEGORIES:
                 record["note"] = {"dodo_event_id": key, "hs_note_body": note_body(event)}
             return {"status": "skipped", "external_id": "outbox:" + to_outbox("hubspot", record)}
-        done = sync_event(client, event, lifetime_value)
+        done = sync_event(client, event, props)
         return {"status": "sent", "external_id": done["contact_id"], "detail": done}
 
     result = ledger.deliver_once(conn, key, "crm", "hubspot", send)
