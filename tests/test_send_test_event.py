@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import uuid
 from datetime import datetime, timezone
+from pathlib import Path
 
+import pytest
 import wmill.client
 from werkzeug.wrappers import Request, Response
 
@@ -14,9 +17,12 @@ from f.dodo import send_test_event as entry
 from f.dodo.lib import selftest, signature
 from f.dodo.lib.errors import SignatureError
 from f.dodo.lib.store import record_delivery
+from local_runner import Config, Runner
+from local_runner.server import App, make_server
 
 SECRET = "whsec_" + base64.b64encode(b"selftest-secret-for-tests-only!!").decode()
 PATH = "/api/w/demo/jobs/run/f/f/dodo/webhook"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class Bundle:
@@ -105,3 +111,23 @@ def test_sample_is_a_standard_webhooks_delivery():
     assert set(headers) == {"webhook-id", "webhook-timestamp", "webhook-signature"}
     event = signature.verify_delivery(body, headers, [SECRET], now=int(at.timestamp()))
     assert event["type"] == "payment.succeeded" and event["data"]["total_amount"] == 0
+
+
+@pytest.mark.parametrize("schema_name", ["dodo"])  # the entry flow records into the default schema
+def test_end_to_end_through_the_local_windmill_server(db, monkeypatch, tmp_path):
+    """The real f/dodo/webhook flow behind `make serve`'s HTTP server verifies and records it."""
+    monkeypatch.setenv("DODO_OUTBOX", str(tmp_path / "outbox.jsonl"))
+    config = Config(variables={"f/dodo/webhook_secret": SECRET},
+                    resources={"f/dodo/postgres": db.resource}, workspace="demo")
+    app = App(Runner(ROOT, config), token="wm-token", workers=2, queue_size=10)
+    server = make_server(app, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}{PATH}"  # no raw/include_header: added
+        out = selftest.send_test_event(url, SECRET, lookup(db), token="wm-token", wait_s=60)
+        refused = selftest.send_test_event(url, SECRET, lookup(db), token="not-the-token", wait_s=0)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert out["http_status"] == 201 and out["ok"], out
+    assert refused["http_status"] == 401 and not refused["arrived"]
