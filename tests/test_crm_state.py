@@ -212,3 +212,12 @@ def test_without_a_database_the_state_comes_from_the_event(hub, client):
     props = contact(hub)
     assert props["dodo_lifecycle"] == "customer" and props["dodo_mrr"] == "15.00"
     assert "dodo_lifetime_value" not in props and "dodo_open_dispute" not in props
+
+
+def test_an_event_without_customer_id_finds_the_customer_by_email(db, hub, client):
+    store.record_event(db.conn, event("payment.succeeded", "msg_pay", "2026-03-02T10:15:00Z"))
+    pasted = event("license_key.created", "msg_key") | {"customer_id": None, "customer_email": EMAIL.upper()}
+    assert crm.sync(db.conn, pasted, client)["status"] == "sent"
+    props = hub.records["contacts"][EMAIL.upper()]["properties"]
+    assert props["dodo_lifetime_value"] == "29.99" and props["dodo_lifecycle"] == "customer"
+    assert "dodo_customer_id" not in props

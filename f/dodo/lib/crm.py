@@ -107,37 +107,32 @@ def contact_properties(event: dict) -> dict[str, str]:
 
 # The customer's current truth. Postgres already resolved delivery order (each entity row
 # holds its newest event), so reading it makes every sync, late ones included, send the
-# same state. Values come back as text: money never passes through a float.
+# same state. Values come back as text: money never passes through a float. The customer
+# id is a constant so the planner pushes it into the views (a join or IN scans them whole).
 _STATE_SQL = """
-WITH ids AS (   -- the contact's Dodo customers: its customer id and any with its email
-    SELECT customer_id FROM customers WHERE customer_id = %(cid)s OR lower(email) = lower(%(email)s)
-    UNION SELECT %(cid)s WHERE %(cid)s IS NOT NULL
-), subs AS (
-    SELECT * FROM subscriptions WHERE customer_id IN (SELECT customer_id FROM ids)
+WITH subs AS (
+    SELECT * FROM subscriptions WHERE customer_id = %(cid)s
 ), paid AS (
     SELECT payment_id, currency, total_minor, coalesce(created_at, event_at) AS paid_at
-      FROM payments WHERE customer_id IN (SELECT customer_id FROM ids) AND status = 'succeeded'
+      FROM payments WHERE customer_id = %(cid)s AND status = 'succeeded'
 )
 SELECT
-    (SELECT name FROM customers WHERE customer_id IN (SELECT customer_id FROM ids) AND name IS NOT NULL
-      ORDER BY event_at DESC NULLS LAST LIMIT 1) AS name,
+    (SELECT name FROM customers WHERE customer_id = %(cid)s) AS name,
     (SELECT ARRAY[status, product_id, upper(currency)] FROM subs   -- the subscription shown: live first
       ORDER BY status = 'active' DESC, status = ANY(%(live)s) DESC, event_at DESC, subscription_id LIMIT 1) AS sub,
     (SELECT count(*) FROM subs WHERE status = ANY(%(live)s)) AS live,
     (SELECT count(*) FROM subs WHERE status = ANY(%(ended)s)) AS ended,
     (SELECT ARRAY[floor(extract(epoch FROM paid_at) * 1000)::bigint::text, total_minor::text, upper(currency)]
        FROM paid ORDER BY paid_at DESC, payment_id DESC LIMIT 1) AS last_payment,
-    (SELECT jsonb_object_agg(upper(currency), v) FROM (
-        SELECT currency, to_major(sum(net_minor), currency)::text AS v FROM customer_lifetime_value
-         WHERE customer_id IN (SELECT customer_id FROM ids) GROUP BY currency) x) AS ltv,
+    (SELECT jsonb_object_agg(upper(currency), lifetime_value::text) FROM customer_lifetime_value
+      WHERE customer_id = %(cid)s) AS ltv,
     (SELECT jsonb_object_agg(upper(currency), v) FROM (
         SELECT currency, round(sum(mrr_minor) / 10::numeric ^ currency_exponent(currency),
                                currency_exponent(currency))::text AS v
-          FROM subscription_mrr WHERE customer_id IN (SELECT customer_id FROM ids) GROUP BY currency) x) AS mrr,
+          FROM subscription_mrr WHERE customer_id = %(cid)s GROUP BY currency) x) AS mrr,
     EXISTS (SELECT 1 FROM disputes d WHERE d.status = ANY(%(open)s)
-              AND (d.customer_id IN (SELECT customer_id FROM ids)
-                   OR d.payment_id IN (SELECT payment_id FROM payments
-                                        WHERE customer_id IN (SELECT customer_id FROM ids)))) AS open_dispute
+              AND (d.customer_id = %(cid)s
+                   OR d.payment_id IN (SELECT payment_id FROM payments WHERE customer_id = %(cid)s))) AS open_dispute
 """
 # Subscription statuses: still a customer (lifecycle "customer") / gone (lifecycle "churned").
 _LIVE = ["active", "on_hold", "past_due", "paused"]
@@ -146,7 +141,8 @@ _OPEN_DISPUTES = ["dispute_opened", "dispute_challenged"]
 
 
 def customer_state(conn, event: dict) -> tuple[dict[str, str], str | None]:
-    """(state properties, newest customer name) of the event's contact, from Postgres.
+    """(state properties, name) of the event's customer (its customer id, else the newest
+    customer with its email), from Postgres; ({}, None) when Postgres does not know them.
 
     Lifecycle: "customer" while a subscription is live (active, on_hold, past_due, paused),
     "churned" when every subscription ended (cancelled, expired, failed), "customer" with
@@ -157,8 +153,11 @@ def customer_state(conn, event: dict) -> tuple[dict[str, str], str | None]:
     dodo_currency: that of their latest succeeded payment (else of the subscription shown).
     Figures in their other currencies stay in the revenue views.
     """
-    row = conn.execute(_STATE_SQL, {"cid": event.get("customer_id"), "email": event["customer_email"],
-                                    "live": _LIVE, "ended": _ENDED, "open": _OPEN_DISPUTES}).fetchone()
+    cid = event.get("customer_id") or _customer_by_email(conn, event["customer_email"])
+    if cid is None:
+        return {}, None
+    row = conn.execute(_STATE_SQL, {"cid": cid, "live": _LIVE, "ended": _ENDED,
+                                    "open": _OPEN_DISPUTES}).fetchone()
     name, sub, live, ended, last, ltv, mrrs, open_dispute = row
     props = {"dodo_open_dispute": "true" if open_dispute else "false"}
     if live or (not ended and last):
@@ -179,6 +178,13 @@ def customer_state(conn, event: dict) -> tuple[dict[str, str], str | None]:
                   "dodo_mrr": (mrrs or {}).get(currency) or format_major(0, currency),
                   "dodo_lifetime_value": (ltv or {}).get(currency) or format_major(0, currency)}
     return props, name
+
+
+def _customer_by_email(conn, email: str) -> str | None:
+    """For an event that names no customer id: the newest customer with its email."""
+    row = conn.execute("SELECT customer_id FROM customers WHERE lower(email) = lower(%s) "
+                       "ORDER BY event_at DESC NULLS LAST LIMIT 1", (email,)).fetchone()
+    return row and row[0]
 
 
 def lock_contact(conn, email: str) -> None:
