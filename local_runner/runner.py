@@ -26,6 +26,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
@@ -37,6 +38,7 @@ from . import js, wmill_local
 from .config import Config
 
 MAX_RETRY_INTERVAL_S = 6 * 3600  # Windmill caps a retry delay (MAX_RETRY_INTERVAL)
+KEEP_STARTED = 10_000  # finished flows started by scripts, kept for their result lookups
 
 
 class RunnerError(Exception):
@@ -248,15 +250,18 @@ class Runner:
     def __init__(self, root: str | Path = ".", config: Config | None = None, *,
                  sleep: Callable[[float], None] = time.sleep,
                  random: Callable[[], float] = random.random,
-                 max_parallel: int = 8):
+                 max_parallel: int = 8,
+                 on_progress: Callable[[str, int], None] | None = None):
         self.root = Path(root).resolve()
         self.config = config or Config.from_env()
         self.sleep, self.random = sleep, random
         self.max_parallel = max_parallel
+        self.on_progress = on_progress  # (job id, percent) for each wmill.set_progress
         self._flows: dict[str, dict] = {}
         self._modules: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
+        self._started: OrderedDict[str, Run] = OrderedDict()  # flows started through wmill
         self.progress: dict[str, int] = {}
         if str(self.root) not in sys.path:
             sys.path.insert(0, str(self.root))
@@ -354,6 +359,16 @@ class Runner:
         with self._lock:
             return self._jobs.get(job_id)
 
+    def _start_flow(self, path: str, args: dict) -> str:
+        """wmill.run_flow_async from a script: a root flow job of its own (Windmill's
+        do_not_track_in_parent default), run to its end before the id is returned."""
+        run = self.run_flow(path, args)
+        with self._lock:
+            self._started[run.id] = run
+            while len(self._started) > KEEP_STARTED:
+                self._started.popitem(last=False)
+        return run.id
+
     # -- jobs
 
     def _start(self, log, kind, path, parent, root, *, step_id=None, attempt=0, job_id=None) -> Job:
@@ -370,9 +385,19 @@ class Runner:
         return result
 
     def _job_view(self, job_id: str) -> dict | None:
+        """The job as GET jobs_u/get answers: a running job, or a finished flow that a
+        script started (QueuedJob / CompletedJob)."""
         job = self.get_job(job_id)
-        return job and {"id": job.id, "parent_job": job.parent, "root_job": job.root,
-                        "script_path": job.path, "success": job.success}
+        if job:
+            done = job.success is not None
+            return {"id": job.id, "type": "CompletedJob" if done else "QueuedJob", "running": not done,
+                    "parent_job": job.parent, "root_job": job.root, "script_path": job.path,
+                    "success": job.success, "result": job.result}
+        with self._lock:
+            run = self._started.get(job_id)
+        return run and {"id": run.id, "type": "CompletedJob", "running": False, "parent_job": None,
+                        "script_path": run.path, "success": run.success, "result": run.result,
+                        "is_skipped": run.skipped}
 
     # -- flows
 
@@ -568,7 +593,7 @@ class Runner:
             elif p.default is inspect.Parameter.empty and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
                 raise TypeError(f"{fn_name}() missing required argument: '{name}'")
         ctx = wmill_local.JobContext(self.config, job.id, job.parent, f"state/{flow_path}/{job.step_id or 'main'}",
-                                     self._job_view, self.progress)
+                                     self._job_view, self.progress, self._start_flow, self.on_progress)
         with wmill_local.running(ctx):
             return _jsonable(fn(**kwargs))
 

@@ -3,9 +3,10 @@
 Scripts call the real `wmill` package; its global client is replaced by a
 `Windmill` whose HTTP transport dispatches, in process, to `LocalApi`: a small
 implementation of the Windmill REST endpoints the client calls (variables,
-resources, state, progress, job lookup). The transport runs in the calling thread,
-so the job that is running on that thread (set by the runner) gives the state path
-and job id that Windmill passes to each job through WM_STATE_PATH / WM_JOB_ID.
+resources, state, progress, job lookup, running a flow by path and reading its
+result). The transport runs in the calling thread, so the job that is running on
+that thread (set by the runner) gives the state path and job id that Windmill passes
+to each job through WM_STATE_PATH / WM_JOB_ID.
 """
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ class JobContext:
     state_path: str
     lookup_job: Callable[[str], dict | None]
     progress: dict
+    run_flow: Callable[[str, dict], str] | None = None   # starts a flow job, returns its id
+    on_progress: Callable[[str, int], None] | None = None
 
 
 def current() -> JobContext | None:
@@ -94,11 +97,27 @@ def handle(request: httpx.Request) -> httpx.Response:
         if not get and rest.startswith("resources/update_value/"):
             cfg.set_resource(rest.removeprefix("resources/update_value/"), body["value"])
             return _json(200, "updated")
+        if not get and rest.startswith("jobs/run/f/") and ctx.run_flow:
+            # Windmill queues the flow and answers its id at once; here it runs to its end
+            # first, in this thread: a caller that waits for it sees the same outcome
+            job_id = ctx.run_flow(rest.removeprefix("jobs/run/f/"), body or {})
+            return httpx.Response(201, text=job_id, headers={"content-type": "text/plain"})
         if get and rest.startswith("jobs_u/get/"):
             job = ctx.lookup_job(rest.removeprefix("jobs_u/get/"))
             return _json(200, job) if job else _json(404, {"error": "job not found"})
+        if get and rest.startswith("jobs_u/completed/get_result"):
+            maybe, _, job_id = rest.removeprefix("jobs_u/completed/get_result").partition("/")
+            job = ctx.lookup_job(job_id)
+            done = bool(job) and job["type"] == "CompletedJob"
+            if maybe == "_maybe" and job:
+                return _json(200, {"completed": done, "result": job.get("result"), "success": job.get("success"),
+                                   "started": True})
+            return _json(200, job["result"]) if done and not maybe else _json(404, {"error": "job not found"})
         if not get and rest.startswith("job_metrics/set_progress/"):
-            ctx.progress[rest.removeprefix("job_metrics/set_progress/")] = int(body["percent"])
+            job_id, percent = rest.removeprefix("job_metrics/set_progress/"), int(body["percent"])
+            ctx.progress[job_id] = percent
+            if ctx.on_progress:
+                ctx.on_progress(job_id, percent)
             return _json(200, "ok")
         if get and rest.startswith("job_metrics/get_progress/"):
             return _json(200, ctx.progress.get(rest.removeprefix("job_metrics/get_progress/")))

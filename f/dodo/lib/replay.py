@@ -1,0 +1,206 @@
+"""Replay failed deliveries: pick inbox rows, run each through the entry flow again.
+
+Each event is re-run as a job of the entry flow f/dodo/webhook (through the wmill
+client), not by calling the library in-process: one code path. The event goes through
+normalise, record (a failed or received inbox row is applied again, attempts + 1) and
+both sinks exactly as a delivery does, with the flow's retries, failure module and job
+log; the delivery ledger makes each sink skip the channels that already succeeded, so
+only what failed is sent again. Events run one at a time, oldest event first, so state
+converges in event-time order.
+
+`received` rows are deliveries reset by store.reset_for_replay (or left mid-flight);
+`failed` rows are dead letters: a step failed after its retries and the flow's failure
+module marked them.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import wmill
+
+from f.dodo.lib import ledger
+from f.dodo.lib.errors import EventError
+from f.dodo.lib.normalizer import normalize_event
+from f.dodo.lib.notify import delivery_key
+
+ENTRY_FLOW = "f/dodo/webhook"
+STATUSES = ("failed", "received")
+MANUAL_PREFIX = "manual_"  # store.webhook_id_of: the inbox key of an event pasted in the UI
+# flow input -> optional resource, as the entry flow's preprocessor passes them
+INTEGRATIONS = {"hubspot": "f/dodo/hubspot", "slack": "f/dodo/slack", "smtp": "f/dodo/smtp",
+                "twilio": "f/dodo/twilio"}
+SLACK_WEBHOOK_URL = "f/dodo/slack_webhook_url"
+ERROR_SHOWN = 300
+
+# run(args) -> (success, result, job id); progress(done, total)
+Run = Callable[[dict], tuple[bool, Any, str]]
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which inbox rows to replay. Empty filters select everything; `event_types`
+    take wildcards (dispute.*); the time range is on the event time, [since, until)."""
+    webhook_ids: tuple[str, ...] = ()
+    event_types: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    statuses: tuple[str, ...] = ("failed",)
+    limit: int = 100
+
+    def __post_init__(self):
+        bad = sorted(set(self.statuses) - set(STATUSES))
+        if bad or not self.statuses:
+            raise ValueError(f"status {bad or '[]'}: replay takes {list(STATUSES)}")
+        if not 1 <= self.limit <= 10_000:
+            raise ValueError("limit must be between 1 and 10000")
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """An ISO 8601 instant ('2026-01-05T09:00:00Z', or a date); naive means UTC."""
+    if not text:
+        return None
+    try:
+        at = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"not an ISO 8601 time: {text!r}") from None
+    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+
+
+def _like(pattern: str) -> str:
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%")
+
+
+def select(conn, sel: Selection) -> list[dict]:
+    """The selected inbox rows in event-time order (events without a time last)."""
+    cur = conn.execute(
+        """SELECT webhook_id, event_type, occurred_at, status, attempts, failed_step, last_error, payload
+             FROM webhook_events
+            WHERE status = ANY(%(statuses)s)
+              AND (%(ids)s::text[] IS NULL OR webhook_id = ANY(%(ids)s))
+              AND (%(types)s::text[] IS NULL OR event_type LIKE ANY(%(types)s))
+              AND (%(since)s::timestamptz IS NULL OR occurred_at >= %(since)s)
+              AND (%(until)s::timestamptz IS NULL OR occurred_at < %(until)s)
+            ORDER BY occurred_at NULLS LAST, received_at, webhook_id
+            LIMIT %(limit)s""",
+        {"statuses": list(sel.statuses), "ids": list(sel.webhook_ids) or None,
+         "types": [_like(t) for t in sel.event_types] or None, "since": sel.since, "until": sel.until,
+         "limit": sel.limit})
+    cols = [d.name for d in cur.description]
+    return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+def is_pasted(webhook_id: str) -> bool:
+    return webhook_id.startswith(MANUAL_PREFIX)
+
+
+def flow_args(row: dict, integrations: dict) -> dict:
+    """The entry flow's inputs for a row: the delivery as received and its webhook-id.
+    A pasted event is replayed as pasted (no webhook-id): the store derives the same
+    inbox key from its content and the sinks the same ledger key."""
+    args = {"event": row["payload"], **integrations}
+    if not is_pasted(row["webhook_id"]):
+        args["webhook_id"] = row["webhook_id"]
+    return args
+
+
+def ledger_key(row: dict) -> str:
+    """The key the sinks record this event's deliveries under (notify.delivery_key)."""
+    webhook_id = None if is_pasted(row["webhook_id"]) else row["webhook_id"]
+    try:
+        return delivery_key(normalize_event(row["payload"], webhook_id))
+    except EventError:  # the normaliser rejects it: no sink ever ran for it
+        return row["webhook_id"]
+
+
+def _channels(deliveries: list[dict], done: bool) -> list[str]:
+    return [f"{d['sink']}/{d['channel']}" for d in deliveries if (d["status"] in ledger.DONE) == done]
+
+
+def describe(conn, row: dict) -> dict:
+    """A table row: the event, its inbox state, the channels done and those to retry."""
+    deliveries = ledger.rows(conn, ledger_key(row))
+    at = row["occurred_at"]
+    return {"webhook_id": row["webhook_id"], "event_type": row["event_type"],
+            "occurred_at": at.isoformat().replace("+00:00", "Z") if at else None,
+            "status": row["status"], "attempts": row["attempts"], "failed_step": row["failed_step"],
+            "last_error": (row["last_error"] or "")[:ERROR_SHOWN] or None,
+            "done": ", ".join(_channels(deliveries, True)), "to_retry": ", ".join(_channels(deliveries, False))}
+
+
+def plan(conn, rows: list[dict]) -> list[dict]:
+    """What a replay would do (the dry run): each event re-run through the entry flow,
+    the channels already done skipped."""
+    return [dict(describe(conn, r), action=f"run {ENTRY_FLOW}") for r in rows]
+
+
+def _inbox_row(conn, webhook_id: str) -> dict:
+    cur = conn.execute("SELECT webhook_id, event_type, occurred_at, status, attempts, failed_step, last_error, "
+                       "payload FROM webhook_events WHERE webhook_id = %s", (webhook_id,))
+    return dict(zip([d.name for d in cur.description], cur.fetchone()))
+
+
+def replay(conn, rows: list[dict], run: Run, integrations: dict | None = None,
+           progress: Progress | None = None) -> list[dict]:
+    """Re-run each row through the entry flow, one at a time in the given order.
+    A failing event is reported and the next one still runs."""
+    out = []
+    for i, row in enumerate(rows):
+        before = describe(conn, row)
+        ok, _, job_id = run(flow_args(row, integrations or {}))
+        after = describe(conn, _inbox_row(conn, row["webhook_id"]))
+        done_before = set(filter(None, before["done"].split(", ")))
+        out.append(dict(after, status_before=before["status"], job=job_id, success=ok,
+                        sent_now=", ".join(c for c in after["done"].split(", ") if c and c not in done_before)))
+        if progress:
+            progress(i + 1, len(rows))
+    return out
+
+
+# ---------------------------------------------------------------- through Windmill
+
+
+def integration_refs() -> dict:
+    """`$res:`/`$var:` references to the optional integrations that exist in the
+    workspace, as the preprocessor passes them; the worker resolves them per step."""
+    found = {name: f"$res:{path}" for name, path in INTEGRATIONS.items()
+             if wmill.get_resource(path, none_if_undefined=True, interpolated=False) is not None}
+    try:
+        if wmill.get_variable(SLACK_WEBHOOK_URL):
+            found["slack_webhook_url"] = f"$var:{SLACK_WEBHOOK_URL}"
+    except Exception as exc:  # wmill raises a bare Exception carrying the status
+        if ": 404" not in str(exc):
+            raise
+    return found
+
+
+def run_entry_flow(args: dict, *, poll_s: float = 0.25, max_poll_s: float = 2.0) -> tuple[bool, Any, str]:
+    """Start the entry flow as its own job and wait for it (sequential: event order)."""
+    job_id = wmill.run_flow_async(ENTRY_FLOW, args)
+    while True:
+        job = wmill.get_job(job_id)
+        if job.get("type") == "CompletedJob":
+            return bool(job.get("success")), job.get("result"), job_id
+        time.sleep(poll_s)
+        poll_s = min(poll_s * 2, max_poll_s)
+
+
+def report_progress(done: int, total: int) -> None:
+    """wmill.set_progress takes 0..99 while the job runs; Windmill sets 100 at the end."""
+    wmill.set_progress(min(99, done * 100 // max(total, 1)))
+
+
+def rich_result(rows: list[dict], dry_run: bool) -> dict:
+    """Windmill rich result: a markdown summary and the per-event table."""
+    if dry_run:
+        head = f"### Replay (dry run): {len(rows)} event(s) would be re-run through {ENTRY_FLOW}"
+    else:
+        ok = sum(1 for r in rows if r["success"])
+        head = f"### Replay: {len(rows)} event(s) re-run, {ok} succeeded, {len(rows) - ok} failed"
+    parts: list[dict] = [{"markdown": head}]
+    parts.append({"table-row-object": rows} if rows else {"markdown": "Nothing selected."})
+    return {"render_all": parts}
