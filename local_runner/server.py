@@ -30,6 +30,7 @@ import json
 import os
 import queue
 import re
+import signal
 import threading
 import time
 import traceback
@@ -390,12 +391,17 @@ def build(root: str | Path = ".", env: dict | None = None) -> tuple[App, Any]:
     return app, pg
 
 
+def _interrupt(*_args) -> None:
+    raise KeyboardInterrupt
+
+
 def serve(root: str | Path = ".", env: dict | None = None) -> None:
     """Entry point of `python -m local_runner serve` (configuration from the environment)."""
     env = dict(os.environ if env is None else env)
     app, pg = build(root, env)
     port = int(env.get("PORT", "8000"))
     server = make_server(app, "127.0.0.1", port)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` too stops the embedded Postgres
     configured = sorted(p for p in app.runner.config.resources if p != "f/dodo/postgres")
     print(f"serving Windmill endpoints on http://127.0.0.1:{port} (workspace {app.workspace}, "
           f"token {'required' if app.token else 'not required'}, database {'embedded' if pg else 'DATABASE_URL'}, "
