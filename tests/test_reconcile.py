@@ -151,3 +151,20 @@ def test_entry_script_reads_resources(make_db, httpserver, stream):
     assert len(parts[1]["table-row-object"]) == len(stream.final["disputes"])
     with pytest.raises(ValueError, match="api_key"):
         entry.main(db.resource, {"environment": "test_mode"}, schema=db.schema)
+
+
+def test_a_state_that_comes_back_is_recorded_again(make_db, httpserver, stream):
+    db = make_db()
+    sub_id, sub = next((k, v) for k, v in stream.final["subscriptions"].items() if v["status"] == "active")
+    objects = {"payments": {}, "subscriptions": {sub_id: dict(sub)}, "refunds": {}, "disputes": {}}
+    api = DodoApi(httpserver, objects)
+    with rec.client_from_resource(api.resource) as client:
+        assert rec.reconcile(db.conn, client, kinds=("subscriptions",), now=AFTER_STREAM)["drift"][0]["action"] == \
+            "recorded"
+        held = dict(sub, status="on_hold")  # a webhook moves it on; the event back to active is lost
+        record_delivery(db.conn, {"business_id": BUSINESS, "type": "subscription.on_hold",
+                                  "timestamp": iso(AFTER_STREAM + timedelta(hours=1)), "data": held}, "msg_hold")
+        result = rec.reconcile(db.conn, client, kinds=("subscriptions",), now=AFTER_STREAM + timedelta(days=1))
+    assert [r["action"] for r in result["drift"]] == ["recorded"]
+    assert db.conn.execute("SELECT status FROM subscriptions WHERE subscription_id = %s", [sub_id]).fetchone()[0] \
+        == "active"

@@ -26,7 +26,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from dodopayments import DodoPayments
 from psycopg.types.json import Jsonb
@@ -199,7 +199,7 @@ def reconcile(
         items = list(list_objects(client, family, since))
         stored = stored_objects(conn, family, [i[family.id_key] for i in items])
         counts = {"kind": kind, "since": since.isoformat() if since else "all", "listed": len(items),
-                  "missing": 0, "different": 0, "recorded": 0, "kept_newer": 0, "failed": 0}
+                  "missing": 0, "different": 0, "recorded": 0, "kept_newer": 0, "duplicate": 0, "failed": 0}
         for item in items:
             oid = item[family.id_key]
             diff = differences(item, stored.get(oid))
@@ -224,22 +224,28 @@ def _record(conn, client: DodoPayments, family: Family, oid: str, started: datet
     obj = fetch_object(client, family, oid)
     webhook_id, envelope = synthetic_event(family, obj, started, None)
     result = record_delivery(conn, envelope, webhook_id)
+    if result["status"] == "duplicate":
+        # This state was reconciled before, yet Postgres differs: it went A -> B -> A and the
+        # event back to A was lost. Record it again under this run's own id.
+        result = record_delivery(conn, envelope, f"{webhook_id}@{int(started.timestamp())}")
     if result["status"] == "failed":
         counts["failed"] += 1
         return "failed: " + str(result.get("error", ""))[:200]
-    if result["status"] == "duplicate" or not result.get("applied"):
+    if result["status"] == "duplicate":  # recorded by an earlier run at this very start time
+        counts["duplicate"] += 1
+        return "already recorded"
+    if not result.get("applied"):  # Postgres holds a newer webhook's state: it stays
         counts["kept_newer"] += 1
-        return "kept newer state" if result["status"] == "recorded" else "already recorded"
+        return "kept newer state"
     counts["recorded"] += 1
     return "recorded"
 
 
 def rich_result(result: dict) -> dict:
     """Windmill rich result: a markdown summary and the drift table."""
-    lines = ["| kind | since | listed | missing | different | recorded | kept newer | failed |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {c['kind']} | {c['since']} | {c['listed']} | {c['missing']} | {c['different']} | "
-              f"{c['recorded']} | {c['kept_newer']} | {c['failed']} |" for c in result["summary"]]
+    keys = ["kind", "since", "listed", "missing", "different", "recorded", "kept_newer", "duplicate", "failed"]
+    lines = ["| " + " | ".join(k.replace("_", " ") for k in keys) + " |", "|---|---|" + "---:|" * (len(keys) - 2)]
+    lines += ["| " + " | ".join(str(c[k]) for k in keys) + " |" for c in result["summary"]]
     parts = [{"markdown": "### Reconciliation with the Dodo API\n\n" + "\n".join(lines)}]
     if result["drift"]:
         parts.append({"table-row-object": result["drift"]})
