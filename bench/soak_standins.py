@@ -1,0 +1,188 @@
+"""Recording stand-ins of HubSpot, Slack, Twilio (one werkzeug server) and SMTP (aiosmtpd)
+for the soak, on loopback, with the faults the soak injects.
+
+Each counts what it received per delivery: the soak's routing puts `[<webhook-id>]` in
+every message summary, and the bundle's e-mails carry `<webhook-id@dodo-bundle>` as
+Message-ID. HubSpot keeps real state: contacts by email, notes by dodo_event_id, note ->
+contact associations, so the CRM's final content can be compared with the ground truth.
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+import socket
+import threading
+import time
+from collections import Counter
+from email import message_from_bytes
+
+from aiosmtpd.controller import Controller
+from werkzeug import Request, Response
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+ID = re.compile(r"\[(msg_[A-Za-z0-9_]+)\]")
+MSG_ID = re.compile(r"<(msg_[A-Za-z0-9_]+)@dodo-bundle>")
+HUBSPOT_TOKEN = "pat-soak-standin"
+SLACK_TOKEN = "xoxb-soak-standin"
+TWILIO_SID = "ACsoakstandin"
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_request(self, *args, **kwargs):  # no per-request log lines
+        pass
+
+
+def _json(status: int, body, headers: dict | None = None) -> Response:
+    return Response(json.dumps(body), status=status, headers=headers, content_type="application/json")
+
+
+class Bursts:
+    """HubSpot trouble in bursts: for `burst_s` of every `period_s`, a request fails with
+    probability `p`: half 429 (Retry-After), half 5xx; a third of the 5xx are sent after
+    the write was applied (the response is lost, the write is not)."""
+
+    def __init__(self, period_s: float, burst_s: float, p: float = 0.7, seed: int = 1):
+        self.period_s, self.burst_s, self.p = period_s, burst_s, p
+        self.rng = random.Random(seed)
+        self.t0: float | None = None
+        self.lock = threading.Lock()
+
+    def start(self) -> None:
+        self.t0 = time.monotonic()
+
+    def stop(self) -> None:
+        self.t0 = None
+
+    def draw(self) -> str | None:
+        """None (serve), "429", "5xx" or "5xx-after"."""
+        if self.t0 is None or (time.monotonic() - self.t0) % self.period_s >= self.burst_s:
+            return None
+        with self.lock:
+            if self.rng.random() >= self.p:
+                return None
+            x = self.rng.random()
+        return "429" if x < 0.5 else ("5xx-after" if x < 0.66 else "5xx")
+
+
+class HttpStandIns:
+    """HubSpot (/crm/...), Slack (/api/chat.postMessage) and Twilio (/2010-04-01/...)."""
+
+    def __init__(self, bursts: Bursts | None = None, port: int = 0):
+        self.bursts = bursts or Bursts(1, 0)
+        self.lock = threading.Lock()
+        self.contacts: dict[str, dict] = {}   # email -> {"id", "properties"}
+        self.notes: dict[str, dict] = {}      # dodo_event_id -> {"id", "properties"}
+        self.associations: set[tuple[str, str]] = set()
+        self.slack: Counter = Counter()       # webhook_id -> messages
+        self.sms: Counter = Counter()
+        self.faults: Counter = Counter()      # "429", "5xx", "5xx-after"
+        self.unattributed: list[str] = []
+        self.bad_requests: list[str] = []
+        self._ids = 1000
+        self.server = make_server("127.0.0.1", port, self.wsgi, threaded=True, request_handler=_Quiet)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def wsgi(self, environ, start_response):
+        return self.handle(Request(environ))(environ, start_response)
+
+    def handle(self, req: Request) -> Response:
+        path = req.path
+        if path.startswith("/crm/"):
+            if req.headers.get("Authorization") != f"Bearer {HUBSPOT_TOKEN}":
+                return _json(401, {"status": "error", "message": "bad token"})
+            fault = self.bursts.draw()
+            if fault == "429":
+                self._count(fault)
+                return _json(429, {"status": "error", "message": "You have reached your ten secondly limit.",
+                                   "category": "RATE_LIMITS"}, {"Retry-After": "1"})
+            if fault == "5xx":
+                self._count(fault)
+                return _json(502, {"status": "error", "message": "Bad gateway"})
+            resp = self.hubspot(req)
+            if fault == "5xx-after" and resp.status_code < 300:
+                self._count(fault)
+                return _json(500, {"status": "error", "message": "internal error"})
+            return resp
+        if path == "/api/chat.postMessage":
+            if req.headers.get("Authorization") != f"Bearer {SLACK_TOKEN}":
+                return _json(200, {"ok": False, "error": "invalid_auth"})
+            return self._attribute(self.slack, req.get_json().get("text", ""), _json(200, {"ok": True, "ts": "1.0"}))
+        if path == f"/2010-04-01/Accounts/{TWILIO_SID}/Messages.json":
+            return self._attribute(self.sms, req.form.get("Body", ""), _json(201, {"sid": "SM" + "0" * 32}))
+        return _json(404, {"message": f"no route {req.method} {path}"})
+
+    def _count(self, fault: str) -> None:
+        with self.lock:
+            self.faults[fault] += 1
+
+    def _attribute(self, counter: Counter, text: str, resp: Response) -> Response:
+        m = ID.search(text)
+        with self.lock:
+            if m:
+                counter[m.group(1)] += 1
+            else:
+                self.unattributed.append(text[:200])
+        return resp
+
+    def hubspot(self, req: Request) -> Response:
+        parts = req.path.strip("/").split("/")
+        if req.method == "POST" and parts[:3] == ["crm", "v3", "objects"] and parts[4:] == ["batch", "upsert"]:
+            (item,) = req.get_json()["inputs"]
+            store = {"contacts": self.contacts, "notes": self.notes}[parts[3]]
+            with self.lock:
+                if item["id"] not in store:
+                    self._ids += 1
+                    store[item["id"]] = {"id": str(self._ids), "properties": {}}
+                rec = store[item["id"]]
+                rec["properties"].update(item["properties"])
+            return _json(200, {"status": "COMPLETE", "results": [{"id": rec["id"], "properties": rec["properties"]}]})
+        if req.method == "PUT" and parts[:3] == ["crm", "v4", "objects"] and parts[5:7] == ["associations", "default"]:
+            with self.lock:
+                self.associations.add((parts[4], parts[8]))
+            return _json(200, {"status": "COMPLETE", "results": []})
+        with self.lock:
+            self.bad_requests.append(f"{req.method} {req.path}")
+        return _json(400, {"message": "unexpected request"})
+
+
+class SmtpStandIn:
+    """aiosmtpd on loopback; while `refusing`, every MAIL FROM gets 421."""
+
+    def __init__(self, port: int = 0):
+        self.received: Counter = Counter()
+        self.refused = 0
+        self.refusing = False
+        self.unattributed: list[str] = []
+        if not port:  # Controller needs a fixed port (it connects to check it is up)
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+        self.port = port
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.refusing:
+            self.refused += 1
+            return "421 4.3.2 Service not available, try again later"
+        envelope.mail_from = address
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        msg = message_from_bytes(envelope.content)
+        m = MSG_ID.search(msg.get("Message-ID", ""))
+        if m:
+            self.received[m.group(1)] += 1
+        else:
+            self.unattributed.append(msg.get("Message-ID", ""))
+        return "250 Message accepted"
+
+    def close(self) -> None:
+        self.controller.stop()
