@@ -19,6 +19,7 @@ from typing import Literal, Optional, TypedDict
 
 from f.dodo.lib import db as pg
 from f.dodo.lib import replay as rp
+from f.dodo.lib.workspace import integration_refs
 
 
 class postgresql(TypedDict):
@@ -48,5 +49,5 @@ def main(
         rows = rp.select(conn, selection)
         if dry_run:
             return rp.rich_result(rp.plan(conn, rows), dry_run=True)
-        done = rp.replay(conn, rows, rp.run_entry_flow, rp.integration_refs(), rp.report_progress)
+        done = rp.replay(conn, rows, rp.run_entry_flow, integration_refs(), rp.report_progress)
     return rp.rich_result(done, dry_run=False)

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from f.dodo.lib import routing
 from f.dodo.lib import schema as migrations
+from f.dodo.lib import workspace as ws
 from f.dodo.lib.reconcile import client_from_resource
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
@@ -86,14 +87,13 @@ def summary(checks: list[Check]) -> dict:
 
 # --- the bundle's configuration, by its conventional Windmill paths ----------------------
 
-SECRET, PREVIOUS_SECRET = "f/dodo/webhook_secret", "f/dodo/webhook_secret_previous"
-ROUTING, SLACK_WEBHOOK, TOLERANCE = "f/dodo/notify_routing", "f/dodo/slack_webhook_url", "f/dodo/webhook_tolerance_s"
-POSTGRES, DODO_API = "f/dodo/postgres", "f/dodo/dodo_api"
+SECRET, PREVIOUS_SECRET, TOLERANCE = ws.WEBHOOK_SECRET, ws.WEBHOOK_SECRET_PREVIOUS, ws.WEBHOOK_TOLERANCE
+ROUTING, SLACK_WEBHOOK, POSTGRES, DODO_API = ws.NOTIFY_ROUTING, ws.SLACK_WEBHOOK_URL, ws.POSTGRES, ws.DODO_API
 OPTIONAL_RESOURCES = {  # path -> (required keys, any-of keys)
-    "f/dodo/slack": (("token",), ()),
-    "f/dodo/smtp": (("host",), ()),
-    "f/dodo/twilio": (("accountSid", "token"), ("from_number", "messaging_service_sid")),
-    "f/dodo/hubspot": (("token",), ()),
+    ws.INTEGRATIONS["slack"]: (("token",), ()),
+    ws.INTEGRATIONS["smtp"]: (("host",), ()),
+    ws.INTEGRATIONS["twilio"]: (("accountSid", "token"), ("from_number", "messaging_service_sid")),
+    ws.INTEGRATIONS["hubspot"]: (("token",), ()),
 }
 
 Getter = Callable[[str], Any]  # path -> value, or None when absent or unreadable

@@ -25,14 +25,11 @@ from f.dodo.lib import ledger
 from f.dodo.lib.errors import EventError
 from f.dodo.lib.normalizer import normalize_event
 from f.dodo.lib.notify import delivery_key
+from f.dodo.lib.workspace import integration_refs
 
 ENTRY_FLOW = "f/dodo/webhook"
 STATUSES = ("failed", "received")
 MANUAL_PREFIX = "manual_"  # store.webhook_id_of: the inbox key of an event pasted in the UI
-# flow input -> optional resource, as the entry flow's preprocessor passes them
-INTEGRATIONS = {"hubspot": "f/dodo/hubspot", "slack": "f/dodo/slack", "smtp": "f/dodo/smtp",
-                "twilio": "f/dodo/twilio"}
-SLACK_WEBHOOK_URL = "f/dodo/slack_webhook_url"
 ERROR_SHOWN = 300
 
 # run(args) -> (success, result, job id); progress(done, total)
@@ -162,20 +159,6 @@ def replay(conn, rows: list[dict], run: Run, integrations: dict | None = None,
 
 
 # ---------------------------------------------------------------- through Windmill
-
-
-def integration_refs() -> dict:
-    """`$res:`/`$var:` references to the optional integrations that exist in the
-    workspace, as the preprocessor passes them; the worker resolves them per step."""
-    found = {name: f"$res:{path}" for name, path in INTEGRATIONS.items()
-             if wmill.get_resource(path, none_if_undefined=True, interpolated=False) is not None}
-    try:
-        if wmill.get_variable(SLACK_WEBHOOK_URL):
-            found["slack_webhook_url"] = f"$var:{SLACK_WEBHOOK_URL}"
-    except Exception as exc:  # wmill raises a bare Exception carrying the status
-        if ": 404" not in str(exc):
-            raise
-    return found
 
 
 def run_entry_flow(args: dict, *, poll_s: float = 0.25, max_poll_s: float = 2.0) -> tuple[bool, Any, str]:

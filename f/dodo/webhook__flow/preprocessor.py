@@ -23,39 +23,12 @@ import wmill
 
 from f.dodo.lib.inert import defuse
 from f.dodo.lib.signature import DEFAULT_TOLERANCE_S, verify_trigger_event
-
-SECRET = "f/dodo/webhook_secret"
-PREVIOUS_SECRET = "f/dodo/webhook_secret_previous"
-TOLERANCE = "f/dodo/webhook_tolerance_s"
-# flow input -> optional resource; the sinks use the local outbox when one is absent
-INTEGRATIONS = {"hubspot": "f/dodo/hubspot", "slack": "f/dodo/slack", "smtp": "f/dodo/smtp",
-                "twilio": "f/dodo/twilio"}
-SLACK_WEBHOOK_URL = "f/dodo/slack_webhook_url"
-
-
-def _optional_variable(path: str) -> str | None:
-    """A variable that may not exist: None when Windmill answers 404."""
-    try:
-        return wmill.get_variable(path)
-    except Exception as exc:  # wmill raises a bare Exception carrying the status
-        if ": 404" in str(exc):
-            return None
-        raise
-
-
-def _integrations() -> dict:
-    """References to the optional integrations that exist. interpolated=False keeps a
-    resource's secrets as their own `$var:` references; the worker resolves each
-    reference when the sink step starts."""
-    found = {name: f"$res:{path}" for name, path in INTEGRATIONS.items()
-             if wmill.get_resource(path, none_if_undefined=True, interpolated=False) is not None}
-    if _optional_variable(SLACK_WEBHOOK_URL):
-        found["slack_webhook_url"] = f"$var:{SLACK_WEBHOOK_URL}"
-    return found
+from f.dodo.lib.workspace import (WEBHOOK_SECRET, WEBHOOK_SECRET_PREVIOUS, WEBHOOK_TOLERANCE,
+                                  integration_refs, optional_variable)
 
 
 def preprocessor(event: dict):
-    secrets = [wmill.get_variable(SECRET), _optional_variable(PREVIOUS_SECRET) or ""]
-    tolerance = (_optional_variable(TOLERANCE) or "").strip()
+    secrets = [wmill.get_variable(WEBHOOK_SECRET), optional_variable(WEBHOOK_SECRET_PREVIOUS) or ""]
+    tolerance = (optional_variable(WEBHOOK_TOLERANCE) or "").strip()
     inputs = defuse(verify_trigger_event(event, secrets, int(tolerance) if tolerance else DEFAULT_TOLERANCE_S))
-    return {**inputs, **_integrations()}  # verified first: a forged request costs no lookups
+    return {**inputs, **integration_refs()}  # verified first: a forged request costs no lookups
