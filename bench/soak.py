@@ -253,26 +253,24 @@ def inject(s: Settings, senders: Senders, pg, smtp, kills: KillSwitch, faults: F
 # ---------------------------------------------------------------- replay
 
 def replay(runner, config) -> dict:
-    """One replay of the failed inbox rows: the replay module when it exists, else the same
-    contract done here (failed rows in event-time order, each re-run through the webhook
-    flow as a UI run with the integrations the preprocessor would have passed)."""
-    try:
-        lib = importlib.import_module("f.dodo.lib.replay")
-    except ImportError:
-        lib = None
-    if lib is not None and hasattr(lib, "replay_failed"):
-        return {"via": "f.dodo.lib.replay.replay_failed", **_jsonable(lib.replay_failed(runner=runner))}
+    """One replay of the failed inbox rows through the f/dodo/replay script (as
+    `python -m local_runner replay` runs it). Without that script, the same contract done
+    here: failed rows in event-time order, each re-run through the webhook flow as a UI run
+    with the integrations the preprocessor would have passed."""
+    if (ROOT / "f/dodo/replay.py").exists():
+        out = runner.run_script("f/dodo/replay", {"db": "$res:f/dodo/postgres", "limit": 10000})
+        if not out.success:
+            return {"via": "f/dodo/replay", "error": str(out.result)[:500]}
+        rows = out.result["render_all"][1].get("table-row-object", [])
+        return {"via": "f/dodo/replay", "failed_rows": len(rows), "succeeded": sum(bool(r["success"]) for r in rows)}
     from f.dodo.lib import db as dblib  # noqa: PLC0415
     with dblib.connect(config.get_resource("f/dodo/postgres"), "dodo") as conn:
         rows = conn.execute("SELECT webhook_id, payload FROM webhook_events WHERE status = 'failed' "
                             "ORDER BY occurred_at, webhook_id").fetchall()
     integrations = {k: f"$res:f/dodo/{k}" for k in ("hubspot", "slack", "smtp", "twilio")
                     if k in config.resources}
-    ok = 0
-    for wid, payload in rows:
-        run = runner.run_flow(ENTRY, {"event": payload, "webhook_id": wid, **integrations})
-        ok += bool(run.success)
-    return {"via": "bench.soak.replay (f/dodo/lib/replay.py not found)", "failed_rows": len(rows), "succeeded": ok}
+    ok = sum(bool(runner.run_flow(ENTRY, {"event": p, "webhook_id": w, **integrations}).success) for w, p in rows)
+    return {"via": "bench.soak.replay (f/dodo/replay.py not found)", "failed_rows": len(rows), "succeeded": ok}
 
 
 def _jsonable(x):
