@@ -17,6 +17,7 @@ failed (or reset to received by replay) is applied again when it comes back.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -29,7 +30,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from f.dodo.lib.errors import EventError, MalformedField, MissingField
-from f.dodo.lib.money import format_major, parse_minor
+from f.dodo.lib.money import EXPONENTS, format_major, parse_minor
 
 STEP = "store_event"
 ERROR_MAX = 2000
@@ -124,14 +125,6 @@ def _payment(d: dict, ev: dict) -> tuple:
     if row["total_minor"] is None and ev.get("amount_minor") is not None:  # seed flat shapes
         row["total_minor"] = parse_minor(ev["amount_minor"], "amount_minor")
     return "payments", row, f"payment:{pid}"
-
-
-def _payment_net(row: dict) -> None:
-    # As if nothing were refunded; the SQL corrects both when refunds exist.
-    row["refunded"] = row["net"] = None
-    if row["total"] is not None:
-        row["net"] = row["total"]
-        row["refunded"] = format_major(0, row["currency"])
 
 
 def _refund(d: dict, ev: dict) -> tuple:
@@ -252,6 +245,9 @@ _BUILDERS: dict[str, Callable[[dict, dict], tuple]] = {
 }
 
 
+_KNOWN_CATEGORIES = frozenset(_CATEGORIES.values()) | {"unknown"}
+
+
 def category_of(event_type: str | None) -> str:
     prefix = (event_type or "").split(".", 1)[0]
     return _CATEGORIES.get(prefix, "unknown")
@@ -293,8 +289,9 @@ def _customer(d: dict, ev: dict) -> tuple[dict | None, str | None]:
 def build_call(event: dict) -> dict:
     """The argument of the SQL function record_event(jsonb) for a normalised event."""
     event_type = _str(event.get("event_type")) or "unknown"
-    category = event.get("category") if event.get("category") in set(_CATEGORIES.values()) | {"unknown"} \
-        else category_of(event_type)
+    category = event.get("category")
+    if category not in _KNOWN_CATEGORIES:
+        category = category_of(event_type)
     data = event.get("data") if isinstance(event.get("data"), dict) else {}
     call: dict[str, Any] = {
         "webhook_id": webhook_id_of(event), "event_type": event_type, "category": category,
@@ -323,17 +320,18 @@ def build_call(event: dict) -> dict:
     if table:
         row.update(business_id=call["business_id"], customer_id=call["customer_id"])
         call.update(table=table, row=_with_major(table, row))
-        if table == "payments":
-            _payment_net(row)
+        if table == "payments" and row["currency"] in EXPONENTS:  # for refunded and net, in SQL
+            call["unit"] = str(Decimal(1).scaleb(-EXPONENTS[row["currency"]]))
         call["entity_id"] = call["entity_id"] or next(iter(row.values()))
     if lock:
         call["lock"] = lock
     return call
 
 
-def _function(schema: str | None) -> sql.Composable:
+@functools.cache
+def _function(schema: str | None) -> bytes:
     name = sql.Identifier(schema, "record_event") if schema else sql.Identifier("record_event")
-    return sql.SQL("SELECT {}(%s::jsonb)").format(name)
+    return sql.SQL("SELECT {}(%s::jsonb)").format(name).as_bytes(None)
 
 
 def record_event(conn: psycopg.Connection, event: dict, *, schema: str | None = None) -> dict:

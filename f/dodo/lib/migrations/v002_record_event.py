@@ -8,32 +8,37 @@ way in any arrival order and a retried event re-applies idempotently.
 
 Input (built by f/dodo/lib/store.py): {webhook_id, event_type, category, business_id,
 entity_id, customer_id, occurred_at, payload, error?, lock?, customer?, customer_ref?,
-table?, row?, data?}. `payload` is the delivery as received (the envelope, or a seed
-transform's flat payload); `row` holds the entity table's columns; the entity's `data`
-is `data` when given, else payload->'data'.
+table?, row?, data?, unit?}. `payload` is the delivery as received (the envelope, or a
+seed transform's flat payload); `row` holds the entity table's columns; the entity's
+`data` is `data` when given, else payload->'data'; `unit` is one minor unit of a
+payment's currency in major units ("0.01"), for its refunded and net amounts.
+
+Cost matters (bench/bench_store.py): the function has no SET clause (a per-call
+search_path switch cost more than a statement) and names its tables with the schema
+it is created in instead; each entity is one INSERT ... ON CONFLICT with a plan cached
+for the session; a payment's refunded amount is computed in its own upsert.
 """
 
 # Entity tables: conflict key, then the columns an event's state sets.
-_STATE = ["event_type", "event_at", "event_webhook_id", "data"]
 TABLES = {
     "payments": (["payment_id"], ["business_id", "customer_id", "subscription_id", "status", "currency",
-                 "total_minor", "total", "refunded", "net", "tax_minor", "tax", "settlement_currency", "settlement_minor", "settlement", "payment_method",
-                 "payment_method_type", "card_last_four", "card_network", "charge_type", "invoice_id",
-                 "error_code", "error_message", "created_at"]),
+                 "total_minor", "total", "tax_minor", "tax", "settlement_currency", "settlement_minor",
+                 "settlement", "payment_method", "payment_method_type", "card_last_four", "card_network",
+                 "charge_type", "invoice_id", "error_code", "error_message", "created_at"]),
     "refunds": (["refund_id"], ["payment_id", "business_id", "customer_id", "status", "currency",
                 "amount_minor", "amount", "is_partial", "reason", "created_at"]),
     "disputes": (["dispute_id"], ["payment_id", "business_id", "customer_id", "status", "stage", "currency",
                  "amount_minor", "amount", "reason", "remarks", "created_at"]),
     "subscriptions": (["subscription_id"], ["business_id", "customer_id", "product_id", "status", "currency",
-                      "recurring_pre_tax_minor", "recurring_pre_tax", "quantity", "discount_multiplier", "payment_frequency_count",
-                      "payment_frequency_interval", "subscription_period_count",
+                      "recurring_pre_tax_minor", "recurring_pre_tax", "quantity", "discount_multiplier",
+                      "payment_frequency_count", "payment_frequency_interval", "subscription_period_count",
                       "subscription_period_interval", "trial_period_days", "next_billing_date",
                       "previous_billing_date", "cancel_at_next_billing_date", "cancelled_at", "created_at"]),
     "license_keys": (["license_key_id"], ["key", "business_id", "customer_id", "product_id", "payment_id",
                      "subscription_id", "status", "activations_limit", "instances_count", "expires_at",
                      "created_at"]),
-    "payouts": (["payout_id"], ["business_id", "status", "currency", "amount_minor", "amount", "fee_minor", "tax_minor",
-                "refunds_minor", "chargebacks_minor", "payment_method", "remarks", "created_at"]),
+    "payouts": (["payout_id"], ["business_id", "status", "currency", "amount_minor", "amount", "fee_minor",
+                "tax_minor", "refunds_minor", "chargebacks_minor", "payment_method", "remarks", "created_at"]),
     "credit_ledger_entries": (["entry_id"], ["business_id", "customer_id", "credit_entitlement_id",
                               "transaction_type", "is_credit", "amount", "balance_before", "balance_after",
                               "overage_before", "overage_after", "grant_id", "reference_id",
@@ -47,35 +52,48 @@ TABLES = {
                            "revocation_reason", "error_code", "error_message", "created_at"]),
 }
 
+# Which event's state a row holds; set from the call, not from `row`.
+_STATE = ["event_type", "event_at", "event_webhook_id", "data"]
+_STATE_VALUES = ["e->>'event_type'", "at", "wid", "d"]
+# A payment's refunded and net amounts follow its succeeded refunds (the advisory lock on
+# the payment serialises the events that write them).
+_EXTRA = {"payments": (["refunded_minor", "refunded", "net"],
+                       ["r.minor", "r.minor * (e->>'unit')::numeric", "(x.total_minor - r.minor) * (e->>'unit')::numeric"],
+                       ", LATERAL (SELECT coalesce(sum(f.amount_minor), 0) AS minor FROM @.refunds f"
+                       " WHERE f.payment_id = x.payment_id AND f.status = 'succeeded') r")}
+
 
 def _upsert(table: str) -> str:
     key, cols = TABLES[table]
-    cols = cols + _STATE
-    every = ", ".join(key + cols)
+    extra_cols, extra_values, join = _EXTRA.get(table, ([], [], ""))
+    set_cols = cols + extra_cols + _STATE
+    names = key + set_cols
+    values = [f"x.{c}" for c in key + cols] + extra_values + _STATE_VALUES
     return f"""
     ELSIF tbl = '{table}' THEN
-        INSERT INTO {table} AS t ({every}) SELECT {every} FROM jsonb_populate_record(NULL::{table}, r)
+        INSERT INTO @.{table} AS t ({", ".join(names)})
+        SELECT {", ".join(values)} FROM jsonb_populate_record(NULL::@.{table}, e->'row') x{join}
         ON CONFLICT ({", ".join(key)}) DO UPDATE
-            SET ({", ".join(cols)}, updated_at) = ROW({", ".join("excluded." + c for c in cols)}, now())
+            SET ({", ".join(set_cols)}, updated_at) = ROW({", ".join("excluded." + c for c in set_cols)}, now())
             WHERE (t.event_at, t.event_webhook_id) <= (excluded.event_at, excluded.event_webhook_id);
         GET DIAGNOSTICS n = ROW_COUNT;"""
 
 
-# An older description of a customer never replaces a newer one.
+# An older description of a customer never replaces a newer one; it may only move
+# first_seen_at earlier, and otherwise writes nothing.
 _NEWER = "(t.event_at IS NULL OR (t.event_at, t.event_webhook_id) <= (excluded.event_at, excluded.event_webhook_id))"
 _CUSTOMER_SET = ",\n            ".join(
     f"{c} = CASE WHEN {_NEWER} THEN excluded.{c} ELSE t.{c} END"
     for c in ["business_id", "email", "name", "phone_number", "metadata", "event_at", "event_webhook_id"])
 
-
-SQL = r"""
-CREATE FUNCTION record_event(e jsonb) RETURNS jsonb
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
+_BODY = r"""
+CREATE FUNCTION @.record_event(e jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $fn$
 DECLARE
     wid text := e->>'webhook_id';
     tbl text := e->>'table';
     at timestamptz := (e->>'occurred_at')::timestamptz;
-    r jsonb;
+    d jsonb;
     c jsonb := e->'customer';
     tries integer := 1;
     prior text;
@@ -84,19 +102,19 @@ DECLARE
 BEGIN
     done := CASE WHEN e ? 'error' THEN 'failed' WHEN e->>'category' = 'unknown' THEN 'ignored' ELSE 'processed' END;
     -- Written with its final status: if anything below fails, the whole transaction does.
-    INSERT INTO webhook_events (webhook_id, event_type, category, business_id, entity_id, customer_id,
-                                occurred_at, payload, status, last_error, failed_step, processed_at)
+    INSERT INTO @.webhook_events (webhook_id, event_type, category, business_id, entity_id, customer_id,
+                                  occurred_at, payload, status, last_error, failed_step, processed_at)
     VALUES (wid, e->>'event_type', e->>'category', e->>'business_id', e->>'entity_id', e->>'customer_id',
             at, e->'payload', done, e->>'error', e->>'step', CASE WHEN done <> 'failed' THEN now() END)
     ON CONFLICT (webhook_id) DO NOTHING;
     IF NOT FOUND THEN
         -- Seen before. Done (processed/ignored): a duplicate. Failed or received: apply again.
-        SELECT status, attempts + 1 INTO prior, tries FROM webhook_events WHERE webhook_id = wid FOR UPDATE;
+        SELECT status, attempts + 1 INTO prior, tries FROM @.webhook_events WHERE webhook_id = wid FOR UPDATE;
         IF prior IN ('processed', 'ignored') THEN
             RETURN jsonb_build_object('status', 'duplicate', 'webhook_id', wid, 'inbox_status', prior,
                                       'attempts', tries - 1, 'applied', false);
         END IF;
-        UPDATE webhook_events SET attempts = attempts + 1, payload = e->'payload', event_type = e->>'event_type',
+        UPDATE @.webhook_events SET attempts = attempts + 1, payload = e->'payload', event_type = e->>'event_type',
                category = e->>'category', entity_id = e->>'entity_id', customer_id = e->>'customer_id',
                occurred_at = at, status = done, last_error = e->>'error', failed_step = e->>'step',
                processed_at = CASE WHEN done <> 'failed' THEN now() END
@@ -114,40 +132,42 @@ BEGIN
     END IF;
 
     IF c IS NOT NULL THEN   -- a described customer: newest description wins
-        INSERT INTO customers AS t (customer_id, business_id, email, name, phone_number, metadata,
-                                    first_seen_at, event_at, event_webhook_id)
+        INSERT INTO @.customers AS t (customer_id, business_id, email, name, phone_number, metadata,
+                                      first_seen_at, event_at, event_webhook_id)
         VALUES (c->>'customer_id', e->>'business_id', c->>'email', c->>'name', c->>'phone_number',
                 c->'metadata', at, at, wid)
         ON CONFLICT (customer_id) DO UPDATE SET
             first_seen_at = least(t.first_seen_at, excluded.first_seen_at),
             updated_at = now(),
-            """ + _CUSTOMER_SET + r""";
+            """ + _CUSTOMER_SET + r"""
+            WHERE """ + _NEWER + r""" OR t.first_seen_at > excluded.first_seen_at;
     ELSIF e ? 'customer_ref' THEN   -- only referenced by id: make sure the row exists
-        INSERT INTO customers AS t (customer_id, business_id, first_seen_at)
+        INSERT INTO @.customers AS t (customer_id, business_id, first_seen_at)
         VALUES (e->>'customer_ref', e->>'business_id', at)
         ON CONFLICT (customer_id) DO UPDATE SET first_seen_at = excluded.first_seen_at
             WHERE t.first_seen_at > excluded.first_seen_at;
     END IF;
 
-    r := e->'row' || jsonb_build_object('data', CASE WHEN e ? 'data' THEN e->'data' ELSE e->'payload'->'data' END, 'event_type', e->>'event_type',
-                                         'event_at', at, 'event_webhook_id', wid);
     IF tbl IS NULL THEN
+        RETURN jsonb_build_object('status', 'recorded', 'webhook_id', wid, 'inbox_status', done,
+                                  'attempts', tries, 'applied', false);
+    END IF;
+    d := CASE WHEN e ? 'data' THEN e->'data' ELSE e->'payload'->'data' END;
+    IF false THEN
         NULL;""" + "".join(_upsert(t) for t in TABLES) + r"""
     END IF;
 
-    IF tbl = 'subscriptions' THEN
-        INSERT INTO subscription_status_history (subscription_id, webhook_id, event_type, status, occurred_at)
-        VALUES (r->>'subscription_id', wid, e->>'event_type', r->>'status', at)
+    IF tbl = 'subscriptions' THEN   -- older events too: the lifecycle as it happened
+        INSERT INTO @.subscription_status_history (subscription_id, webhook_id, event_type, status, occurred_at)
+        VALUES (e->'row'->>'subscription_id', wid, e->>'event_type', e->'row'->>'status', at)
         ON CONFLICT DO NOTHING;
-    ELSIF tbl IN ('payments', 'refunds') THEN   -- refunded and net follow the refunds table
-        UPDATE payments p SET refunded_minor = s.minor, refunded = s.major, net = s.net, updated_at = now()
-          FROM (SELECT x.minor, to_major(x.minor, q.currency) AS major,
-                       to_major(q.total_minor - x.minor, q.currency) AS net
-                  FROM (SELECT coalesce(sum(amount_minor), 0) AS minor FROM refunds
-                         WHERE payment_id = r->>'payment_id' AND status = 'succeeded') x,
-                       payments q WHERE q.payment_id = r->>'payment_id') s
-         WHERE p.payment_id = r->>'payment_id'
-           AND (p.refunded_minor, p.refunded, p.net) IS DISTINCT FROM (s.minor, s.major, s.net);
+    ELSIF tbl = 'refunds' THEN   -- the payment's refunded and net follow its refunds
+        UPDATE @.payments p SET refunded_minor = s.minor, updated_at = now(),
+               refunded = s.minor * (SELECT unit FROM @.currencies WHERE code = p.currency),
+               net = (p.total_minor - s.minor) * (SELECT unit FROM @.currencies WHERE code = p.currency)
+          FROM (SELECT coalesce(sum(amount_minor), 0) AS minor FROM @.refunds
+                 WHERE payment_id = e->'row'->>'payment_id' AND status = 'succeeded') s
+         WHERE p.payment_id = e->'row'->>'payment_id' AND p.refunded_minor <> s.minor;
     END IF;
 
     RETURN jsonb_build_object('status', 'recorded', 'webhook_id', wid, 'inbox_status', done,
@@ -155,3 +175,8 @@ BEGIN
 END
 $fn$;
 """
+
+# Created by a DO block so the body can name the schema it is created in (current_schema()
+# while migrations run): the function then needs no search_path of its own or the caller's.
+SQL = ("DO $do$ BEGIN EXECUTE replace($body$" + _BODY
+       + "$body$, '@.', quote_ident(current_schema()) || '.'); END $do$;")
