@@ -3,16 +3,17 @@
 For payments, subscriptions, refunds and disputes: list the objects created since the
 cursor (minus a look-back window, since an old object can still change state), compare
 each with what Postgres holds, fetch the full object of every one that is missing or
-different, and record it through the same code as a webhook (`normalize_event` +
-`store.record_event`) as a synthetic event:
+different, and record it through the same code as a webhook
+(`store.record_delivery`: `normalize_event` + `record_event`) as a synthetic event:
 
 - `type` is `<family>.<status>` (`payment.succeeded`, `dispute.won`, `refund.pending`),
   so the store's per-type rules apply and users' SQL can tell it apart by webhook_id;
-- `timestamp` is when the object was fetched: the API returns the latest state, so the
-  store's event-time guard lets it replace older webhook state but never a webhook whose
-  event is newer than the fetch;
+- `timestamp` is the start of the run, before any object is fetched: the API returns
+  the latest state, so the store's event-time guard lets it replace older webhook state
+  but never the state of a webhook whose event happened after the run began;
 - `webhook_id` is `reconcile:<family>:<id>:<content hash>`: a rerun that sees the same
-  state dedupes in the inbox instead of recording it twice.
+  state dedupes in the inbox instead of recording it twice (a state that comes back,
+  A -> B -> A, is recorded again under `...@<run start>`).
 
 Listing pages through `page_number`/`page_size` by hand: the SDK's auto-pager computes
 the next page as `(page_number or 1) + 1`, which skips page 1 of Dodo's 0-based pages.
