@@ -235,27 +235,30 @@ def _cases() -> list[Case]:
         Case("nested_600_levels", "rejected_preprocessor", lambda t: _signed(_nested(600), _ids("deep600"))),
         Case("nested_200_levels_in_metadata", "stored", lambda t: _signed(
             dict(e := _payment(i := _ids("deepmeta")), data=dict(e["data"], metadata=json.loads(_nested(200)))), i)),
-        Case("huge_metadata_4mb", "stored", lambda t: _signed(
-            dict(e := _payment(i := _ids("hugemeta")), data=dict(e["data"], metadata={"blob": "x" * 4_000_000})), i)),
-        Case("metadata_20k_keys", "stored", lambda t: _signed(
-            dict(e := _payment(i := _ids("keys")), data=dict(e["data"], metadata={f"k{n}": n for n in range(20_000)})), i)),
         Case("nul_in_event_type", "stored", lambda t: _signed(
             dict(_payment(i := _ids("nultype")), type="payment.failed\u0000"), i)),
         Case("signed_event_missing_ids", "stored", lambda t: _signed(
             {"business_id": "bus_x", "type": "payment.succeeded", "timestamp": "2026-03-02T10:16:00Z", "data": {}},
             _ids("noids"))),
     ]
-    for label, text in INJECTIONS.items():
+    # Injections pass the HTTP layer like any signed delivery: one target each, alternating.
+    for n, (label, text) in enumerate(INJECTIONS.items()):
         expected = stored_text(text)
+        one, other = (("webhook",), ("route",))[::1 if n % 2 else -1]
         cases += [
-            Case(f"inject_{label}_payment", "stored", _injected(label, text, "payment.failed"),
+            Case(f"inject_{label}_payment", "stored", _injected(label, text, "payment.failed"), one,
                  stored_as={"customers.name": expected, "payments.error_message": expected}),
-            Case(f"inject_{label}_dispute", "stored", _injected(label, text, "dispute.opened"),
+            Case(f"inject_{label}_dispute", "stored", _injected(label, text, "dispute.opened"), other,
                  stored_as={"disputes.remarks": expected, "disputes.reason": expected}),
-            Case(f"inject_{label}_refund", "stored", _injected(label, text, "refund.succeeded"),
+            Case(f"inject_{label}_refund", "stored", _injected(label, text, "refund.succeeded"), one,
                  stored_as={"refunds.reason": expected}),
         ]
-    return cases
+    return cases + [  # last: every snapshot after them reads their rows
+        Case("huge_metadata_4mb", "stored", lambda t: _signed(
+            dict(e := _payment(i := _ids("hugemeta")), data=dict(e["data"], metadata={"blob": "x" * 4_000_000})), i)),
+        Case("metadata_20k_keys", "stored", lambda t: _signed(
+            dict(e := _payment(i := _ids("keys")), data=dict(e["data"], metadata={f"k{n}": n for n in range(20_000)})), i)),
+    ]
 
 
 CASES = _cases()
