@@ -72,7 +72,7 @@ def _upsert(table: str) -> str:
     return f"""
     ELSIF tbl = '{table}' THEN
         INSERT INTO @.{table} AS t ({", ".join(names)})
-        SELECT {", ".join(values)} FROM jsonb_populate_record(NULL::@.{table}, e->'row') x{join}
+        SELECT {", ".join(values)} FROM (SELECT @row({table})) x{join}
         ON CONFLICT ({", ".join(key)}) DO UPDATE
             SET ({", ".join(set_cols)}, updated_at) = ROW({", ".join("excluded." + c for c in set_cols)}, now())
             WHERE (t.event_at, t.event_webhook_id) <= (excluded.event_at, excluded.event_webhook_id);
@@ -93,6 +93,7 @@ DECLARE
     wid text := e->>'webhook_id';
     tbl text := e->>'table';
     at timestamptz := (e->>'occurred_at')::timestamptz;
+    r jsonb := e->'row';
     d jsonb;
     c jsonb := e->'customer';
     tries integer := 1;
@@ -159,15 +160,15 @@ BEGIN
 
     IF tbl = 'subscriptions' THEN   -- older events too: the lifecycle as it happened
         INSERT INTO @.subscription_status_history (subscription_id, webhook_id, event_type, status, occurred_at)
-        VALUES (e->'row'->>'subscription_id', wid, e->>'event_type', e->'row'->>'status', at)
+        VALUES (r->>'subscription_id', wid, e->>'event_type', r->>'status', at)
         ON CONFLICT DO NOTHING;
     ELSIF tbl = 'refunds' THEN   -- the payment's refunded and net follow its refunds
         UPDATE @.payments p SET refunded_minor = s.minor, updated_at = now(),
                refunded = s.minor * (SELECT unit FROM @.currencies WHERE code = p.currency),
                net = (p.total_minor - s.minor) * (SELECT unit FROM @.currencies WHERE code = p.currency)
           FROM (SELECT coalesce(sum(amount_minor), 0) AS minor FROM @.refunds
-                 WHERE payment_id = e->'row'->>'payment_id' AND status = 'succeeded') s
-         WHERE p.payment_id = e->'row'->>'payment_id' AND p.refunded_minor <> s.minor;
+                 WHERE payment_id = r->>'payment_id' AND status = 'succeeded') s
+         WHERE p.payment_id = r->>'payment_id' AND p.refunded_minor <> s.minor;
     END IF;
 
     RETURN jsonb_build_object('status', 'recorded', 'webhook_id', wid, 'inbox_status', done,
@@ -176,7 +177,25 @@ END
 $fn$;
 """
 
-# Created by a DO block so the body can name the schema it is created in (current_schema()
-# while migrations run): the function then needs no search_path of its own or the caller's.
-SQL = ("DO $do$ BEGIN EXECUTE replace($body$" + _BODY
-       + "$body$, '@.', quote_ident(current_schema()) || '.'); END $do$;")
+# Created by a DO block so that the body can name the schema it is created in
+# (current_schema() while migrations run): the function then depends on no search_path.
+# `@row(t)` becomes table t's columns read from `r`, each cast to its column type as the
+# catalog has it: casts are resolved once per plan, where jsonb_populate_record looks up
+# every column's input function again on each call.
+SQL = r"""
+DO $do$
+DECLARE
+    body text := $body$""" + _BODY + r"""$body$;
+    s text := quote_ident(current_schema()) || '.';
+    t text;
+BEGIN
+    FOR t IN SELECT DISTINCT m[1] FROM regexp_matches(body, '@row\((\w+)\)', 'g') m LOOP
+        body := replace(body, '@row(' || t || ')', (
+            SELECT string_agg(format('(r->>%L)::%s AS %I', attname, format_type(atttypid, atttypmod), attname),
+                              ', ' ORDER BY attnum)
+              FROM pg_attribute WHERE attrelid = (s || t)::regclass AND attnum > 0 AND NOT attisdropped));
+    END LOOP;
+    EXECUTE replace(body, '@.', s);
+END
+$do$;
+"""
