@@ -58,21 +58,21 @@ _STATE_VALUES = ["e->>'event_type'", "at", "wid", "d"]
 # A payment's refunded and net amounts follow its succeeded refunds (the advisory lock on
 # the payment serialises the events that write them).
 _EXTRA = {"payments": (["refunded_minor", "refunded", "net"],
-                       ["r.minor", "r.minor * (e->>'unit')::numeric", "(x.total_minor - r.minor) * (e->>'unit')::numeric"],
-                       ", LATERAL (SELECT coalesce(sum(f.amount_minor), 0) AS minor FROM @.refunds f"
-                       " WHERE f.payment_id = x.payment_id AND f.status = 'succeeded') r")}
+                       ["rf.minor", "rf.minor * (e->>'unit')::numeric",
+                        "(@col(payments.total_minor) - rf.minor) * (e->>'unit')::numeric"],
+                       " FROM (SELECT coalesce(sum(amount_minor), 0) AS minor FROM @.refunds"
+                       " WHERE payment_id = r->>'payment_id' AND status = 'succeeded') rf")}
 
 
 def _upsert(table: str) -> str:
     key, cols = TABLES[table]
-    extra_cols, extra_values, join = _EXTRA.get(table, ([], [], ""))
+    extra_cols, extra_values, source = _EXTRA.get(table, ([], [], ""))
     set_cols = cols + extra_cols + _STATE
-    names = key + set_cols
-    values = [f"x.{c}" for c in key + cols] + extra_values + _STATE_VALUES
+    values = [f"@col({table}.{c})" for c in key + cols] + extra_values + _STATE_VALUES
     return f"""
     ELSIF tbl = '{table}' THEN
-        INSERT INTO @.{table} AS t ({", ".join(names)})
-        SELECT {", ".join(values)} FROM (SELECT @row({table})) x{join}
+        INSERT INTO @.{table} AS t ({", ".join(key + set_cols)})
+        SELECT {", ".join(values)}{source}
         ON CONFLICT ({", ".join(key)}) DO UPDATE
             SET ({", ".join(set_cols)}, updated_at) = ROW({", ".join("excluded." + c for c in set_cols)}, now())
             WHERE (t.event_at, t.event_webhook_id) <= (excluded.event_at, excluded.event_webhook_id);
@@ -179,21 +179,24 @@ $fn$;
 
 # Created by a DO block so that the body can name the schema it is created in
 # (current_schema() while migrations run): the function then depends on no search_path.
-# `@row(t)` becomes table t's columns read from `r`, each cast to its column type as the
-# catalog has it: casts are resolved once per plan, where jsonb_populate_record looks up
-# every column's input function again on each call.
+# `@col(t.c)` becomes `r->>'c'` cast to the type column c of table t has in the catalog:
+# a cast is resolved once per plan, where jsonb_populate_record looks up every column's
+# input function again on each call.
 SQL = r"""
 DO $do$
 DECLARE
     body text := $body$""" + _BODY + r"""$body$;
     s text := quote_ident(current_schema()) || '.';
-    t text;
+    m text[];
+    cast_ text;
 BEGIN
-    FOR t IN SELECT DISTINCT m[1] FROM regexp_matches(body, '@row\((\w+)\)', 'g') m LOOP
-        body := replace(body, '@row(' || t || ')', (
-            SELECT string_agg(format('(r->>%L)::%s AS %I', attname, format_type(atttypid, atttypmod), attname),
-                              ', ' ORDER BY attnum)
-              FROM pg_attribute WHERE attrelid = (s || t)::regclass AND attnum > 0 AND NOT attisdropped));
+    FOR m IN SELECT DISTINCT regexp_matches(body, '@col\((\w+)\.(\w+)\)', 'g') LOOP
+        SELECT format('(r->>%L)::%s', attname, format_type(atttypid, atttypmod)) INTO cast_
+          FROM pg_attribute WHERE attrelid = (s || m[1])::regclass AND attname = m[2] AND NOT attisdropped;
+        IF cast_ IS NULL THEN
+            RAISE EXCEPTION 'record_event: no column %.%', m[1], m[2];
+        END IF;
+        body := replace(body, format('@col(%s.%s)', m[1], m[2]), cast_);
     END LOOP;
     EXECUTE replace(body, '@.', s);
 END
