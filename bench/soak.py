@@ -16,6 +16,17 @@ Postgres equal to the ground truth, each notification received exactly once per 
 timeline notes. Figures go to stdout and bench/soak-report.json. Loopback only, bounded
 (a deadline), stops by itself. The flows' retry waits are scaled by `retry_scale` through
 the runner's sleep function; the flow files are not changed.
+
+Two server processes (forked) serve the deliveries, like two Windmill workers on one
+Postgres, so the bundle gets both cores and the harness (senders, stand-ins) does not
+share their interpreter lock.
+
+What the soak found (reported, not hidden; tests/test_soak.py marks it xfail):
+- a worker killed after the record step committed: the restarted step answers
+  "duplicate" and stop_after_if ends the flow before its sinks, so that event's CRM note
+  and notifications never go out, and the inbox row says processed (replay skips it);
+- Postgres restarted between a provider accepting a message and the ledger's commit: the
+  ledger row rolls back to pending and the step's retry sends again (a duplicate).
 """
 from __future__ import annotations
 
@@ -62,6 +73,7 @@ class Settings:
     hubspot_period_s: float = 20.0
     hubspot_burst_s: float = 3.0
     deadline_s: float = 560.0      # everything (send, drain, replay) stops by then
+    drain_s: float = 90.0          # sending stops this long before the deadline
     report: str | None = str(REPORT)
 
 
@@ -158,6 +170,7 @@ class Senders:
         self.sent = 0
         self.lock = threading.Lock()
         self.accepted: Counter = Counter()  # port -> deliveries accepted (201)
+        self.accepted_ids: set[str] = set()
         self.status: Counter = Counter()
         self.retries = 0
         self.stop = threading.Event()
@@ -193,6 +206,7 @@ class Senders:
                     self.status[status] += 1
                     if status == 201:
                         self.accepted[port] += 1
+                        self.accepted_ids.add(e.webhook_id)
                         self.sent += 1
                         break
                     self.retries += 1
@@ -453,12 +467,13 @@ def run(s: Settings, out=print) -> dict:
         injector.start()
         deadline = t_start + s.deadline_s
         for c in clients:
-            c.join(max(0.0, deadline - time.monotonic()))
+            c.join(max(0.0, deadline - s.drain_s - time.monotonic()))
+        senders.stop.set()  # past the send deadline: what was not sent is reported as not sent
         sent_s = time.monotonic() - t_send
 
         def finished() -> int:
             return sum(st[0] + st[1] for st in stats)
-        while finished() < senders.sent and time.monotonic() < deadline - 60:
+        while finished() < senders.sent and time.monotonic() < deadline - 20:
             time.sleep(0.1)
         drained = finished() >= senders.sent
         senders.stop.set()
@@ -511,6 +526,7 @@ def run(s: Settings, out=print) -> dict:
         "events": len(sim.events), "deliveries_sent": senders.sent,
         "duplicates_sent": senders.sent - len({e.webhook_id for e in deliveries[:senders.cursor]}),
         "sender_retries": senders.retries, "http_statuses": {str(k): v for k, v in senders.status.items()},
+        "not_sent": len({e.webhook_id for e in deliveries}) - len(senders.accepted_ids),
         "drained": drained, "flows": dict(flows),
         "faults": {"postgres_restarts": faults.pg_restarts, "smtp_outage": faults.smtp_outage,
                    "smtp_refusals": smtp.refused, "hubspot_errors": dict(http.faults),
@@ -519,7 +535,7 @@ def run(s: Settings, out=print) -> dict:
                    + sum(http.faults.values()) + sum(killed.values())},
         "replay": replayed,
         "inbox": {k: (len(v) if isinstance(v, list) else v) for k, v in inbox.items()},
-        "lost": len(inbox["missing"]),
+        "lost": len(senders.accepted_ids & set(inbox["missing"])),  # accepted (201), not in the inbox
         "notifications": {k: (len(v) if isinstance(v, (list, dict)) and k != "per_channel" else v)
                           for k, v in effects.items() if k != "crm"},
         "crm": {k: (len(v) if isinstance(v, list) else v) for k, v in crm.items()},
@@ -534,7 +550,8 @@ def run(s: Settings, out=print) -> dict:
                      "total": round(time.monotonic() - t_start, 1)},
         "deliveries_per_s": round(senders.sent / processed_s, 1) if processed_s else None,
     }
-    report["ok"] = (report["lost"] == 0 and report["duplicate_side_effects"] == 0 and report["state_diffs"] == 0
+    report["ok"] = (report["lost"] == 0 and report["not_sent"] == 0 and report["duplicate_side_effects"] == 0
+                    and report["state_diffs"] == 0
                     and report["lost_side_effects"] == 0 and senders.sent == len(deliveries) and drained)
     if s.report:
         Path(s.report).write_text(json.dumps(report, indent=1, default=str) + "\n")
@@ -552,7 +569,8 @@ def print_summary(r: dict, out=print) -> None:
                             f"SMTP refusing {f['smtp_outage'].get('seconds', 0)}s ({f['smtp_refusals']} refusals), "
                             f"HubSpot {f['hubspot_errors']}, workers killed {f['workers_killed']}"),
         ("flows", f"{r['flows']} before replay; replay {r['replay']}"),
-        ("lost", f"{r['lost']} deliveries missing from the inbox"),
+        ("lost", f"{r['lost']} accepted deliveries missing from the inbox"
+                 + (f" ({r['not_sent']} events never sent: deadline)" if r["not_sent"] else "")),
         ("duplicate side effects", r["duplicate_side_effects"]),
         ("lost side effects", r["lost_side_effects"]),
         ("state diffs", f"{r['state_diffs']} (Postgres + inbox statuses + CRM vs ground truth)"),
