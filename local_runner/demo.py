@@ -209,7 +209,7 @@ def path_of(job: dict) -> str:
         if j["step_id"]:
             by_step[j["step_id"]] = j
     out = [STEP_NAMES[s] + ("" if by_step[s]["success"] else " (error)") for s in STEP_NAMES if s in by_step]
-    sinks = [s + ("" if by_step[s]["success"] else " (error)") for s in ("crm", "notify") if s in by_step]
+    sinks = [s + ("" if by_step[s]["success"] else " (error)") for s in ("crm", "notify", "custom") if s in by_step]
     if sinks:
         out.append("[" + " | ".join(sinks) + "]")
     if job.get("is_skipped") and isinstance(job.get("result"), dict) and job["result"].get("status") == "duplicate":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import psycopg
@@ -16,65 +17,17 @@ from tools import lint
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# The README's example, verbatim: keep the two in step.
-EXAMPLE_FLOW = """\
-summary: Custom business logic (extension point)
-value:
-  modules:
-    - id: inventory
-      summary: Decrement stock for each product in the cart
-      skip_if:
-        expr: flow_input.event.event_type !== "payment.succeeded"
-      value:
-        type: rawscript
-        language: python3
-        content: '!inline inventory.py'
-        input_transforms:
-          event:
-            type: javascript
-            expr: flow_input.event
-          db:
-            type: static
-            value: $res:f/dodo/postgres
-schema:
-  type: object
-  properties:
-    event:
-      type: object
-  required: [event]
-"""
-EXAMPLE_STEP = '''\
-from typing import TypedDict
-
-from f.dodo.lib import db as pg
+README = (ROOT / "README.md").read_text()
 
 
-class postgresql(TypedDict):
-    host: str
-    port: int
-    user: str
-    password: str
-    dbname: str
+def readme_block(after: str, lang: str) -> str:
+    """The fenced block following `after` in the README: the test runs what users read."""
+    return re.search(re.escape(after) + r".*?```" + lang + r"\n(.*?)```", README, re.S).group(1)
 
 
-def main(event: dict, db: postgresql) -> dict:
-    key = event.get("webhook_id") or f"{event['event_type']}:{event['entity_id']}"
-    cart = (event.get("data") or {}).get("product_cart") or []
-    with pg.connect(db, migrate=False) as conn, conn.transaction():
-        # Once per event: a replayed event finds its move and changes nothing.
-        moved = conn.execute(
-            "INSERT INTO public.inventory_moves (webhook_id) VALUES (%s) ON CONFLICT DO NOTHING", [key])
-        if moved.rowcount == 0:
-            return {"skipped": "already applied", "webhook_id": key}
-        for item in cart:
-            conn.execute("UPDATE public.inventory SET stock = stock - %s WHERE product_id = %s",
-                         [int(item.get("quantity") or 1), item["product_id"]])
-    return {"decremented": cart, "webhook_id": key}
-'''
-EXAMPLE_SQL = """\
-CREATE TABLE public.inventory (product_id text PRIMARY KEY, stock integer NOT NULL);
-CREATE TABLE public.inventory_moves (webhook_id text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
-"""
+EXAMPLE_SQL = readme_block("First the tables:", "sql")
+EXAMPLE_FLOW = readme_block("`f/dodo/custom__flow/flow.yaml`:", "yaml")
+EXAMPLE_STEP = readme_block("`f/dodo/custom__flow/inventory.py`:", "python")
 
 
 def event(event_type: str, webhook_id: str, cart: list[dict]) -> dict:
@@ -85,9 +38,14 @@ def event(event_type: str, webhook_id: str, cart: list[dict]) -> dict:
     return normalize_event(envelope, webhook_id)
 
 
-def test_shipped_flow_is_a_no_op_identity():
+def test_shipped_flow_is_empty_and_the_entry_flow_calls_it():
     flow = yaml.safe_load((ROOT / "f/dodo/custom__flow/flow.yaml").read_text())
-    assert [m["value"]["type"] for m in flow["value"]["modules"]] == ["identity"]
+    assert flow["value"]["modules"] == []
+    entry = yaml.safe_load((ROOT / "f/dodo/webhook__flow/flow.yaml").read_text())["value"]
+    sinks = next(m for m in entry["modules"] if m["id"] == "sinks")["value"]
+    called = [m["value"] for b in sinks["branches"] for m in b["modules"] if m["value"]["type"] == "flow"]
+    assert called == [{"type": "flow", "path": "f/dodo/custom",
+                       "input_transforms": {"event": {"type": "javascript", "expr": "results.normalize"}}}]
     assert flow["schema"]["required"] == ["event"]
     ev = event("payment.succeeded", "msg_1", [{"product_id": "pdt_1", "quantity": 1}])
     run = Runner(ROOT, Config()).run_flow("f/dodo/custom", {"event": ev})

@@ -19,7 +19,7 @@ from local_runner.demo import ROOT, bundle_config, quiet_wmill_client
 from local_runner.server import App, make_server
 
 ENTRY = "f/dodo/webhook"
-HOT_PATH = 8  # flow, preprocessor, normalize, record, 2 branchall branches, crm, notify
+HOT_PATH = 10  # flow, preprocessor, normalize, record, 3 branchall branches, crm, notify, f/dodo/custom (empty)
 OTHER_SECRET = "whsec_" + "b3RoZXItc2VjcmV0LW5vdC1kb2RvcyE="
 
 
@@ -69,17 +69,26 @@ def webhook_id(name: str) -> str:
 
 def test_the_hot_path_costs_eight_jobs_from_the_flow_graph():
     """Counted from flow.yaml with Windmill's job model (worker_flow.rs): root flow,
-    preprocessor, one job per script step, one per branchall branch."""
-    flow = yaml.safe_load((ROOT / "f/dodo/webhook__flow/flow.yaml").read_text())["value"]
-    count = 1 + bool(flow.get("preprocessor_module"))
-    for m in flow["modules"]:
-        v = m["value"]
-        if v["type"] == "branchall":
-            count += sum(1 + len(b["modules"]) for b in v["branches"])
-        else:
-            assert v["type"] == "script"
-            count += 1
-    assert count == HOT_PATH
+    preprocessor, one job per script step, one per branchall branch, one per subflow
+    plus its own steps."""
+    def jobs(modules: list) -> int:
+        count = 0
+        for m in modules:
+            v = m["value"]
+            if v["type"] == "branchall":
+                count += sum(1 + jobs(b["modules"]) for b in v["branches"])
+            elif v["type"] == "flow":
+                count += 1 + jobs(load(v["path"])["modules"])
+            else:
+                assert v["type"] == "script"
+                count += 1
+        return count
+
+    def load(path: str) -> dict:
+        return yaml.safe_load((ROOT / f"{path}__flow/flow.yaml").read_text())["value"]
+
+    entry = load(ENTRY)
+    assert 1 + bool(entry.get("preprocessor_module")) + jobs(entry["modules"]) == HOT_PATH
 
 
 @pytest.mark.parametrize("name", [n for n, _ in all_deliveries()])
@@ -87,13 +96,14 @@ def test_every_fixture_event_goes_through_the_entry_flow_into_postgres(runner, d
     run = runner.run_flow(ENTRY, event=trigger_event(resign(name)))
     assert run.success, run.result
     assert steps(run)[:4] == ["flow", "preprocessor", "normalize", "record"]
-    assert sorted(steps(run)[4:]) == ["crm", "notify", "sinks/branch-0", "sinks/branch-1"]  # parallel
+    assert sorted(steps(run)[4:]) == ["crm", "custom", "notify",
+                                      "sinks/branch-0", "sinks/branch-1", "sinks/branch-2"]  # parallel
     assert run.job_count == HOT_PATH
     recorded = run.jobs[3].result
     assert recorded["status"] == "recorded" and recorded["webhook_id"] == webhook_id(name)
     row = inbox(db, webhook_id(name))
     assert row["status"] in ("processed", "ignored") and row["event_type"] == json.loads(resign(name)["body"])["type"]
-    crm, notify = run.result  # the branchall's results, one per sink
+    crm, notify, _custom = run.result  # the branchall's results, one per branch
     assert crm["delivery"] == notify["delivery"] == webhook_id(name)
 
 
