@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import pathlib
 import platform
 import sys
@@ -56,7 +57,8 @@ def main() -> int:
     parser.add_argument("only", nargs="*", help="substrings of benchmark names to run")
     args = parser.parse_args()
     results = run_all(discover(args.only), args.quick)
-    meta = {"python": sys.version.split()[0], "machine": platform.machine(),
+    meta = {"python": sys.version.split()[0], "machine": platform.machine(), "cores": os.cpu_count(),
+            "load_average": os.getloadavg(),  # other work on the machine skews absolute times
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "quick": args.quick}
     if not args.only:
         (HERE / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2, default=str))
