@@ -1,9 +1,19 @@
 """Record step throughput: events/s through store.record_event on one connection,
-against bare single-row INSERT transactions (webhook_id, payload jsonb: the same
-delivery the inbox keeps) of the same events on the same server in the same run: the physical limit of one transaction per
-event. Measured on a durable server (fsync and synchronous commit on, as in
-production) and on the fast throw-away server the tests use (fsync off).
+against bare single-row INSERT transactions (webhook_id primary key, payload jsonb: the
+same delivery the inbox keeps) of the same events on the same server in the same run:
+the physical limit of one transaction per event. Measured on a durable server (fsync and
+synchronous commit on, as in production) and on the fast throw-away server the tests use
+(fsync and synchronous commit off: commits cost nothing, so the ratio is pure CPU).
 DATABASE_URL, when set, is used as the only server.
+
+A third loop measures the floor of the record step: the three rows the guarantees need
+(the inbox row, the entity row with its data, the customer row, into copies of the real
+tables with all their indexes) written by one plain INSERT statement of fresh rows: no
+duplicate check, no ordering, no upsert, no row building. No record step can beat it.
+
+The loops alternate in many short rounds and each keeps its best round: the machine
+is shared, and the best round is the one least disturbed, for both sides alike. WAL
+bytes per event are reported beside the rates.
 """
 from __future__ import annotations
 
@@ -21,54 +31,95 @@ from tests.postgres_events import make_stream
 
 
 def _events(n: int, tag: str) -> list[dict]:
-    out = []
-    for wid, env in make_stream(n, seed=5):
-        out.append(normalize_event(env, f"{wid}_{tag}"))
-    return out
+    return [normalize_event(env, f"{wid}_{tag}") for wid, env in make_stream(n, seed=5)]
 
 
-def _rate(fn, events) -> float:
+def _round(conn, fn, events) -> tuple[float, float]:
+    """(events/s, WAL bytes per event) of one round."""
+    lsn = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
     start = time.perf_counter()
     for e in events:
         fn(e)
-    return len(events) / (time.perf_counter() - start)
+    rate = len(events) / (time.perf_counter() - start)
+    wal = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", [lsn]).fetchone()[0]
+    return rate, float(wal) / len(events)
+
+
+_FLOOR = b"""
+WITH inbox AS (
+    INSERT INTO floor_webhook_events (webhook_id, event_type, category, business_id, entity_id, customer_id,
+                                      occurred_at, payload, status, processed_at)
+    VALUES (%(w)s, %(type)s, %(cat)s, %(bus)s, %(ent)s, %(cus)s, %(at)s, %(payload)s, 'processed', now())
+), entity AS (
+    INSERT INTO floor_payments (payment_id, business_id, customer_id, status, currency, total_minor, total,
+                                event_type, event_at, event_webhook_id, data)
+    VALUES (%(w)s, %(bus)s, %(cus)s, 'succeeded', 'USD', 1234, 12.34, %(type)s, %(at)s, %(w)s, %(data)s)
+)
+INSERT INTO floor_customers (customer_id, business_id, email, name, first_seen_at, event_at, event_webhook_id)
+VALUES (%(w)s, %(bus)s, %(email)s, %(name)s, %(at)s, %(at)s, %(w)s)"""
+
+
+def _floor_params(e: dict) -> dict:
+    c = e.get("data", {}).get("customer") or {}
+    return {"w": e["webhook_id"], "type": e["event_type"], "cat": e["category"], "bus": e["business_id"],
+            "ent": e["entity_id"], "cus": e["customer_id"], "at": e["occurred_at"],
+            "payload": Jsonb(store.delivery_of(e)), "data": Jsonb(e["data"]),
+            "email": c.get("email"), "name": c.get("name")}
 
 
 def _measure(url: str, n: int, rounds: int) -> dict:
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     conn = db.connect(url, schema)
     conn.execute("CREATE TABLE bare (webhook_id text PRIMARY KEY, payload jsonb NOT NULL)")
-    insert = "INSERT INTO bare (webhook_id, payload) VALUES (%s, %s)"
-    base, rec = [], []
+    for t in ("webhook_events", "payments", "customers"):
+        conn.execute(f"CREATE TABLE floor_{t} (LIKE {t} INCLUDING ALL)")
+    insert = b"INSERT INTO bare (webhook_id, payload) VALUES (%s, %s)"
+
+    def bare(e: dict) -> None:
+        conn.execute(insert, [e["webhook_id"], Jsonb(store.delivery_of(e))], prepare=True)
+
+    def record(e: dict) -> None:
+        store.record_event(conn, e)
+
+    def floor(e: dict) -> None:
+        conn.execute(_FLOOR, _floor_params(e), prepare=True)
+
+    base, rec, low = [], [], []
     try:
-        for r in range(rounds):  # interleaved, best of each: the machine is shared
-            events = _events(n, f"b{r}")
-            base.append(_rate(lambda e: conn.execute(insert, [e["webhook_id"], Jsonb(store.delivery_of(e))],
-                                                       prepare=True), events))
-            events = _events(n, f"s{r}")
-            rec.append(_rate(lambda e: store.record_event(conn, e), events))
+        for e in _events(200, "warm"):  # plans cached, pages in memory, for all
+            bare(e)
+            record(e)
+            floor(e)
+        for r in range(rounds):
+            base.append(_round(conn, bare, _events(n, f"b{r}")))
+            rec.append(_round(conn, record, _events(n, f"s{r}")))
+            low.append(_round(conn, floor, _events(n, f"f{r}")))
         statuses = {row[0] for row in conn.execute("SELECT DISTINCT status FROM webhook_events")}
         assert statuses == {"processed"}, statuses
     finally:
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
         conn.close()
-    b, s = max(base), max(rec)
-    return {"record_event_per_s": round(s), "bare_insert_per_s": round(b), "ratio": round(s / b, 3)}
+    b, s, f = max(base), max(rec), max(low)
+    return {"record_event_per_s": round(s[0]), "bare_insert_per_s": round(b[0]), "ratio": round(s[0] / b[0], 3),
+            "floor_per_s": round(f[0]), "floor_ratio": round(f[0] / b[0], 3),
+            "wal_bytes_per_event": round(s[1]), "wal_bytes_per_bare_insert": round(b[1]),
+            "wal_bytes_per_floor": round(f[1]), "rounds": rounds, "events_per_round": n}
 
 
 def run(quick: bool) -> dict:
-    n, rounds = (300, 2) if quick else (1500, 3)
+    n, rounds = (300, 4) if quick else (500, 10)
     servers = {"given": None} if os.environ.get("DATABASE_URL") else {"durable": True, "fast": False}
     figures = {}
     for name, durable in servers.items():
         with start_server(durable=bool(durable)) as pg:
             figures[name] = _measure(pg.url, n, rounds)
     main = figures.get("durable") or figures["given"]
-    rows = [{"name": f"bench_store ({k})", "measured": f"{v['record_event_per_s']} events/s",
+    rows = [{"name": f"bench_store ({k})", "measured": f"{v['record_event_per_s']} events/s "
+                                                       f"(floor of 3 plain inserts: {v['floor_per_s']}/s, {v['floor_ratio']})",
              "baseline_text": f"{v['bare_insert_per_s']} INSERT tx/s", "ratio": v["ratio"]}
             for k, v in figures.items()]
     return {"name": "bench_store", "figures": figures, "baseline": main["bare_insert_per_s"],
-            "ratio": main["ratio"], "goal": 0.7, "events_per_round": n, "rows": rows}
+            "ratio": main["ratio"], "goal": 0.7, "rows": rows}
 
 
 if __name__ == "__main__":
