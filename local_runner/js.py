@@ -2,15 +2,16 @@
 
 One QuickJS context per thread (a context shared across threads aborts the
 process); each distinct expression is compiled once per thread into a function
-taking the JSON-encoded scope.
+taking the JSON-encoded scope (encoded and decoded at any depth: local_runner.deep).
 """
 from __future__ import annotations
 
-import json
 import threading
 from typing import Any
 
 import quickjs
+
+from . import deep
 
 # Names an expression may use (Windmill's transform and predicate scope).
 SCOPE = ("flow_input", "results", "previous_result", "result", "error", "params", "all_iters")
@@ -46,10 +47,10 @@ def evaluate(expr: str, scope: dict[str, Any]) -> Any:
     """Value of `expr` with the given names in scope (missing names are undefined)."""
     fn = _compiled(expr)
     try:
-        out = fn(json.dumps(scope, default=str))
+        out = fn(deep.dumps(scope))
     except quickjs.JSException as e:
         raise ExpressionError(f"Error during evaluation of expression `{expr}`: {e}") from None
-    return json.loads(out)
+    return deep.loads(out)
 
 
 def truthy(expr: str, scope: dict[str, Any]) -> bool:

@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import yaml
 
-from . import js, wmill_local
+from . import deep, js, wmill_local
 from .config import Config
 
 MAX_RETRY_INTERVAL_S = 6 * 3600  # Windmill caps a retry delay (MAX_RETRY_INTERVAL)
@@ -107,10 +107,10 @@ def validate_module(where: str, m: dict) -> None:
     if kind == "rawscript" and v.get("language") not in ("python3", None):
         _refuse(where, [f"language: {v.get('language')}"])
     if "retry" in m and m["retry"]:
-        _check_keys(f"{where}.retry", m["retry"], set(_RETRY_KEYS))
+        _check_keys(f"{where}.retry", m["retry"], set(_RETRY_KEYS) | {"retry_if"})
         for k, sub in m["retry"].items():
             if sub:
-                _check_keys(f"{where}.retry.{k}", sub, _RETRY_KEYS[k])
+                _check_keys(f"{where}.retry.{k}", sub, _RETRY_KEYS.get(k, {"expr"}))
     if m.get("stop_after_if"):
         _check_keys(f"{where}.stop_after_if", m["stop_after_if"], {"expr", "skip_if_stopped", "error_message"})
     if m.get("skip_if"):
@@ -209,7 +209,7 @@ def _stack(exc: BaseException) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    """The result as Windmill stores it (JSON)."""
+    """The result as Windmill stores it (JSON), at any depth."""
     def default(o):
         if isinstance(o, (dt.datetime, dt.date, dt.time)):
             return o.isoformat()
@@ -222,7 +222,7 @@ def _jsonable(value: Any) -> Any:
         if isinstance(o, bytes):
             return o.decode("utf-8", "replace")
         return str(o)
-    return json.loads(json.dumps(value, default=default))
+    return deep.loads(deep.dumps(value, default))
 
 
 # ---------------------------------------------------------------- the runner
@@ -341,13 +341,20 @@ class Runner:
         log: list[Job] = []
         job = self._start(log, "script", path, None, job_id, job_id=job_id)
         try:
-            result = self._call(self._script_module(path), "main", self.config.interpolate(args or {}), job, path)
+            result = self._call(self._script_module(path), "main", self._interpolate(args or {}), job, path)
             self._finish(job, True, result)
         except Exception as e:  # noqa: BLE001 - a script error is the job's result
             self._finish(job, False, error_result(e))
         finally:
             self._forget(log)
         return Run(job_id, path, job.success, job.result, False, log)
+
+    def _interpolate(self, args: dict) -> dict:
+        """Job arguments with `$var:` / `$res:` strings resolved, as a Windmill worker does,
+        walked without recursion: a deeply nested delivery reaches its script."""
+        def leaf(v):
+            return self.config.interpolate(v) if isinstance(v, str) and v.startswith(("$var:", "$res:")) else v
+        return deep.walk(args, leaf)
 
     def _forget(self, log: list[Job]) -> None:
         # only running jobs are looked up (by the wmill client); the Run keeps the log
@@ -531,16 +538,32 @@ class Runner:
         while True:
             job = self._start(scope.log, kind or job_kind, label, parent, scope.root, step_id=sid, attempt=fail_count)
             try:
-                call = lambda: self._call(mod, fn_name, self.config.interpolate(args), job, scope.path)
+                call = lambda: self._call(mod, fn_name, self._interpolate(args), job, scope.path)
                 result = self._with_timeout(call, timeout) if timeout else call()
                 return self._finish(job, True, result)
             except Exception as e:  # noqa: BLE001 - the error is the job's result
                 failed = self._finish(job, False, error_result(e))
+            if not self._retry_wanted(m.get("retry"), failed, flow_input or scope.flow_input):
+                raise StepFailed(failed, sid)
             delay = self._retry_delay(m.get("retry"), fail_count)
             if delay is None:
                 raise StepFailed(failed, sid)
             fail_count += 1
             self.sleep(delay)
+
+    @staticmethod
+    def _retry_wanted(retry: dict | None, failed: dict, flow_input) -> bool:
+        """retry.retry_if, evaluated on each failure before any delay (worker_flow.rs
+        evaluate_retry): false means no retry, the step fails now and the flow's failure
+        handling proceeds. Its scope (compute_bool_from_expr, windmill-jseval): `result` and
+        `previous_result` = the failed job's result {"error": {...}}, `error` = its
+        `.error`, and `flow_input`; `results` is not available there. An expression that
+        throws is an error of the flow run (ExpressionError), as any expression's."""
+        cond = (retry or {}).get("retry_if")
+        if not cond:
+            return True
+        scope = {"flow_input": flow_input, "result": failed, "previous_result": failed, "error": failed.get("error")}
+        return js.truthy(cond["expr"], scope)
 
     def _retry_delay(self, retry: dict | None, fail_count: int) -> float | None:
         """Delay before retry number `fail_count + 1`, or None when retries are spent.

@@ -19,7 +19,9 @@ headers) are the arguments.
 
 A body over the size limit (REQUEST_SIZE_LIMIT bytes, default Windmill's 200 MB) is
 answered 413 without being read; a bad content-length, or JSON nested deeper than the
-parser's stack, is answered 400.
+parser's stack, is answered 400. A client that stops sending (a declared body that never
+arrives, an idle keep-alive connection) is cut off after READ_TIMEOUT_S seconds (default
+30) of silence, with 408 when it owes a body: it cannot hold a server thread forever.
 
 Async jobs go to a bounded queue served by a pool of worker threads.
 """
@@ -45,11 +47,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+from . import deep
 from .runner import Runner, RunnerError, error_result
 
 # Windmill's default request body limit (windmill-api DEFAULT_BODY_LIMIT, 200 MB; an
 # instance setting raises or lowers it): a larger body is answered 413 unread.
 DEFAULT_BODY_LIMIT = 2097152 * 100
+# Seconds a connection may stay silent (socket timeout of each request handler).
+DEFAULT_READ_TIMEOUT_S = 30.0
 
 RESERVED_QUERY = {"raw", "include_header", "token", "include_query", "job_id", "parent_job",
                   "tag", "scheduled_for", "scheduled_in_secs", "memory_id", "skip_preprocessor"}
@@ -250,7 +255,7 @@ def make_handler(app: App):
             pass
 
         def _send(self, status: int, body: Any, ctype: str = "application/json"):
-            data = body.encode() if isinstance(body, str) and ctype != "application/json" else json.dumps(body).encode()
+            data = body.encode() if isinstance(body, str) and ctype != "application/json" else deep.dumps(body).encode()
             self.send_response(status)
             self.send_header("content-type", ctype)
             self.send_header("content-length", str(len(data)))
@@ -268,7 +273,11 @@ def make_handler(app: App):
             if int(length) > app.max_body:  # refused unread, as Windmill's body limit does
                 self.close_connection = True
                 return self._send(413, f"request body over {app.max_body} bytes", "text/plain")
-            raw = self.rfile.read(int(length))
+            try:
+                raw = self.rfile.read(int(length))
+            except TimeoutError:  # the declared body never came: free the thread
+                self.close_connection = True
+                return self._send(408, "request body not received in time", "text/plain")
             try:
                 self._route(method, url.path, query, headers, raw)
             except BadRequest as e:
@@ -358,8 +367,12 @@ def make_handler(app: App):
     return Handler
 
 
-def make_server(app: App, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((host, port), make_handler(app))
+def make_server(app: App, host: str = "127.0.0.1", port: int = 8000, *,
+                read_timeout: float | None = DEFAULT_READ_TIMEOUT_S) -> ThreadingHTTPServer:
+    """`read_timeout`: seconds a connection may stay silent (None: forever)."""
+    handler = make_handler(app)
+    handler.timeout = read_timeout  # StreamRequestHandler.setup: socket.settimeout
+    server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     return server
 
@@ -400,7 +413,8 @@ def serve(root: str | Path = ".", env: dict | None = None) -> None:
     env = dict(os.environ if env is None else env)
     app, pg = build(root, env)
     port = int(env.get("PORT", "8000"))
-    server = make_server(app, "127.0.0.1", port)
+    server = make_server(app, "127.0.0.1", port,
+                         read_timeout=float(env.get("READ_TIMEOUT_S", DEFAULT_READ_TIMEOUT_S)))
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` too stops the embedded Postgres
     configured = sorted(p for p in app.runner.config.resources if p != "f/dodo/postgres")
     print(f"serving Windmill endpoints on http://127.0.0.1:{port} (workspace {app.workspace}, "

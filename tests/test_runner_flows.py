@@ -102,6 +102,37 @@ def test_retry_exponential_delays(runner, sleeps):
     assert len([j for j in run.jobs if j.kind == "script"]) == 4
 
 
+# OA Retry.retry_if / RetryIf: "JavaScript expression that returns true to retry. Has
+# access to 'result' and 'error' variables". WF evaluate_retry (windmill-labs/windmill
+# 8f7d467): on each failure, before Retry::interval, `compute_bool_from_expr(retry_if.expr,
+# flow_args, .., result)` evaluates Boolean(expr) with result = previous_result = the
+# failed job's result; windmill-jseval eval_quickjs_inner binds `error =
+# previous_result?.error`. False -> Ok(None): no retry, and should_continue_flow goes to
+# the failure module. The Python wrapper (python_executor.rs) names the error after the
+# exception class: "name": e.__class__.__name__.
+def test_retry_if_false_fails_the_step_at_once_and_runs_the_failure_module(runner, sleeps):
+    run = runner.run_flow("f/rt/retry_if", {"nonce": "ri1", "errors": ["RuntimeError", "PermissionError"]})
+    assert not run.success
+    assert [j.attempt for j in run.jobs if j.kind == "script"] == [0, 1]  # retried once, then not
+    assert sleeps == [1]
+    assert kinds(run)[-1] == "failure"
+    assert run.result == {"name": "PermissionError", "message": "attempt 2: PermissionError", "step": "picky"}
+
+
+def test_retry_if_true_retries_within_the_attempts(runner, sleeps):
+    ok = runner.run_flow("f/rt/retry_if", {"nonce": "ri2", "errors": ["KeyError", "OSError"]})
+    assert ok.success and ok.result == 3 and sleeps == [1, 1]
+    sleeps.clear()
+    spent = runner.run_flow("f/rt/retry_if", {"nonce": "ri3", "errors": ["RuntimeError"] * 9})
+    assert not spent.success and spent.result["message"] == "attempt 4: RuntimeError"
+    assert len([j for j in spent.jobs if j.kind == "script"]) == 4 and sleeps == [1, 1, 1]
+
+
+def test_retry_if_false_on_the_first_failure_never_retries(runner, sleeps):
+    run = runner.run_flow("f/rt/retry_if", {"nonce": "ri4", "errors": ["PermissionError"]})
+    assert kinds(run) == ["flow", "script", "failure"] and sleeps == []
+
+
 # DOCS flows/early_stop + OA StopAfterIf: evaluated after the step with `result` in scope;
 # WF: the flow stops, completes successfully with the stopping step's result, labelled
 # skipped when skip_if_stopped; later steps never run.
@@ -215,3 +246,46 @@ def test_every_job_is_logged_with_parent_and_root(runner):
     assert all(j.root == run.id for j in run.jobs)
     branch = run.jobs[1]
     assert run.jobs[2].parent == branch.id and branch.parent == root.id
+
+
+def nested(depth: int, leaf):
+    value = leaf
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+def depth_and_leaf(value) -> tuple[int, object]:
+    depth = 0
+    while isinstance(value, dict):
+        value, depth = value["a"], depth + 1
+    return depth, value
+
+
+# A trigger body nested deeper than Python's recursion limit (attack tests: ~600 levels
+# through the server) must reach the preprocessor, whose own checks reject it with their
+# documented error: the runner's argument handling ($var:/$res: resolution, JSON copies of
+# results, the expression scope) walks it without recursion. The leaf is still resolved as
+# a Windmill worker resolves job arguments.
+def test_a_deeply_nested_trigger_body_reaches_the_preprocessor_and_the_steps(runner):
+    body = nested(3000, "$var:f/rt/token")
+    event = {"kind": "webhook", "body": body, "raw_string": "{}", "query": {}, "headers": {}}
+    run = runner.run_flow("f/rt/preprocessor", event=event)
+    assert run.success, run.result
+    assert kinds(run) == ["flow", "preprocessor", "script"]
+    assert depth_and_leaf(run.result["body"]) == (3000, "tok")
+
+
+def test_deep_json_codec_matches_json_and_has_no_depth_limit():
+    import json
+
+    from local_runner import deep
+    shallow = {"a": [1, 2.5, None, True, "é\"\n", {"b": []}], "": {}, "n": -3}
+    assert deep._dumps_iterative(shallow, str) == json.dumps(shallow)
+    assert deep._loads_iterative(json.dumps(shallow, indent=2)) == shallow
+    text = '{"a": ' * 50_000 + '[1, "x"]' + "}" * 50_000
+    value = deep.loads(text)
+    assert depth_and_leaf(value) == (50_000, [1, "x"])
+    assert deep.dumps(value) == text
+    with pytest.raises(json.JSONDecodeError):
+        deep._loads_iterative('{"a": [1 2]}')

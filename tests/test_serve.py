@@ -5,6 +5,7 @@ Shapes: POST /api/w/{ws}/jobs/run/f/{path} answers 201 with the job uuid as text
 returns a finished job's result (windmill-api openapi.yaml). Mapping: args.rs (see
 platform-facts.md "Exact argument mapping").
 """
+import socket
 import threading
 import time
 import uuid
@@ -14,7 +15,7 @@ import httpx
 import pytest
 
 from local_runner import Config, Runner
-from local_runner.server import App, make_server
+from local_runner.server import DEFAULT_READ_TIMEOUT_S, App, make_server
 
 ROOT = Path(__file__).parent / "flows"
 WS = "demo"
@@ -153,3 +154,35 @@ def test_make_serve_has_the_bundle_variables_and_the_environment_s_integrations(
     assert cfg.get_resource("f/dodo/hubspot") == {"token": "pat-serve"}
     assert cfg.get_resource("f/dodo/postgres")["dbname"] == db.resource["dbname"]
     assert "f/dodo/slack" not in cfg.resources  # unset: the outbox
+
+
+# A client that declares a body and never sends it must not hold a server thread forever:
+# each connection has a socket timeout (READ_TIMEOUT_S, default 30 s); past it the server
+# answers 408 and closes the connection.
+def test_a_body_that_never_comes_is_cut_off_with_408():
+    app = App(Runner(ROOT, Config(workspace=WS)), workers=1, queue_size=10)
+    server = make_server(app, "127.0.0.1", 0, read_timeout=0.3)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with socket.create_connection(server.server_address, timeout=20) as sock:  # 20 s: a hang guard
+            sock.sendall(f"POST /api/w/{WS}/jobs/run/f/f/rt/preprocessor HTTP/1.1\r\nhost: x\r\n"
+                         "content-type: application/json\r\ncontent-length: 100\r\n\r\n{\"a\":".encode())
+            answer = b""
+            while chunk := sock.recv(4096):  # ends when the server closes the connection
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        assert answer.endswith(b"request body not received in time")
+        assert httpx.post(f"http://127.0.0.1:{server.server_address[1]}/api/w/{WS}/jobs/run_wait_result/f/f/rt/"
+                          f"preprocessor?{QS}", content=b'{"a": 1}', headers=SIGNED).status_code == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_read_timeout_defaults_to_30_seconds():
+    app = App(Runner(ROOT, Config(workspace=WS)), workers=1)
+    server = make_server(app, "127.0.0.1", 0)
+    try:
+        assert server.RequestHandlerClass.timeout == DEFAULT_READ_TIMEOUT_S == 30
+    finally:
+        server.server_close()
