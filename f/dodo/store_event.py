@@ -8,6 +8,7 @@ from typing import Optional, TypedDict
 
 from f.dodo.lib import db as pg
 from f.dodo.lib import store
+from f.dodo.lib.errors import EventRejected
 
 
 class postgresql(TypedDict):
@@ -26,6 +27,6 @@ def main(event: dict, db: postgresql, schema: str = "dodo", webhook_id: Optional
             result = store.record_event(conn, event)
         else:  # a raw envelope: normalise here and save a job
             result = store.record_delivery(conn, event, webhook_id)
-    if result["status"] == "failed":  # recorded as failed in the inbox; fail the job too
-        raise ValueError(f"event {result['webhook_id']} rejected: {result.get('error')}")
+    if result["status"] == "failed":  # recorded as failed in the inbox; fail the job, not retried
+        raise EventRejected(result["webhook_id"], result.get("error") or "invalid event")
     return result

@@ -30,3 +30,16 @@ class MalformedField(EventError):
 
 class SignatureError(EventError):
     """A delivery failed verification; ``field`` names the header or "body" at fault."""
+
+
+class EventRejected(EventError):
+    """The store recorded the event in the inbox as failed: its payload is unusable (e.g.
+    a missing required id). Retrying cannot change that, so the record step's `retry_if`
+    does not retry it (Windmill names the error after the class: ``error.name``)."""
+
+    def __init__(self, webhook_id: str, error: str):
+        self.webhook_id, self.error = webhook_id, error
+        super().__init__(f"event {webhook_id}", f"rejected: {error}")
+
+    def __reduce__(self):
+        return (type(self), (self.webhook_id, self.error))
