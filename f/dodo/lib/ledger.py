@@ -1,29 +1,74 @@
 """Delivery ledger: each side effect (webhook_id, sink, channel) happens once.
 
-A row per delivery holds its status (pending | sent | failed | skipped), attempts, the
-last error and the provider's id. `deliver_once` claims the row with INSERT .. ON
-CONFLICT and SELECT .. FOR UPDATE, so concurrent workers on the same delivery run the
-send one at a time and the later one sees it done; a replay skips what was sent or
-skipped and retries only what failed. The table comes from the migration
-f/dodo/lib/migrations/v010_delivery_ledger.py; like every store table it is found
-through the connection's search_path (f.dodo.lib.db.connect sets it to the schema).
+A row per delivery holds its status (pending | sending | sent | failed | skipped),
+attempts, the last error and the provider's id. `deliver_once` never keeps a
+transaction open while the provider is called:
+
+1. claim: one committed statement sets the row to 'sending' with a random `claim`
+   token and a lease (`lease_until` = now + `lease` seconds, Postgres's clock), and
+   counts the attempt. Only a pending or failed row, or one whose lease expired (its
+   sender died), can be claimed, so of concurrent workers exactly one wins.
+2. send, with no transaction open.
+3. record 'sent' / 'skipped' (or 'failed' with the error) where the claim still
+   holds, reconnecting and retrying for up to `patience` seconds when the connection
+   was lost (a Postgres restart between the provider's acceptance and this write no
+   longer turns the row back to pending, so the retried step does not send again).
+
+A worker that finds another's live lease does not send: it polls for up to `wait`
+seconds and returns the final status, else {"status": "in_progress"} (the caller's step
+should fail and retry later). A replay skips what was sent or skipped and retries only
+what failed. The table comes from migrations v010 and v011 (lease columns); like every
+store table it is found through the connection's search_path (f.dodo.lib.db.connect).
+
+Remaining window, at-least-once: if the provider accepted the message and the process
+then dies (or Postgres stays unreachable longer than `patience`) before 'sent' is
+written, the row stays 'sending' until its lease expires, and the next attempt sends
+again. The lease must outlast the slowest send, retries included (LEASE_S); a sender
+still alive past its lease can race the one that reclaimed it.
 """
 
 from __future__ import annotations
 
 import os
+import time
+import uuid
 from typing import Any, Callable
 
+import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
 from f.dodo.lib import db
 
 DONE = ("sent", "skipped")
 ERROR_MAX = 1000
+LEASE_S = 900.0  # > the slowest send: HubSpot's 3 calls x 5 tries with Retry-After waits
+WAIT_S = 30.0  # how long a worker waits on another's live lease before 'in_progress'
+PATIENCE_S = 120.0  # how long recording an outcome keeps reconnecting (a Postgres restart)
 
 # What a send returns: the provider's message id (str), None, or
 # {"status": "sent"|"skipped", "external_id": ..., "detail": {...}}.
 Send = Callable[[], Any]
+Connect = Callable[[], psycopg.Connection]
+
+_CLAIM = """
+INSERT INTO delivery_ledger AS d (webhook_id, sink, channel, status, attempts, claim, claimed_at, lease_until)
+VALUES (%(w)s, %(s)s, %(c)s, 'sending', 1, %(claim)s, now(), now() + make_interval(secs => %(lease)s))
+ON CONFLICT (webhook_id, sink, channel) DO UPDATE
+SET status = 'sending', attempts = d.attempts + 1, claim = EXCLUDED.claim, claimed_at = EXCLUDED.claimed_at,
+    lease_until = EXCLUDED.lease_until, updated_at = now()
+WHERE d.status IN ('pending', 'failed') OR (d.status = 'sending' AND d.lease_until <= now())
+RETURNING attempts"""
+_STATE = """
+SELECT status, attempts, external_id, claim, lease_until > now() FROM delivery_ledger
+WHERE webhook_id = %(w)s AND sink = %(s)s AND channel = %(c)s"""
+# A success may also close a row another worker reclaimed after our lease expired: it was
+# delivered; a failure is written only under our own claim.
+_RECORD = """
+UPDATE delivery_ledger SET status = %(status)s, last_error = %(error)s, external_id = %(external_id)s,
+    detail = COALESCE(%(detail)s, detail), claim = NULL, lease_until = NULL, updated_at = now()
+WHERE webhook_id = %(w)s AND sink = %(s)s AND channel = %(c)s
+  AND (claim = %(claim)s OR (%(ok)s AND status NOT IN ('sent', 'skipped')))"""
 
 
 def connect(postgresql: dict | None, schema: str = "dodo"):
@@ -39,46 +84,122 @@ def _outcome(value: Any) -> tuple[str, str | None, dict | None]:
     return "sent", None if value is None else str(value), None
 
 
-def deliver_once(conn, webhook_id: str, sink: str, channel: str, send: Send) -> dict:
-    """Run `send` unless this delivery already succeeded; record the outcome.
+def _result(status: str, attempts: int, external_id=None, error=None, replayed=False) -> dict:
+    return {"status": status, "attempts": attempts, "external_id": external_id, "error": error,
+            "replayed": replayed}
 
-    Returns {"status", "attempts", "external_id", "error", "replayed"}; a failed send is
-    recorded and returned (status "failed"), not raised, so the caller can try the other
-    channels before failing its step. `conn` None means no ledger: send, no dedupe.
+
+def deliver_once(conn, webhook_id: str, sink: str, channel: str, send: Send, *,
+                 lease: float = LEASE_S, wait: float = WAIT_S, patience: float = PATIENCE_S,
+                 reconnect: Connect | None = None) -> dict:
+    """Run `send` unless this delivery already succeeded or is being sent; record the outcome.
+
+    Returns {"status", "attempts", "external_id", "error", "replayed"}; status is sent,
+    skipped, failed (recorded and returned, not raised, so the caller can try its other
+    channels before failing its step) or in_progress (another worker holds a live lease).
+    `conn` None means no ledger: send, no dedupe. Otherwise `conn` must be outside any
+    transaction (the claim commits before the send); `reconnect` opens a replacement
+    when it is lost (default: the same parameters, password included).
     """
     if conn is None:
         try:
             status, external_id, _ = _outcome(send())
-            return {"status": status, "attempts": 1, "external_id": external_id, "error": None, "replayed": False}
+            return _result(status, 1, external_id)
         except Exception as exc:  # noqa: BLE001 - reported to the caller as data
-            return {"status": "failed", "attempts": 1, "external_id": None, "error": _error(exc), "replayed": False}
-    key = (webhook_id, sink, channel)
-    done = conn.execute("SELECT status, attempts, external_id FROM delivery_ledger "
-                        "WHERE webhook_id = %s AND sink = %s AND channel = %s", key).fetchone()
-    if done and done[0] in DONE:  # final states: no lock needed to trust them
-        return {"status": done[0], "attempts": done[1], "external_id": done[2], "error": None, "replayed": True}
-    with conn.transaction():
-        conn.execute("INSERT INTO delivery_ledger (webhook_id, sink, channel) VALUES (%s, %s, %s) "
-                     "ON CONFLICT DO NOTHING", key)
-    with conn.transaction():
-        status, attempts, external_id = conn.execute(
-            "SELECT status, attempts, external_id FROM delivery_ledger "
-            "WHERE webhook_id = %s AND sink = %s AND channel = %s FOR UPDATE", key).fetchone()
-        if status in DONE:
-            return {"status": status, "attempts": attempts, "external_id": external_id,
-                    "error": None, "replayed": True}
+            return _result("failed", 1, error=_error(exc))
+    if conn.closed and not conn.broken:
+        raise ValueError("deliver_once got a closed connection")
+    if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+        raise ValueError("deliver_once needs a connection outside any transaction: the claim commits first")
+    key = {"w": webhook_id, "s": sink, "c": channel, "claim": uuid.uuid4().hex}
+    with _Link(conn, reconnect or _reconnector(conn), patience) as link:
+        claimed = _claim(link, key, lease, wait)
+        if isinstance(claimed, dict):
+            return claimed
         try:
             status, external_id, detail = _outcome(send())
             error = None
         except Exception as exc:  # noqa: BLE001 - recorded, then reported
             status, external_id, detail, error = "failed", None, None, _error(exc)
-        conn.execute(
-            "UPDATE delivery_ledger SET status = %s, attempts = attempts + 1, last_error = %s, "
-            "external_id = %s, detail = COALESCE(%s, detail), updated_at = now() "
-            "WHERE webhook_id = %s AND sink = %s AND channel = %s",
-            (status, error, external_id, None if detail is None else Jsonb(detail), *key))
-    return {"status": status, "attempts": attempts + 1, "external_id": external_id,
-            "error": error, "replayed": False}
+        link.run(_RECORD, key | {"status": status, "error": error, "external_id": external_id,
+                                 "detail": None if detail is None else Jsonb(detail),
+                                 "ok": status in DONE})
+    return _result(status, claimed, external_id, error)
+
+
+def _claim(link: "_Link", key: dict, lease: float, wait: float) -> int | dict:
+    """The attempt number once this worker holds the lease, or the result to return instead."""
+    deadline, delay = time.monotonic() + wait, 0.02
+    while True:
+        row = link.run(_CLAIM, key | {"lease": float(lease)})
+        if row:
+            return row[0]
+        state = link.run(_STATE, key)
+        if state is None:
+            continue  # deleted between the two statements: claim again
+        status, attempts, external_id, claim, live = state
+        if status in DONE:
+            return _result(status, attempts, external_id, replayed=True)
+        if status == "sending" and claim == key["claim"]:
+            return attempts  # our claim committed but its answer was lost with the connection
+        if status == "sending" and live:
+            if time.monotonic() + delay > deadline:
+                return _result("in_progress", attempts, error="being sent by another worker")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+        # pending, failed or an expired lease: claim again
+
+
+class _Link:
+    """The caller's connection, replaced by a fresh one when it is lost (a Postgres restart)."""
+
+    def __init__(self, conn, reconnect: Connect, patience: float):
+        self.conn, self._caller, self._reconnect, self._patience = conn, conn, reconnect, patience
+
+    def __enter__(self) -> "_Link":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.conn is not self._caller:
+            self.conn.close()
+
+    def run(self, query: str, params: dict):
+        """Run one statement, committed; on a lost connection reconnect and run it again
+        (every statement here can run twice: the claim token makes a repeat harmless)."""
+        deadline, delay = time.monotonic() + self._patience, 0.05
+        while True:
+            try:
+                if self.conn.closed:
+                    self._replace()
+                cur = self.conn.execute(query, params)
+                row = cur.fetchone() if cur.description else None
+                if not self.conn.autocommit:
+                    self.conn.commit()
+                return row
+            except psycopg.OperationalError:
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _replace(self) -> None:
+        fresh = self._reconnect()
+        if self.conn is not self._caller:
+            self.conn.close()
+        self.conn = fresh
+
+
+def _reconnector(conn) -> Connect:
+    def reconnect() -> psycopg.Connection:
+        # Read when needed (a lost connection still knows them, and reading costs ~0.1 ms):
+        # the parameters, search_path in `options`, and the password that info.dsn leaves out.
+        params = conn.info.get_parameters()
+        if conn.info.password:
+            params["password"] = conn.info.password
+        params.setdefault("connect_timeout", "5")
+        return psycopg.connect(**params, autocommit=True)
+
+    return reconnect
 
 
 def enqueue(conn, webhook_id: str, sink: str, channel: str, detail: dict) -> bool:
@@ -119,5 +240,3 @@ def rows(conn, webhook_id: str) -> list[dict]:
 
 def _error(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"[:ERROR_MAX]
-
-

@@ -19,6 +19,7 @@ MIGRATIONS = (
     "v002_record_event",
     "v003_revenue_views",
     "v010_delivery_ledger",
+    "v011_ledger_lease",
     "v020_reconcile_cursor",
 )
 
