@@ -247,6 +247,63 @@ def test_mark_failed_and_replay_reset(db):
     assert store.record_delivery(db.conn, env, "msg_f")["status"] == "duplicate"
 
 
+def _inbox_attempt(db, wid: str) -> tuple:
+    return db.conn.execute("SELECT status, attempts, delivery_attempt FROM webhook_events WHERE webhook_id = %s",
+                           [wid]).fetchone()
+
+
+def test_the_same_delivery_attempt_recording_again_is_recorded_and_changes_nothing(db):
+    env = envelope("refund.succeeded")
+    first = store.record_delivery(db.conn, env, "msg_rr", attempt="run-a")
+    assert first["status"] == "recorded" and "rerun" not in first
+    before = snapshot(db.conn), _inbox_attempt(db, "msg_rr")
+    # The same flow run's record step again (a restarted zombie job, or a retry after the
+    # commit's answer was lost): its own commit is not a duplicate.
+    again = store.record_delivery(db.conn, env, "msg_rr", attempt="run-a")
+    assert again == {"status": "recorded", "rerun": True, "webhook_id": "msg_rr", "inbox_status": "processed",
+                     "attempts": 1, "applied": False}
+    assert (snapshot(db.conn), _inbox_attempt(db, "msg_rr")) == before
+    assert before[1] == ("processed", 1, "run-a")
+
+
+@pytest.mark.parametrize("attempt", ["run-b", None, ""])
+def test_another_delivery_attempt_or_none_is_a_duplicate(db, attempt):
+    env = envelope("payment.succeeded")
+    assert store.record_delivery(db.conn, env, "msg_dup", attempt="run-a")["status"] == "recorded"
+    result = store.record_event(db.conn, normalize_event(env, "msg_dup"), attempt=attempt)
+    assert result["status"] == "duplicate" and "rerun" not in result
+    assert _inbox_attempt(db, "msg_dup") == ("processed", 1, "run-a")  # the recording attempt stays
+
+
+def test_without_attempts_a_second_record_is_a_duplicate_as_before(db):
+    env = envelope("subscription.active")
+    assert store.record_delivery(db.conn, env, "msg_ui")["status"] == "recorded"
+    assert store.record_delivery(db.conn, env, "msg_ui")["status"] == "duplicate"
+    assert _inbox_attempt(db, "msg_ui") == ("processed", 1, None)
+
+
+def test_a_failed_row_applied_again_belongs_to_the_attempt_that_applied_it(db):
+    env = envelope("payment.succeeded")
+    assert store.record_delivery(db.conn, env, "msg_fa", attempt="run-a")["status"] == "recorded"
+    store.mark_failed(db.conn, "msg_fa", "crm: 502", "crm")  # a sink failed after the record
+    again = store.record_delivery(db.conn, env, "msg_fa", attempt="run-b")
+    assert again["status"] == "recorded" and again["attempts"] == 2 and "rerun" not in again
+    assert _inbox_attempt(db, "msg_fa") == ("processed", 2, "run-b")
+    assert store.record_delivery(db.conn, env, "msg_fa", attempt="run-b")["rerun"] is True
+    assert store.record_delivery(db.conn, env, "msg_fa", attempt="run-a")["status"] == "duplicate"
+
+
+def test_a_rejected_event_keeps_its_attempt(db):
+    env = envelope("payment.succeeded")
+    env["data"]["total_amount"] = 10**20  # beyond bigint: the DataError fallback call
+    assert store.record_delivery(db.conn, env, "msg_big_a", attempt="run-a")["status"] == "failed"
+    bad = copy.deepcopy(env)
+    del bad["data"]["payment_id"]  # rejected by the normaliser
+    assert store.record_delivery(db.conn, bad, "msg_bad_a", attempt="run-a")["status"] == "failed"
+    assert _inbox_attempt(db, "msg_big_a") == ("failed", 1, "run-a")
+    assert _inbox_attempt(db, "msg_bad_a") == ("failed", 1, "run-a")
+
+
 def test_store_event_entry_script_with_a_resource_dict(db):
     from f.dodo import store_event
 

@@ -21,12 +21,13 @@ class postgresql(TypedDict):
     root_certificate_pem: str
 
 
-def main(event: dict, db: postgresql, schema: str = "dodo", webhook_id: Optional[str] = None) -> dict:
+def main(event: dict, db: postgresql, schema: str = "dodo", webhook_id: Optional[str] = None,
+         delivery_attempt: Optional[str] = None) -> dict:
     with pg.connect(db, schema) as conn:
         if "category" in event and "occurred_at" in event:  # already normalised
-            result = store.record_event(conn, event)
+            result = store.record_event(conn, event, attempt=delivery_attempt)
         else:  # a raw envelope: normalise here and save a job
-            result = store.record_delivery(conn, event, webhook_id)
+            result = store.record_delivery(conn, event, webhook_id, attempt=delivery_attempt)
     if result["status"] == "failed":  # recorded as failed in the inbox; fail the job, not retried
         raise EventRejected(result["webhook_id"], result.get("error") or "invalid event")
     return result

@@ -8,8 +8,15 @@ round trip, one transaction. It returns
      "webhook_id": str,
      "inbox_status": "processed" | "ignored" | "failed" (the inbox row's status now),
      "attempts": int,          # deliveries of this webhook_id that reached the store
-     "applied": bool,          # the entity row took this event's state (False if older)
+     "applied": bool,          # this call gave the entity row this event's state
+     "rerun": True,            # only when the same delivery attempt recorded it before
      "error": str}             # only when status is "failed"
+
+Duplicates are per delivery attempt, not per call: `attempt` (the entry flow run's key,
+the preprocessor's `delivery_attempt`) is kept on the inbox row, and the same attempt
+recording again (its record step restarted or retried after the commit) answers
+"recorded" with `rerun` and changes nothing, so that run goes on to its sinks. Another
+attempt, or none (UI runs), gets "duplicate".
 
 An event missing a required id, or with a malformed amount or time, is recorded in the
 inbox as failed with its error and changes no entity. A delivery whose inbox row is
@@ -334,21 +341,26 @@ def _function(schema: str | None) -> bytes:
     return sql.SQL("SELECT {}(%s::jsonb)").format(name).as_bytes(None)
 
 
-def record_event(conn: psycopg.Connection, event: dict, *, schema: str | None = None) -> dict:
+def record_event(conn: psycopg.Connection, event: dict, *, schema: str | None = None,
+                 attempt: str | None = None) -> dict:
     """Record one normalised event (see the module docstring for the result).
 
     `conn` comes from f.dodo.lib.db.connect (search_path = the schema), or pass `schema`.
+    `attempt` is the delivery attempt's key (the entry flow's `delivery_attempt`), if any.
     A database-level rejection of the values (e.g. an amount beyond bigint) is recorded
     as a failed event rather than raised.
     """
     call = build_call(event)
+    if attempt:
+        call["attempt"] = attempt
     try:
         return _call(conn, call, schema)
     except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
         if "error" in call:
             raise
         error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"[:ERROR_MAX]
-        bare = {k: call[k] for k in ("webhook_id", "event_type", "category", "business_id", "occurred_at")}
+        bare = {k: call[k] for k in ("webhook_id", "event_type", "category", "business_id", "occurred_at", "attempt")
+                if k in call}
         return _call(conn, dict(bare, payload=_storable(call["payload"]), error=error, step=STEP), schema)
 
 
@@ -383,7 +395,7 @@ def _text(value: str | None) -> str | None:
 
 
 def record_delivery(conn: psycopg.Connection, envelope: dict, webhook_id: str | None = None, *,
-                    schema: str | None = None) -> dict:
+                    schema: str | None = None, attempt: str | None = None) -> dict:
     """Normalise a raw Dodo delivery and record it; a delivery the normaliser rejects
     (e.g. a missing required id) is recorded in the inbox as failed with its error."""
     from f.dodo.lib.normalizer import normalize_event  # the events module; imported late on purpose
@@ -398,8 +410,10 @@ def record_delivery(conn: psycopg.Connection, envelope: dict, webhook_id: str | 
         call = build_call(bad)
         call.update(payload=_storable(envelope), error=str(exc)[:ERROR_MAX], step="normalize")
         call.pop("table", None)
+        if attempt:
+            call["attempt"] = attempt
         return _call(conn, call, schema)
-    return record_event(conn, event, schema=schema)
+    return record_event(conn, event, schema=schema, attempt=attempt)
 
 
 def _inbox(schema: str | None) -> sql.Composable:

@@ -11,13 +11,20 @@
 """Flow preprocessor: verify a Dodo delivery and turn it into the flow inputs.
 
 Runs only for triggers (webhook, HTTP route), never for runs from the UI. Windmill
-calls `preprocessor(event)`; its result `{event, webhook_id}` becomes the flow inputs,
-plus a `$res:`/`$var:` reference for each optional integration that exists in the
+calls `preprocessor(event)`; its result `{event, webhook_id, delivery_attempt}` becomes
+the flow inputs, plus a `$res:`/`$var:` reference for each optional integration that exists in the
 workspace (a static `$res:` of a missing resource would fail the step instead of
 falling back to the outbox). Only references leave this step, never secret values.
 The delivery is defused first (f/dodo/lib/inert.py): Windmill would resolve a customer's
 `$var:...` name into that secret in the next step's arguments.
+
+`delivery_attempt` is a fresh key per trigger run. Windmill stores the flow inputs once
+and a restarted (zombie) or retried step sees the same ones, so the record step can tell
+its own run's earlier commit (go on to the sinks) from a redelivery (a new run, a new
+key: a duplicate).
 """
+
+import uuid
 
 import wmill
 
@@ -31,4 +38,5 @@ def preprocessor(event: dict):
     secrets = [wmill.get_variable(WEBHOOK_SECRET), optional_variable(WEBHOOK_SECRET_PREVIOUS) or ""]
     tolerance = (optional_variable(WEBHOOK_TOLERANCE) or "").strip()
     inputs = defuse(verify_trigger_event(event, secrets, int(tolerance) if tolerance else DEFAULT_TOLERANCE_S))
-    return {**inputs, **integration_refs()}  # verified first: a forged request costs no lookups
+    # verified first: a forged request costs no lookups
+    return {**inputs, **integration_refs(), "delivery_attempt": uuid.uuid4().hex}

@@ -70,7 +70,10 @@ CREATE TABLE webhook_events (
     attempts integer NOT NULL DEFAULT 1,
     last_error text,
     failed_step text,
-    processed_at timestamptz
+    processed_at timestamptz,
+    -- The entry flow run (its preprocessor's delivery_attempt key) that recorded the row:
+    -- that run's record step, restarted or retried, answers "recorded" again, not "duplicate".
+    delivery_attempt text
 );
 CREATE INDEX webhook_events_status_idx ON webhook_events (status, received_at) WHERE status <> 'processed';
 CREATE INDEX webhook_events_type_idx ON webhook_events (event_type, occurred_at);

@@ -6,10 +6,18 @@ customer and the entity. An entity row is overwritten only by an event at least 
 as the one it holds, `(event_at, event_webhook_id) <= new`, so ties resolve the same
 way in any arrival order and a retried event re-applies idempotently.
 
+Duplicate per flow run, not per call: `attempt` (the entry flow run's key, made by its
+preprocessor) is kept on the inbox row as `delivery_attempt`. The same run's record step
+running again after its commit (Windmill restarting a zombie job with the same
+arguments, or retrying after the connection dropped before the commit's answer came)
+answers "recorded" with `rerun: true` and changes nothing, so the flow goes on to its
+sinks (the ledger deduplicates them). A new run with the same webhook_id, or a call
+without a key (UI runs), is a duplicate.
+
 Input (built by f/dodo/lib/store.py): {webhook_id, event_type, category, business_id,
-entity_id, customer_id, occurred_at, payload, error?, lock?, customer?, customer_ref?,
-table?, row?, data?, unit?}. `payload` is the delivery as received (the envelope, or a
-seed transform's flat payload); `row` holds the entity table's columns; the entity's
+entity_id, customer_id, occurred_at, payload, attempt?, error?, lock?, customer?,
+customer_ref?, table?, row?, data?, unit?}. `payload` is the delivery as received (the
+envelope, or a seed transform's flat payload); `row` holds the entity table's columns; the entity's
 `data` is `data` when given, else payload->'data'; `unit` is one minor unit of a
 payment's currency in major units ("0.01"), for its refunded and net amounts.
 
@@ -98,27 +106,36 @@ DECLARE
     c jsonb := e->'customer';
     tries integer := 1;
     prior text;
+    prior_attempt text;
     n integer := 0;
     done text;
 BEGIN
     done := CASE WHEN e ? 'error' THEN 'failed' WHEN e->>'category' = 'unknown' THEN 'ignored' ELSE 'processed' END;
     -- Written with its final status: if anything below fails, the whole transaction does.
     INSERT INTO @.webhook_events (webhook_id, event_type, category, business_id, entity_id, customer_id,
-                                  occurred_at, payload, status, last_error, failed_step, processed_at)
+                                  occurred_at, payload, status, last_error, failed_step, processed_at,
+                                  delivery_attempt)
     VALUES (wid, e->>'event_type', e->>'category', e->>'business_id', e->>'entity_id', e->>'customer_id',
-            at, e->'payload', done, e->>'error', e->>'step', CASE WHEN done <> 'failed' THEN now() END)
+            at, e->'payload', done, e->>'error', e->>'step', CASE WHEN done <> 'failed' THEN now() END,
+            e->>'attempt')
     ON CONFLICT (webhook_id) DO NOTHING;
     IF NOT FOUND THEN
-        -- Seen before. Done (processed/ignored): a duplicate. Failed or received: apply again.
-        SELECT status, attempts + 1 INTO prior, tries FROM @.webhook_events WHERE webhook_id = wid FOR UPDATE;
+        -- Seen before. Done (processed/ignored): a duplicate, unless this is the run that
+        -- recorded it, its step again (its first commit stands). Failed or received: apply again.
+        SELECT status, attempts + 1, delivery_attempt INTO prior, tries, prior_attempt
+          FROM @.webhook_events WHERE webhook_id = wid FOR UPDATE;
         IF prior IN ('processed', 'ignored') THEN
+            IF prior_attempt = e->>'attempt' THEN   -- NULL (no key) never matches
+                RETURN jsonb_build_object('status', 'recorded', 'webhook_id', wid, 'inbox_status', prior,
+                                          'attempts', tries - 1, 'applied', false, 'rerun', true);
+            END IF;
             RETURN jsonb_build_object('status', 'duplicate', 'webhook_id', wid, 'inbox_status', prior,
                                       'attempts', tries - 1, 'applied', false);
         END IF;
         UPDATE @.webhook_events SET attempts = attempts + 1, payload = e->'payload', event_type = e->>'event_type',
                category = e->>'category', entity_id = e->>'entity_id', customer_id = e->>'customer_id',
                occurred_at = at, status = done, last_error = e->>'error', failed_step = e->>'step',
-               processed_at = CASE WHEN done <> 'failed' THEN now() END
+               processed_at = CASE WHEN done <> 'failed' THEN now() END, delivery_attempt = e->>'attempt'
          WHERE webhook_id = wid;
     END IF;
 
