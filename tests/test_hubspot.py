@@ -7,6 +7,7 @@ shapes, so "exactly one upsert applied" is counted on the server side.
 
 import json
 import re
+import uuid
 
 import pytest
 from werkzeug import Response
@@ -242,3 +243,41 @@ def test_sync_contact_without_credentials_writes_the_outbox(tmp_path, monkeypatc
     (line,) = [json.loads(x) for x in (tmp_path / "outbox.jsonl").read_text().splitlines()]
     assert line["kind"] == "hubspot" and line["contact"]["email"] == "ada@example.com"
     assert line["note"]["dodo_event_id"] == "msg_1"
+
+
+# --- One connection pool per process ------------------------------------------------
+
+
+def test_steps_share_one_http_client_and_each_request_carries_its_own_token(hub, httpserver, monkeypatch, pg_url):
+    """sync_contact builds a HubSpot per step: the pool (and its TLS context, ~23 ms of CPU
+    to build) is built once per process, whatever the token or base URL."""
+    import httpx
+
+    from f.dodo.crm import sync_contact
+    from f.dodo.lib import db, hubspot
+
+    built = []
+
+    class Counted(httpx.Client):
+        def __init__(self, *args, **kwargs):
+            built.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(hubspot, "_http", None)
+    monkeypatch.setattr(hubspot.httpx, "Client", Counted)
+    monkeypatch.setenv("DODO_HUBSPOT_API_URL", httpserver.url_for(""))
+    httpserver.expect_request("/crm/v3/objects/deals/7", method="GET").respond_with_json({"id": "7"})
+    schema = f"crm_{uuid.uuid4().hex[:8]}"
+    for n in range(3):
+        result = sync_contact.main(payment(webhook_id=f"msg_{schema}_{n}"), {"token": TOKEN},
+                                   db.dsn_to_resource(pg_url), schema)
+        assert result["status"] == "sent"
+    other = HubSpot("pat-eu1-other-token", httpserver.url_for("/").rstrip("/"))
+    assert other.call("GET", "/crm/v3/objects/deals/7") == {"id": "7"}
+    assert built == [1]
+    assert hub.applied == 6 and len(hub.associations) == 3  # contact + note per step, each once
+    tokens = {req.path: req.headers["Authorization"] for req, _ in httpserver.log}
+    assert tokens["/crm/v3/objects/deals/7"] == "Bearer pat-eu1-other-token"
+    assert tokens["/crm/v3/objects/contacts/batch/upsert"] == f"Bearer {TOKEN}"
+    with db.connect(pg_url, schema) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')

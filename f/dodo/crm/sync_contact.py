@@ -37,13 +37,12 @@ class postgresql(TypedDict):
 
 def main(event: dict, hubspot: hubspot | None = None, postgresql: postgresql | None = None,
          schema: str = "dodo") -> dict:
+    # Cheap to build: the HTTP pool (and its TLS context) is the process's, reused by each step.
     client = HubSpot(hubspot["token"], os.environ.get("DODO_HUBSPOT_API_URL", API)) \
         if hubspot and hubspot.get("token") else None
     conn = ledger.connect(postgresql, schema)
     try:
         return crm.sync(conn, event, client)
     finally:
-        if client:
-            client.close()
         if conn:
             conn.close()
