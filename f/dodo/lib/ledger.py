@@ -123,7 +123,7 @@ def deliver_once(conn, webhook_id: str, sink: str, channel: str, send: Send, *,
             status, external_id, detail, error = "failed", None, None, _error(exc)
         link.run(_RECORD, key | {"status": status, "error": error, "external_id": external_id,
                                  "detail": None if detail is None else Jsonb(detail),
-                                 "ok": status in DONE})
+                                 "ok": status in DONE}, fetch=False)
     return _result(status, claimed, external_id, error)
 
 
@@ -131,23 +131,23 @@ def _claim(link: "_Link", key: dict, lease: float, wait: float) -> int | dict:
     """The attempt number once this worker holds the lease, or the result to return instead."""
     deadline, delay = time.monotonic() + wait, 0.02
     while True:
+        state = link.run(_STATE, key)  # read first: a replay needs one cheap statement
+        if state is not None:
+            status, attempts, external_id, claim, live = state
+            if status in DONE:
+                return _result(status, attempts, external_id, replayed=True)
+            if status == "sending" and claim == key["claim"]:
+                return attempts  # our claim committed but its answer was lost with the connection
+            if status == "sending" and live:
+                if time.monotonic() + delay > deadline:
+                    return _result("in_progress", attempts, error="being sent by another worker")
+                time.sleep(delay)
+                delay = min(delay * 1.5, 1.0)
+                continue
         row = link.run(_CLAIM, key | {"lease": float(lease)})
         if row:
             return row[0]
-        state = link.run(_STATE, key)
-        if state is None:
-            continue  # deleted between the two statements: claim again
-        status, attempts, external_id, claim, live = state
-        if status in DONE:
-            return _result(status, attempts, external_id, replayed=True)
-        if status == "sending" and claim == key["claim"]:
-            return attempts  # our claim committed but its answer was lost with the connection
-        if status == "sending" and live:
-            if time.monotonic() + delay > deadline:
-                return _result("in_progress", attempts, error="being sent by another worker")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 1.0)
-        # pending, failed or an expired lease: claim again
+        # another worker claimed or finished it in between: look again
 
 
 class _Link:
@@ -163,16 +163,17 @@ class _Link:
         if self.conn is not self._caller:
             self.conn.close()
 
-    def run(self, query: str, params: dict):
-        """Run one statement, committed; on a lost connection reconnect and run it again
-        (every statement here can run twice: the claim token makes a repeat harmless)."""
+    def run(self, query: str, params: dict, fetch: bool = True):
+        """Run one statement, committed, and return its row; on a lost connection reconnect
+        and run it again (each statement here can run twice: the claim token makes a repeat
+        harmless)."""
         deadline, delay = time.monotonic() + self._patience, 0.05
         while True:
             try:
                 if self.conn.closed:
                     self._replace()
                 cur = self.conn.execute(query, params)
-                row = cur.fetchone() if cur.description else None
+                row = cur.fetchone() if fetch else None
                 if not self.conn.autocommit:
                     self.conn.commit()
                 return row
