@@ -4,11 +4,13 @@ A row per delivery holds its status (pending | sending | sent | failed | skipped
 attempts, the last error and the provider's id. `deliver_once` never keeps a
 transaction open while the provider is called:
 
-1. claim: one committed statement sets the row to 'sending' with a random `claim`
+1. claim (after reading the row: a replay of a done delivery stops there): one
+   committed statement sets the row to 'sending' with a random `claim`
    token and a lease (`lease_until` = now + `lease` seconds, Postgres's clock), and
    counts the attempt. Only a pending or failed row, or one whose lease expired (its
    sender died), can be claimed, so of concurrent workers exactly one wins.
-2. send, with no transaction open.
+2. send, with no transaction open (a send that uses the connection gets autocommit:
+   a transaction-scoped lock it takes ends with its statement; use a session lock).
 3. record 'sent' / 'skipped' (or 'failed' with the error) where the claim still
    holds, reconnecting and retrying for up to `patience` seconds when the connection
    was lost (a Postgres restart between the provider's acceptance and this write no
@@ -24,7 +26,8 @@ Remaining window, at-least-once: if the provider accepted the message and the pr
 then dies (or Postgres stays unreachable longer than `patience`) before 'sent' is
 written, the row stays 'sending' until its lease expires, and the next attempt sends
 again. The lease must outlast the slowest send, retries included (LEASE_S); a sender
-still alive past its lease can race the one that reclaimed it.
+still alive past its lease can race the one that reclaimed it. Likewise a provider that
+accepted but whose answer was lost (a timeout) is recorded 'failed' and sent again.
 """
 
 from __future__ import annotations
