@@ -4,20 +4,11 @@
 # typing_extensions==4.16.0
 """Export payments, refunds, subscriptions or disputes created in a date range as CSV."""
 
-from typing import Literal, TypedDict
+from typing import Literal
 
 from f.dodo.lib import db as pg
 from f.dodo.lib import export
-
-
-class postgresql(TypedDict):
-    host: str
-    port: int
-    user: str
-    dbname: str
-    sslmode: str
-    password: str
-    root_certificate_pem: str
+from f.dodo.lib.resources import postgresql
 
 
 def main(

@@ -8,21 +8,12 @@
 # typing_extensions==4.16.0
 """Failure module of the entry and record flows: mark the delivery failed in the inbox."""
 
-from typing import Optional, TypedDict
+from typing import Optional
 
 from f.dodo.lib import db as pg
 from f.dodo.lib import store
 from f.dodo.lib.normalizer import normalize_event
-
-
-class postgresql(TypedDict):
-    host: str
-    port: int
-    user: str
-    dbname: str
-    sslmode: str
-    password: str
-    root_certificate_pem: str
+from f.dodo.lib.resources import postgresql
 
 
 def inbox_key(event: dict, webhook_id: Optional[str]) -> str:

@@ -4,20 +4,10 @@
 # typing_extensions==4.16.0
 """Apply pending database migrations (the store also does this on first use)."""
 
-from typing import TypedDict
 
 from f.dodo.lib import db as pg
 from f.dodo.lib import schema as migrations
-
-
-class postgresql(TypedDict):
-    host: str
-    port: int
-    user: str
-    dbname: str
-    sslmode: str
-    password: str
-    root_certificate_pem: str
+from f.dodo.lib.resources import postgresql
 
 
 def main(db: postgresql, schema: str = "dodo") -> dict:

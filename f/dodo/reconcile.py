@@ -17,26 +17,11 @@
 # typing_extensions==4.16.0
 """Reconcile Postgres with the Dodo API: record what webhooks missed, report drift."""
 
-from typing import Literal, Optional, TypedDict
+from typing import Optional
 
 from f.dodo.lib import db as pg
 from f.dodo.lib import reconcile as rec
-
-
-class postgresql(TypedDict):
-    host: str
-    port: int
-    user: str
-    dbname: str
-    sslmode: str
-    password: str
-    root_certificate_pem: str
-
-
-class dodo_payments(TypedDict):
-    api_key: str
-    environment: Literal["test_mode", "live_mode"]
-    base_url: str
+from f.dodo.lib.resources import dodo_payments, postgresql
 
 
 def main(

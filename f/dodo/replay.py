@@ -15,21 +15,12 @@
 # wmill==1.850.0
 """Replay failed or dead-lettered deliveries through the entry flow, oldest event first."""
 
-from typing import Literal, Optional, TypedDict
+from typing import Literal, Optional
 
 from f.dodo.lib import db as pg
 from f.dodo.lib import replay as rp
 from f.dodo.lib.workspace import integration_refs
-
-
-class postgresql(TypedDict):
-    host: str
-    port: int
-    user: str
-    dbname: str
-    sslmode: str
-    password: str
-    root_certificate_pem: str
+from f.dodo.lib.resources import postgresql
 
 
 def main(

@@ -16,32 +16,12 @@
 
 import os
 from datetime import date, datetime, timedelta, timezone
-from typing import Optional, TypedDict
+from typing import Optional
 
 from f.dodo.lib import channels, reports
 from f.dodo.lib import db as pg
 from f.dodo.lib import routing as rules
-
-
-class postgresql(TypedDict):
-    host: str
-    port: int
-    user: str
-    dbname: str
-    sslmode: str
-    password: str
-    root_certificate_pem: str
-
-
-class slack(TypedDict):
-    token: str
-
-
-class smtp(TypedDict):
-    host: str
-    port: int
-    user: str
-    password: str
+from f.dodo.lib.resources import postgresql, slack, smtp
 
 
 def _day(text: str) -> date:

@@ -13,24 +13,14 @@
 """Sign a sample event with the webhook secret, post it to the webhook URL, check it arrived."""
 
 import os
-from typing import TypedDict
 
 import wmill
 
 from f.dodo.lib import db as pg
 from f.dodo.lib import selftest
+from f.dodo.lib.resources import postgresql
 
 SECRET = "f/dodo/webhook_secret"
-
-
-class postgresql(TypedDict):
-    host: str
-    port: int
-    user: str
-    dbname: str
-    sslmode: str
-    password: str
-    root_certificate_pem: str
 
 
 def main(

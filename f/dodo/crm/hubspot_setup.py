@@ -9,13 +9,9 @@
 """Create the HubSpot property group and custom properties the CRM sync writes (idempotent)."""
 
 import os
-from typing import TypedDict
 
 from f.dodo.lib.hubspot import API, HubSpot, setup
-
-
-class hubspot(TypedDict):
-    token: str
+from f.dodo.lib.resources import hubspot
 
 
 def main(hubspot: hubspot) -> dict:

@@ -10,26 +10,14 @@ import atexit
 import hashlib
 import os
 import tempfile
-from typing import TypedDict
-
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from f.dodo.lib import schema as migrations
+from f.dodo.lib.resources import postgresql as PgResource  # Windmill's resource type
 
 _migrated: set[tuple] = set()
 _cert_files: dict[str, str] = {}
-
-
-class PgResource(TypedDict, total=False):
-    """Windmill's `postgresql` resource type."""
-    host: str
-    port: int
-    user: str
-    password: str
-    dbname: str
-    sslmode: str
-    root_certificate_pem: str
 
 
 def dsn_to_resource(dsn: str) -> PgResource:

@@ -15,31 +15,10 @@
 """Send the daily digest of the notifications routed in digest mode."""
 
 import os
-from typing import TypedDict
 
 from f.dodo.lib import channels, ledger, routing as rules
 from f.dodo.lib.notify import Transports, send_digest
-
-
-class slack(TypedDict):
-    token: str
-
-
-class smtp(TypedDict):
-    host: str
-    port: int
-    user: str
-    password: str
-
-
-class postgresql(TypedDict):
-    host: str
-    port: int
-    user: str
-    password: str
-    dbname: str
-    sslmode: str
-    root_certificate_pem: str
+from f.dodo.lib.resources import postgresql, slack, smtp
 
 
 def main(postgresql: postgresql, routing: str | None = None, slack: slack | None = None,

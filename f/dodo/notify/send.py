@@ -15,38 +15,10 @@
 """Send one normalised Dodo event to its routed channels (Slack, email, SMS), once each."""
 
 import os
-from typing import TypedDict
 
 from f.dodo.lib import channels, ledger, routing as rules
 from f.dodo.lib.notify import Transports, notify
-
-
-class slack(TypedDict):
-    token: str
-
-
-class smtp(TypedDict):
-    host: str
-    port: int
-    user: str
-    password: str
-
-
-class twilio(TypedDict):
-    accountSid: str
-    token: str
-    from_number: str
-    messaging_service_sid: str
-
-
-class postgresql(TypedDict):
-    host: str
-    port: int
-    user: str
-    password: str
-    dbname: str
-    sslmode: str
-    root_certificate_pem: str
+from f.dodo.lib.resources import postgresql, slack, smtp, twilio
 
 
 def main(event: dict, routing: str | None = None, slack: slack | None = None, smtp: smtp | None = None,
