@@ -15,24 +15,10 @@ matter); without a database, from the event alone.
 """
 
 import os
-from typing import TypedDict
 
 from f.dodo.lib import crm, ledger
 from f.dodo.lib.hubspot import API, HubSpot
-
-
-class hubspot(TypedDict):
-    token: str
-
-
-class postgresql(TypedDict):
-    host: str
-    port: int
-    user: str
-    password: str
-    dbname: str
-    sslmode: str
-    root_certificate_pem: str
+from f.dodo.lib.resources import hubspot, postgresql
 
 
 def main(event: dict, hubspot: hubspot | None = None, postgresql: postgresql | None = None,
