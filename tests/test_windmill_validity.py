@@ -109,7 +109,17 @@ def test_schema_check_catches_drift(tree):
 
 def test_schema_check_catches_a_script_without_metadata(tree):
     (tree / "f/dodo/bare.py").write_text("def main(x: int):\n    return x\n")
-    assert any("bare.py: has main but no bare.script.yaml" in p for p in lint.check_schemas(tree))
+    (tree / "f/dodo/lib/helper.py").write_text('"""A library module."""\n')
+    problems = lint.check_schemas(tree)
+    assert any("bare.py: no bare.script.yaml" in p for p in problems)
+    assert any("lib/helper.py: no helper.script.yaml" in p for p in problems)  # a push would write one
+
+
+def test_schema_check_catches_a_library_schema_with_arguments(tree):
+    meta = tree / "f/dodo/lib/money.script.yaml"
+    meta.write_text(meta.read_text().replace("properties: {}", "properties: {x: {type: string}}"))
+    assert any("money.script.yaml: schema properties ['x'] != main arguments []" in p
+               for p in lint.check_schemas(tree))
 
 
 def test_flow_check_catches_a_v1_preprocessor(tree):

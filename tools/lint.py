@@ -112,13 +112,15 @@ def check_schemas(root: Path = ROOT) -> list[str]:
         if "error" in main:
             problems.append(f"{name}: Windmill cannot parse it: {main['error']}")
             continue
-        if main.get("auto_kind") == "lib" and not result["preprocessor"].get("has_preprocessor"):
-            continue  # a library module: no main, no schema
         meta_path = path.with_name(path.stem + ".script.yaml")
-        if not meta_path.is_file():
-            problems.append(f"{name}: has main but no {meta_path.name}")
+        if not meta_path.is_file():  # wmill sync push would write one into the checkout
+            problems.append(f"{name}: no {meta_path.name}")
             continue
         meta = yaml.safe_load(meta_path.read_text()) or {}
+        if not meta.get("summary"):
+            problems.append(f"{_rel(meta_path, root)}: no summary")
+        if main.get("auto_kind") == "lib" and not result["preprocessor"].get("has_preprocessor"):
+            main = {"args": []}  # a library module: no main, an empty schema
         problems += [f"{_rel(meta_path, root)}: {p}" for p in compare_schema(main["args"], meta.get("schema"))]
         if meta.get("has_preprocessor") and not result["preprocessor"].get("args"):
             problems.append(f"{_rel(meta_path, root)}: has_preprocessor but no preprocessor(event)")
