@@ -209,3 +209,12 @@ def test_cli_replay_draws_a_progress_bar_and_prints_the_table(runner, db, servic
     assert "] 100%" in done.stderr and "1 succeeded" in done.stdout
     assert inbox(db, webhook_id("subscription.active"))["status"] == "processed"
     assert len(services["slack"]) == 1
+
+
+def test_each_replayed_run_gets_its_own_delivery_attempt():
+    """As the preprocessor does per trigger run: a restarted record step of the same
+    replay answers "recorded", a later replay is a run of its own."""
+    row = {"webhook_id": "msg_1", "payload": {"type": "payment.succeeded"}}
+    first, second = rp.flow_args(row, {}), rp.flow_args(row, {})
+    assert first["webhook_id"] == "msg_1" and len(first["delivery_attempt"]) == 32
+    assert first["delivery_attempt"] != second["delivery_attempt"]

@@ -15,6 +15,7 @@ module marked them.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -98,8 +99,10 @@ def is_pasted(webhook_id: str) -> bool:
 def flow_args(row: dict, integrations: dict) -> dict:
     """The entry flow's inputs for a row: the delivery as received and its webhook-id.
     A pasted event is replayed as pasted (no webhook-id): the store derives the same
-    inbox key from its content and the sinks the same ledger key."""
-    args = {"event": row["payload"], **integrations}
+    inbox key from its content and the sinks the same ledger key. A fresh
+    `delivery_attempt`, as the preprocessor gives each trigger run, lets a restarted
+    record step of this run answer "recorded" again instead of "duplicate"."""
+    args = {"event": row["payload"], **integrations, "delivery_attempt": uuid.uuid4().hex}
     if not is_pasted(row["webhook_id"]):
         args["webhook_id"] = row["webhook_id"]
     return args
