@@ -21,12 +21,13 @@ Two server processes (forked) serve the deliveries, like two Windmill workers on
 Postgres, so the bundle gets both cores and the harness (senders, stand-ins) does not
 share their interpreter lock.
 
-What the soak found (reported, not hidden; tests/test_soak.py marks it xfail):
-- a worker killed after the record step committed: the restarted step answers
-  "duplicate" and stop_after_if ends the flow before its sinks, so that event's CRM note
-  and notifications never go out, and the inbox row says processed (replay skips it);
+What the soak found, and what fixed it:
+- a worker killed after the record step committed: the restarted step answered
+  "duplicate" and the flow stopped before its sinks. Fixed by the per-run
+  `delivery_attempt` key: a re-run of the same flow run answers "recorded".
 - Postgres restarted between a provider accepting a message and the ledger's commit: the
-  ledger row rolls back to pending and the step's retry sends again (a duplicate).
+  ledger row rolled back and the retry sent again. Fixed by the ledger's lease: the
+  provider is called with no transaction open and "sent" is written in its own.
 """
 from __future__ import annotations
 
@@ -266,25 +267,14 @@ def inject(s: Settings, senders: Senders, pg, smtp, kills: KillSwitch, faults: F
 
 # ---------------------------------------------------------------- replay
 
-def replay(runner, config) -> dict:
-    """One replay of the failed inbox rows through the f/dodo/replay script (as
-    `python -m local_runner replay` runs it). Without that script, the same contract done
-    here: failed rows in event-time order, each re-run through the webhook flow as a UI run
-    with the integrations the preprocessor would have passed."""
-    if (ROOT / "f/dodo/replay.py").exists():
-        out = runner.run_script("f/dodo/replay", {"db": "$res:f/dodo/postgres", "limit": 10000})
-        if not out.success:
-            return {"via": "f/dodo/replay", "error": str(out.result)[:500]}
-        rows = out.result["render_all"][1].get("table-row-object", [])
-        return {"via": "f/dodo/replay", "failed_rows": len(rows), "succeeded": sum(bool(r["success"]) for r in rows)}
-    from f.dodo.lib import db as dblib  # noqa: PLC0415
-    with dblib.connect(config.get_resource("f/dodo/postgres"), "dodo") as conn:
-        rows = conn.execute("SELECT webhook_id, payload FROM webhook_events WHERE status = 'failed' "
-                            "ORDER BY occurred_at, webhook_id").fetchall()
-    integrations = {k: f"$res:f/dodo/{k}" for k in ("hubspot", "slack", "smtp", "twilio")
-                    if k in config.resources}
-    ok = sum(bool(runner.run_flow(ENTRY, {"event": p, "webhook_id": w, **integrations}).success) for w, p in rows)
-    return {"via": "bench.soak.replay (f/dodo/replay.py not found)", "failed_rows": len(rows), "succeeded": ok}
+def replay(runner) -> dict:
+    """One replay of the failed inbox rows through the f/dodo/replay script, as
+    `python -m local_runner replay` runs it."""
+    out = runner.run_script("f/dodo/replay", {"db": "$res:f/dodo/postgres", "limit": 10000})
+    if not out.success:
+        return {"via": "f/dodo/replay", "error": str(out.result)[:500]}
+    rows = out.result["render_all"][1].get("table-row-object", [])
+    return {"via": "f/dodo/replay", "failed_rows": len(rows), "succeeded": sum(bool(r["success"]) for r in rows)}
 
 
 def _jsonable(x):
@@ -494,7 +484,7 @@ def run(s: Settings, out=print) -> dict:
 
         t_replay = time.monotonic()
         runner = Runner(ROOT, config, sleep=lambda sec: time.sleep(sec * s.retry_scale))
-        replayed = replay(runner, config)
+        replayed = replay(runner)
         replay_s = time.monotonic() - t_replay
         out(f"replay: {replayed} in {replay_s:.1f}s")
 
