@@ -6,11 +6,13 @@ that keeps the contact's properties as HubSpot would (each upsert updates the se
 """
 
 import copy
+import functools
 import threading
 from datetime import datetime
 from decimal import Decimal
 
 import pytest
+from werkzeug import Response
 
 from f.dodo.lib import crm, ledger, store
 from f.dodo.lib.hubspot import HubSpot
@@ -108,11 +110,10 @@ def test_a_sync_waits_for_the_contacts_lock_then_reads_the_newest_state(db, hub,
     store.record_event(db.conn, late_active)
     result: dict = {}
     with db.connect() as holder, db.connect() as worker:
-        with holder.transaction():
-            crm.lock_contact(holder, EMAIL)  # a concurrent sync of the same contact, mid-write
+        with crm.contact_lock(holder, EMAIL):  # a concurrent sync of the same contact, mid-write
             thread = threading.Thread(target=lambda: result.update(crm.sync(worker, late_active, client)))
             thread.start()
-            _wait_for_advisory_lock_wait(holder, worker.info.backend_pid)
+            _wait_until_blocked(holder, worker.info.backend_pid, thread)
             assert hub.applied == 0  # blocked before reading and writing
             store.record_event(db.conn, event("subscription.cancelled", "msg_cancel", CANCELLED_AT))
         thread.join()
@@ -120,12 +121,107 @@ def test_a_sync_waits_for_the_contacts_lock_then_reads_the_newest_state(db, hub,
     assert contact(hub)["dodo_lifecycle"] == "churned"  # read after the newer event was recorded
 
 
-def _wait_for_advisory_lock_wait(conn, pid: int) -> None:
-    for _ in range(2000):  # a condition, not a duration: pg_locks says when it waits
+def test_two_syncs_of_one_contact_run_one_after_the_other(db, hub, client, monkeypatch):
+    """A sync slowed inside its HubSpot write keeps the contact locked: a concurrent sync of a
+    newer event reads Postgres only after that write completed, so its newer state lands last."""
+    log: list[tuple[str, str]] = []
+    inside, release = threading.Event(), threading.Event()
+    read, write = crm.customer_state, crm.sync_event
+
+    def logged_read(conn, ev):
+        log.append(("read", ev["webhook_id"]))
+        return read(conn, ev)
+
+    def slow_write(client, ev, props=None):
+        if ev["webhook_id"] == "msg_active":
+            inside.set()
+            assert release.wait(120)  # a bound against a hang, not a duration under test
+        done = write(client, ev, props)
+        log.append(("wrote", ev["webhook_id"]))
+        return done
+
+    monkeypatch.setattr(crm, "customer_state", logged_read)
+    monkeypatch.setattr(crm, "sync_event", slow_write)
+    late_active = event("subscription.active", "msg_active", ACTIVE_AT)
+    cancelled = event("subscription.cancelled", "msg_cancel", CANCELLED_AT)
+    store.record_event(db.conn, late_active)
+    results: dict = {}
+    with db.connect() as first, db.connect() as second:
+        a = threading.Thread(target=lambda: results.update(a=crm.sync(first, late_active, client)))
+        a.start()
+        assert inside.wait(120)  # the first sync read the old state and is inside HubSpot
+        store.record_event(db.conn, cancelled)
+        b = threading.Thread(target=lambda: results.update(b=crm.sync(second, cancelled, client)))
+        b.start()
+        try:
+            _wait_until_blocked(db.conn, second.info.backend_pid, b)
+            assert log == [("read", "msg_active")]  # the second has not read yet
+        finally:
+            release.set()
+            a.join()
+            b.join()
+        assert _advisory_locks(db.conn, first.info.backend_pid, second.info.backend_pid) == 0
+    assert results["a"]["status"] == results["b"]["status"] == "sent"
+    assert log == [("read", "msg_active"), ("wrote", "msg_active"), ("read", "msg_cancel"), ("wrote", "msg_cancel")]
+    assert contact(hub)["dodo_lifecycle"] == "churned"  # the newer state was written last
+
+
+def test_the_contact_lock_is_released_when_the_write_fails(db, hub, client):
+    hub.fail_next += [Response("bad", status=400)]
+    with db.connect() as worker:
+        with pytest.raises(crm.SyncError):
+            deliver(worker, client, event("subscription.active", "msg_active", ACTIVE_AT))
+        assert _advisory_locks(db.conn, worker.info.backend_pid) == 0
+    assert [r["status"] for r in ledger.rows(db.conn, "msg_active")] == ["failed"]
+
+
+def test_a_connection_lost_inside_the_write_releases_the_lock_and_the_sync_is_recorded(db, hub, client,
+                                                                                        monkeypatch):
+    """Postgres drops the worker's session mid-write: its lock goes with it, the unlock is
+    skipped without an error, and the ledger records the sent write on a new connection."""
+    write = crm.sync_event
+    with db.connect() as worker:
+        pid = worker.info.backend_pid
+
+        def write_after_kill(client, ev, props=None):
+            db.conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            return write(client, ev, props)
+
+        monkeypatch.setattr(crm, "sync_event", write_after_kill)
+        result = deliver(worker, client, event("subscription.active", "msg_active", ACTIVE_AT))
+    assert result["status"] == "sent" and hub.applied == 1
+    assert [r["status"] for r in ledger.rows(db.conn, "msg_active")] == ["sent"]
+    assert _advisory_locks(db.conn, pid) == 0
+
+
+def test_a_sync_another_worker_is_sending_fails_the_step(db, hub, client, monkeypatch):
+    """in_progress (another worker's live lease) is not a success: the step fails, to be
+    retried by Windmill once the other worker recorded its outcome."""
+    monkeypatch.setattr(ledger, "deliver_once", functools.partial(ledger.deliver_once, wait=0))
+    active = event("subscription.active", "msg_active", ACTIVE_AT)
+    store.record_event(db.conn, active)
+    db.conn.execute("INSERT INTO delivery_ledger (webhook_id, sink, channel, status, attempts, claim, claimed_at, "
+                    "lease_until) VALUES ('msg_active', 'crm', 'hubspot', 'sending', 1, 'another-worker', now(), "
+                    "now() + interval '1 hour')")
+    with pytest.raises(crm.SyncError, match=r"^in progress: another worker is syncing delivery msg_active"):
+        crm.sync(db.conn, active, client)
+    assert hub.applied == 0
+
+
+def _advisory_locks(conn, *pids: int) -> int:
+    return conn.execute("SELECT count(*) FROM pg_locks WHERE pid = ANY(%s) AND locktype = 'advisory'",
+                        (list(pids),)).fetchone()[0]
+
+
+def _wait_until_blocked(conn, pid: int, thread: threading.Thread) -> None:
+    """Until the session `pid` waits for an advisory lock; fails if its sync ends instead."""
+    for _ in range(20_000):  # a condition, not a duration: pg_locks says when it waits
         waiting = conn.execute("SELECT count(*) FROM pg_locks WHERE pid = %s AND locktype = 'advisory' "
                                "AND NOT granted", (pid,)).fetchone()[0]
         if waiting:
             return
+        if not thread.is_alive():
+            raise AssertionError("the sync ran to its end without waiting for the contact's lock")
         threading.Event().wait(0.005)
     raise AssertionError("the sync never waited for the contact's lock")
 

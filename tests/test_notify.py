@@ -3,6 +3,7 @@ Twilio (checked against their API docs) and an aiosmtpd SMTP server on loopback.
 
 import base64
 import email
+import functools
 import email.policy
 import json
 import socket
@@ -246,6 +247,33 @@ def test_slack_down_for_the_whole_window_then_replay_sends_once(httpserver, smtp
     notify(db_conn, ev, rules, t)
     assert len(httpserver.log) == 1 and len(inbox.messages) == 1
     assert_slack_inert(httpserver.log[0][0].get_json())
+
+
+def hold_lease(conn, webhook_id: str, sink: str, channel: str) -> None:
+    """Another worker claimed this delivery and is still sending it (its lease is live)."""
+    conn.execute("INSERT INTO delivery_ledger (webhook_id, sink, channel, status, attempts, claim, claimed_at, "
+                 "lease_until) VALUES (%s, %s, %s, 'sending', 1, 'another-worker', now(), "
+                 "now() + interval '1 hour')", (webhook_id, sink, channel))
+
+
+def test_a_channel_in_progress_elsewhere_fails_the_step_and_the_retry_sends_the_rest_once(
+        httpserver, smtp_server, db_conn, monkeypatch):
+    monkeypatch.setattr(ledger, "deliver_once", functools.partial(ledger.deliver_once, wait=0))
+    inbox, smtp = smtp_server
+    rules = routing.load({"email_to": ["ops@shop.example"], "rules": routing.DEFAULT_RULES})
+    t = Transports(slack={"token": SLACK_TOKEN}, smtp=smtp, slack_api=httpserver.url_for("/api"))
+    httpserver.expect_request("/api/chat.postMessage").respond_with_handler(slack_ok)
+    ev = event()
+    hold_lease(db_conn, ev["webhook_id"], "notify", "slack")
+    with pytest.raises(NotifyError, match=r"^slack: in progress in another worker .*retry later$"):
+        notify(db_conn, ev, rules, t)
+    assert httpserver.log == [] and len(inbox.messages) == 1  # the other channel was delivered
+
+    db_conn.execute("UPDATE delivery_ledger SET status = 'sent', claim = NULL, lease_until = NULL "
+                    "WHERE webhook_id = %s AND channel = 'slack'", (ev["webhook_id"],))  # the other worker ends
+    result = notify(db_conn, ev, rules, t)  # Windmill's retry of the step
+    assert {c: r["status"] for c, r in result["channels"].items()} == {"slack": "sent", "email": "sent"}
+    assert httpserver.log == [] and len(inbox.messages) == 1
 
 
 def test_unconfigured_channels_go_to_the_outbox(outbox, db_conn):

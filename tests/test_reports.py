@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import socket
 import struct
@@ -225,3 +226,25 @@ def test_day_defaults_to_yesterday_and_rejects_bad_dates(make_db, monkeypatch, t
     assert [s["kind"] for s in sent] == ["slack"]  # no Slack configured: the outbox; no recipients: no email
     with pytest.raises(ValueError, match="YYYY-MM-DD"):
         entry.main(db=db.resource, day="yesterday", schema=db.schema)
+
+
+def test_a_channel_another_worker_is_sending_fails_the_run(make_db, monkeypatch, tmp_path):
+    """in_progress (another worker's live lease) fails the job like a failure, so Windmill
+    retries it; the other channel is sent once, and the retry sends nothing twice."""
+    monkeypatch.setenv("DODO_OUTBOX", str(tmp_path / "outbox.jsonl"))
+    monkeypatch.setattr(reports.ledger, "deliver_once", functools.partial(reports.ledger.deliver_once, wait=0))
+    db = make_db()
+    day = date(2026, 3, 2)
+    key = f"revenue_report:{day.isoformat()}"
+    db.conn.execute("INSERT INTO delivery_ledger (webhook_id, sink, channel, status, attempts, claim, claimed_at, "
+                    "lease_until) VALUES (%s, %s, 'email', 'sending', 1, 'another-worker', now(), "
+                    "now() + interval '1 hour')", (key, reports.SINK))
+    report = reports.build(db.conn, day)
+    with pytest.raises(reports.channels.DeliveryError, match=r"^email: in progress in another worker .*retry later$"):
+        reports.send(db.conn, report, email_to=["owner@example.com"])
+    db.conn.execute("UPDATE delivery_ledger SET status = 'sent', claim = NULL, lease_until = NULL "
+                    "WHERE webhook_id = %s AND channel = 'email'", (key,))  # the other worker ends
+    again = reports.send(db.conn, report, email_to=["owner@example.com"])
+    assert {c: r["status"] for c, r in again.items()} == {"slack": "skipped", "email": "sent"}
+    sent = [json.loads(line) for line in (tmp_path / "outbox.jsonl").read_text().splitlines()]
+    assert [s["kind"] for s in sent] == ["slack"]  # Slack went to the outbox once, email never from here

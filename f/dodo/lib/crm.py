@@ -13,8 +13,13 @@ and one note.
 from __future__ import annotations
 
 import html
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Iterator
+
+import psycopg
+from psycopg.pq import TransactionStatus
 
 from f.dodo.lib import ledger
 from f.dodo.lib.channels import to_outbox
@@ -187,10 +192,32 @@ def _customer_by_email(conn, email: str) -> str | None:
     return row and row[0]
 
 
-def lock_contact(conn, email: str) -> None:
-    """Serialise the syncs of one contact until the transaction ends, so the last write to
-    HubSpot is from the last read of Postgres (a late event cannot overtake a newer one)."""
-    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("dodo-crm:" + email.lower(),))
+@contextmanager
+def contact_lock(conn, email: str) -> Iterator[None]:
+    """Serialise the syncs of one contact for the block, so the last write to HubSpot is
+    from the last read of Postgres (a late event cannot overtake a newer one).
+
+    A session-level advisory lock: the ledger calls the send with no transaction open, so
+    a transaction-scoped lock would end with its own statement. Always released; a session
+    that died (a Postgres restart) took its locks with it.
+    """
+    key = "dodo-crm:" + email.lower()
+    conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
+    try:
+        yield
+    finally:
+        _unlock(conn, key)
+
+
+def _unlock(conn, key: str) -> None:
+    if conn.closed:
+        return
+    try:
+        if conn.info.transaction_status == TransactionStatus.INERROR:
+            conn.rollback()  # a failed statement inside the block: the unlock must still run
+        conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+    except psycopg.OperationalError:
+        pass  # the connection died: its session, and the lock, are gone
 
 
 def properties(conn, event: dict) -> dict[str, str]:
@@ -240,32 +267,37 @@ def sync_event(client: HubSpot, event: dict, props: dict[str, str] | None = None
 
 
 class SyncError(RuntimeError):
-    """The CRM write failed after its retries; the ledger row says so and a replay retries it."""
+    """The CRM write failed after its retries (the ledger row says so and a replay retries it),
+    or another worker is still sending it."""
 
 
 def sync(conn, event: dict, client: HubSpot | None) -> dict:
     """Sync once per delivery (ledger sink "crm", channel "hubspot"); no client = local outbox.
 
-    With a connection the contact's state is read from Postgres under a per-contact lock
-    (held by the ledger's transaction until the write is done); without one, from the event.
+    With a connection the contact's state is read from Postgres and written to HubSpot
+    under the contact's lock (`contact_lock`); without one it comes from the event. Raises
+    SyncError when the sync failed, or when another worker is still sending it (in_progress):
+    the step fails and Windmill retries it later.
     """
     key = note_id(event)
 
     def send() -> dict:
         if not event.get("customer_email"):
             return {"status": "skipped", "external_id": "no customer email"}
-        if conn is not None:
-            lock_contact(conn, event["customer_email"])
-        props = properties(conn, event)
-        if client is None:
-            record = {"delivery": key, "contact": props}
-            if event.get("category") in NOTE_CATEGORIES:
-                record["note"] = {"dodo_event_id": key, "hs_note_body": note_body(event)}
-            return {"status": "skipped", "external_id": "outbox:" + to_outbox("hubspot", record)}
-        done = sync_event(client, event, props)
+        with nullcontext() if conn is None else contact_lock(conn, event["customer_email"]):
+            props = properties(conn, event)
+            if client is None:
+                record = {"delivery": key, "contact": props}
+                if event.get("category") in NOTE_CATEGORIES:
+                    record["note"] = {"dodo_event_id": key, "hs_note_body": note_body(event)}
+                return {"status": "skipped", "external_id": "outbox:" + to_outbox("hubspot", record)}
+            done = sync_event(client, event, props)
         return {"status": "sent", "external_id": done["contact_id"], "detail": done}
 
     result = ledger.deliver_once(conn, key, "crm", "hubspot", send)
     if result["status"] == "failed":
         raise SyncError(result["error"])
+    if result["status"] == "in_progress":
+        raise SyncError(f"in progress: another worker is syncing delivery {key} to HubSpot "
+                        "(its lease is live); retry later")
     return {"delivery": key, **result}

@@ -2,8 +2,9 @@
 
 Routing picks the rule; render builds each channel's message; the ledger makes each
 (webhook_id, "notify", channel) happen once. A channel without credentials writes to
-the local outbox and is recorded `skipped`. Failures are collected, then raised
-together, so one step retry re-sends only what failed.
+the local outbox and is recorded `skipped`. Failures, and channels another worker is
+still sending (in_progress), are collected, then raised together, so one step retry
+re-sends only what is not done.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from f.dodo.lib import channels, ledger, render
 from f.dodo.lib.routing import Routing, Rule
 
 SINK = "notify"
+IN_PROGRESS = "in progress in another worker (its lease is live); retry later"
 
 
 class NotifyError(RuntimeError):
-    """At least one channel failed; the others were delivered or skipped and recorded."""
+    """At least one channel failed or is still being sent by another worker (in_progress);
+    the others were delivered or skipped and recorded. The step fails: its retry sends
+    only what is not done."""
 
 
 @dataclass
@@ -93,7 +97,8 @@ def _outbox(kind: str, key: str, record: dict) -> dict:
 
 
 def notify(conn, event: dict, routing: Routing, transports: Transports) -> dict:
-    """Deliver the event to each routed channel once; raise NotifyError if any failed."""
+    """Deliver the event to each routed channel once; raise NotifyError if any failed or
+    is in progress in another worker."""
     key, results = delivery_key(event), {}
     for channel, rule in plan(event, routing):
         if channel == "digest":
@@ -106,9 +111,10 @@ def notify(conn, event: dict, routing: Routing, transports: Transports) -> dict:
             continue
         results[channel] = ledger.deliver_once(conn, key, SINK, channel,
                                                _sender(channel, rule, event, routing, transports))
-    failed = {ch: r["error"] for ch, r in results.items() if r.get("status") == "failed"}
-    if failed:
-        raise NotifyError("; ".join(f"{ch}: {err}" for ch, err in failed.items()))
+    problems = {ch: r["error"] if r["status"] == "failed" else IN_PROGRESS
+                for ch, r in results.items() if r["status"] in ("failed", "in_progress")}
+    if problems:
+        raise NotifyError("; ".join(f"{ch}: {why}" for ch, why in problems.items()))
     return {"delivery": key, "event_type": event.get("event_type"), "channels": results}
 
 

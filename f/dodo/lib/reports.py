@@ -25,6 +25,7 @@ from f.dodo.lib.money import EXPONENTS
 OPEN_DISPUTES = ("dispute_opened", "dispute_challenged")
 CHART_DAYS = 30
 SINK = "revenue_report"
+IN_PROGRESS = "in progress in another worker (its lease is live); retry later"
 
 _MRR_AT = """
 WITH st AS (
@@ -206,7 +207,8 @@ def send(conn, r: Report, *, slack: dict | None = None, slack_webhook_url: str |
          slack_channel: str = "#payments", smtp: dict | None = None, email_from: str | None = None,
          email_to: list[str] | None = None, slack_api: str = channels.SLACK_API) -> dict:
     """Send to Slack and email, once per day and channel (the delivery ledger): a rerun
-    retries only a channel that failed. Unconfigured channels go to the local outbox."""
+    retries only a channel that failed. Unconfigured channels go to the local outbox.
+    Raises DeliveryError when a channel failed or another worker is still sending it."""
     key = f"revenue_report:{r.day.isoformat()}"
     results = {}
     msg = slack_message(r)
@@ -229,9 +231,12 @@ def send(conn, r: Report, *, slack: dict | None = None, slack_webhook_url: str |
             return _outbox("email", key, {"to": email_to, "from": sender, **mail})
 
         results["email"] = ledger.deliver_once(conn, key, SINK, "email", send_mail)
-    failed = {ch: r["error"] for ch, r in results.items() if r["status"] == "failed"}
-    if failed:  # the job fails (Windmill retries and alerts); a rerun resends only these
-        raise channels.DeliveryError("; ".join(f"{ch}: {err}" for ch, err in failed.items()))
+    # Failed, or still being sent by another worker: the job fails (Windmill retries and
+    # alerts); a rerun resends only what is not done.
+    problems = {ch: res["error"] if res["status"] == "failed" else IN_PROGRESS
+                for ch, res in results.items() if res["status"] in ("failed", "in_progress")}
+    if problems:
+        raise channels.DeliveryError("; ".join(f"{ch}: {why}" for ch, why in problems.items()))
     return results
 
 
