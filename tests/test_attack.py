@@ -104,3 +104,10 @@ def test_no_secret_in_any_response_job_log_row_or_outbox(harness, capfd, caplog)
     assert len(said) > 10_000  # the scan saw the run, not an empty string
     leaked = [n for n, s in enumerate(SECRETS) if s in said]
     assert leaked == [], f"secret material #{leaked} found"
+
+
+@pytest.mark.parametrize("name", ["nested_600_levels", "nested_200_levels_in_metadata"])
+def test_a_deep_delivery_fails_in_the_preprocessor_with_the_documented_error(harness, name):
+    got, _ = harness.send(next(c for c in CASES if c.name == name), "webhook")
+    assert got.outcome == "rejected_preprocessor"
+    assert json.loads(got.detail) == {"status": "rejected", "error": "body: nested too deeply"}

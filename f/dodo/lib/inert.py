@@ -22,11 +22,40 @@ JOINER = "\u2060"
 
 
 def defuse(value: Any) -> Any:
-    """`value` with every string and key that starts with `$` prefixed by JOINER."""
-    if isinstance(value, str):
-        return JOINER + value if value.startswith("$") else value
-    if isinstance(value, dict):
-        return {defuse(k): defuse(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [defuse(v) for v in value]
-    return value
+    """`value` with every string and key that starts with `$` prefixed by JOINER.
+
+    Iterative, so any depth is handled: a recursive walk exhausted Python's stack a few
+    hundred levels deep inside a worker.
+    """
+    if not isinstance(value, (dict, list)):
+        return _text(value)
+    root = _empty(value)
+    stack = [(value, root)]
+    while stack:
+        source, copy = stack.pop()
+        if isinstance(source, dict):
+            for key, item in source.items():
+                copy[_text(key)] = _item(item, stack)
+        else:
+            for index, item in enumerate(source):
+                copy[index] = _item(item, stack)
+    return root
+
+
+def _item(item: Any, stack: list) -> Any:
+    """The defused `item`; a container comes back empty and is filled from the stack."""
+    if isinstance(item, str):
+        return JOINER + item if item.startswith("$") else item
+    if isinstance(item, (dict, list)):
+        child = _empty(item)
+        stack.append((item, child))
+        return child
+    return item
+
+
+def _empty(container: dict | list) -> dict | list:
+    return {} if isinstance(container, dict) else [None] * len(container)
+
+
+def _text(value: Any) -> Any:
+    return JOINER + value if isinstance(value, str) and value.startswith("$") else value

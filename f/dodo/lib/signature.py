@@ -2,7 +2,7 @@
 
 `verify_delivery` checks the three `webhook-*` headers, the timestamp tolerance and the
 HMAC of `{id}.{timestamp}.{raw body}` against the current and the previous secret, then
-parses the body. Every failure raises a subclass of `SignatureError` (errors.py) whose
+parses the body (a JSON object at most MAX_DEPTH levels deep). Every failure raises a subclass of `SignatureError` (errors.py) whose
 `field` names the header (or `body`, `raw_string`, `secret`, `kind`) at fault. No
 message ever holds a secret.
 
@@ -29,6 +29,11 @@ from f.dodo.lib.errors import SignatureError
 ID, TIMESTAMP, SIGNATURE = "webhook-id", "webhook-timestamp", "webhook-signature"
 HEADERS = (ID, TIMESTAMP, SIGNATURE)
 DEFAULT_TOLERANCE_S = 300
+# Deepest nesting of objects and arrays a body may have. Windmill's worker parses a job
+# argument with serde_json (windmill-worker common.rs `transform_json`, whenever it holds
+# `$var:`-like text, defused or not) and serde_json's default recursion limit refuses a
+# 128th level: a deeper delivery would fail some later step, so it fails here, verified.
+MAX_DEPTH = 127
 _TIMESTAMP_RE = re.compile(r"\d{1,12}")
 _BASE64_RE = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 
@@ -55,7 +60,8 @@ class TimestampToleranceError(SignatureError):
 
 
 class InvalidBodyError(SignatureError):
-    """The verified body is not UTF-8, not JSON, or not a JSON object."""
+    """The verified body is not UTF-8, not JSON, not a JSON object, or nested deeper than
+    MAX_DEPTH levels ("nested too deeply")."""
 
 
 class MissingRawBodyError(SignatureError):
@@ -224,8 +230,25 @@ def _reject_constant(name: str) -> Any:
 def _parse_object(text: str) -> dict:
     try:
         body = json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
+    except RecursionError:  # deeper than the parser's stack: far past MAX_DEPTH
+        raise InvalidBodyError("body", "nested too deeply") from None
+    except ValueError as exc:
         raise InvalidBodyError("body", f"not valid JSON ({type(exc).__name__})") from None
     if not isinstance(body, dict):
         raise InvalidBodyError("body", f"JSON {type(body).__name__}, not an object")
+    if _deeper_than(body, MAX_DEPTH):
+        raise InvalidBodyError("body", "nested too deeply")
     return body
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether objects and arrays nest more than `limit` levels (the top one is level 1).
+    Iterative: the depth it checks is the one that would exhaust a recursive walk."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
