@@ -236,7 +236,8 @@ def _parse_object(text: str) -> dict:
         raise InvalidBodyError("body", f"not valid JSON ({type(exc).__name__})") from None
     if not isinstance(body, dict):
         raise InvalidBodyError("body", f"JSON {type(body).__name__}, not an object")
-    if _deeper_than(body, MAX_DEPTH):
+    # Fewer brackets than the limit cannot nest past it (a typical delivery: no walk).
+    if text.count("{") + text.count("[") > MAX_DEPTH and _deeper_than(body, MAX_DEPTH):
         raise InvalidBodyError("body", "nested too deeply")
     return body
 
@@ -247,8 +248,9 @@ def _deeper_than(value: Any, limit: int) -> bool:
     stack = [(value, 1)]
     while stack:
         node, depth = stack.pop()
-        if depth > limit:
-            return True
-        children = node.values() if isinstance(node, dict) else node
-        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, (dict, list)):
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
     return False
