@@ -198,11 +198,11 @@ class Senders:
         while (e := self._next()) is not None:
             while not self.stop.is_set():
                 try:
-                    status, text = self._post(conn, e)
+                    status, _ = self._post(conn, e)
                 except (OSError, http.client.HTTPException):
                     conn.close()
                     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-                    status, text = 0, ""
+                    status = 0
                 with self.lock:
                     self.status[status] += 1
                     if status == 201:

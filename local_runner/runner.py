@@ -457,7 +457,6 @@ class Runner:
 
     def _run_module(self, m: dict, scope: _Scope, flow_input, previous, parent):
         sid = m.get("id")
-        v = m["value"]
         if m.get("skip_if") and js.truthy(m["skip_if"]["expr"], self._expr_scope(scope, flow_input, previous)):
             # a skipped step runs as an identity job passing previous_result through
             job = self._start(scope.log, "identity", f"{scope.path}/{sid}", parent, scope.root, step_id=sid)

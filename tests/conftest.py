@@ -96,3 +96,31 @@ def make_db(pg_url):
 def db(make_db, schema_name) -> Db:
     """A migrated schema named `schema_name` with an open connection; dropped after the test."""
     return make_db(schema_name)
+
+
+# ---------------------------------------------------------------- the bundle's flows
+
+@pytest.fixture
+def outbox(tmp_path, monkeypatch):
+    """The local outbox file the sinks write to when no integration is configured."""
+    path = tmp_path / "outbox.jsonl"
+    monkeypatch.setenv("DODO_OUTBOX", str(path))
+    return path
+
+
+@pytest.fixture
+def sleeps():
+    """The waits retries would have slept, recorded instead of waited."""
+    return []
+
+
+@pytest.fixture
+def runner(db, outbox, sleeps):
+    """The local runner over the bundle, on `db` (override `schema_name` with "dodo":
+    the flows use their scripts' default schema), signed with the fixtures' secret."""
+    from local_runner import Runner  # noqa: PLC0415 - only the flow tests need it
+    from local_runner.demo import ROOT, bundle_config, quiet_wmill_client  # noqa: PLC0415
+    from tests.fixture_data import FIXTURE_SECRET  # noqa: PLC0415
+
+    quiet_wmill_client()
+    return Runner(ROOT, bundle_config(db.url, FIXTURE_SECRET), sleep=sleeps.append, random=lambda: 0.5)

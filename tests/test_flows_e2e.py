@@ -28,24 +28,6 @@ def schema_name():
     return "dodo"  # the flows use the scripts' default schema
 
 
-@pytest.fixture
-def outbox(tmp_path, monkeypatch):
-    path = tmp_path / "outbox.jsonl"
-    monkeypatch.setenv("DODO_OUTBOX", str(path))
-    return path
-
-
-@pytest.fixture
-def sleeps():
-    return []
-
-
-@pytest.fixture
-def runner(db, outbox, sleeps):
-    quiet_wmill_client()
-    return Runner(ROOT, bundle_config(db.url, FIXTURE_SECRET), sleep=sleeps.append, random=lambda: 0.5)
-
-
 def trigger_event(delivery: dict) -> dict:
     """The preprocessor event of a webhook call, as Windmill passes it."""
     return {"kind": "webhook", "body": json.loads(delivery["body"]), "raw_string": delivery["body"],

@@ -98,11 +98,6 @@ def hub(httpserver):
 
 
 @pytest.fixture
-def sleeps():
-    return []
-
-
-@pytest.fixture
 def client(httpserver, sleeps):
     c = HubSpot(TOKEN, httpserver.url_for(""), sleep=sleeps.append)
     yield c

@@ -57,13 +57,6 @@ def smtp_server():
     controller.stop()
 
 
-@pytest.fixture
-def outbox(tmp_path, monkeypatch):
-    path = tmp_path / "outbox.jsonl"
-    monkeypatch.setenv("DODO_OUTBOX", str(path))
-    return path
-
-
 def slack_ok(request):
     assert request.headers["Authorization"] == f"Bearer {SLACK_TOKEN}"
     assert request.headers["Content-Type"] == "application/json; charset=utf-8"

@@ -26,11 +26,6 @@ def schema_name():
     return "dodo"  # the flows use the scripts' default schema
 
 
-@pytest.fixture
-def outbox(tmp_path, monkeypatch):
-    monkeypatch.setenv("DODO_OUTBOX", str(tmp_path / "outbox.jsonl"))
-
-
 def refund_without_payment_id() -> tuple[dict, str]:
     """A signed refund.succeeded delivery whose data has no payment_id, and its webhook-id."""
     event = envelope("refund.succeeded")

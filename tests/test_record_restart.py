@@ -24,8 +24,7 @@ import yaml
 from fixture_data import FIXTURE_SECRET, envelope, resign, sign
 
 from f.dodo import store_event
-from local_runner import Runner
-from local_runner.demo import ROOT, bundle_config, quiet_wmill_client
+from local_runner.demo import ROOT
 from test_flows_e2e import steps, trigger_event, webhook_id
 
 ENTRY = "f/dodo/webhook"
@@ -35,24 +34,6 @@ SINKS = ["crm", "notify", "custom"]
 @pytest.fixture
 def schema_name():
     return "dodo"  # the flows use the scripts' default schema
-
-
-@pytest.fixture
-def outbox(tmp_path, monkeypatch):
-    path = tmp_path / "outbox.jsonl"
-    monkeypatch.setenv("DODO_OUTBOX", str(path))
-    return path
-
-
-@pytest.fixture
-def sleeps():
-    return []
-
-
-@pytest.fixture
-def runner(db, outbox, sleeps):
-    quiet_wmill_client()
-    return Runner(ROOT, bundle_config(db.url, FIXTURE_SECRET), sleep=sleeps.append, random=lambda: 0.5)
 
 
 class RecordFault:

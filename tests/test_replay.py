@@ -24,11 +24,6 @@ def schema_name():
 
 
 @pytest.fixture
-def outbox(tmp_path, monkeypatch):
-    monkeypatch.setenv("DODO_OUTBOX", str(tmp_path / "outbox.jsonl"))
-
-
-@pytest.fixture
 def services(httpserver, monkeypatch):
     """HubSpot and Slack stand-ins that can be switched down; each keeps its successful sends."""
     state = {"hubspot_up": True, "slack_up": True, "hubspot": [], "slack": []}

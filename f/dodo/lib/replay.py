@@ -26,7 +26,6 @@ from f.dodo.lib import ledger
 from f.dodo.lib.errors import EventError
 from f.dodo.lib.normalizer import normalize_event
 from f.dodo.lib.notify import delivery_key
-from f.dodo.lib.workspace import integration_refs
 
 ENTRY_FLOW = "f/dodo/webhook"
 STATUSES = ("failed", "received")

@@ -36,7 +36,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from f.dodo.lib.errors import EventError, MalformedField, MissingField
+from f.dodo.lib.errors import EventError, MissingField
 from f.dodo.lib.money import EXPONENTS, format_major, parse_minor
 
 STEP = "store_event"
