@@ -18,6 +18,7 @@ from f.dodo.lib import selftest, signature
 from f.dodo.lib.errors import SignatureError
 from f.dodo.lib.store import record_delivery
 from local_runner import Config, Runner
+from local_runner.config import bundle_variables
 from local_runner.server import App, make_server
 
 SECRET = "whsec_" + base64.b64encode(b"selftest-secret-for-tests-only!!").decode()
@@ -117,15 +118,19 @@ def test_sample_is_a_standard_webhooks_delivery():
 def test_end_to_end_through_the_local_windmill_server(db, monkeypatch, tmp_path):
     """The real f/dodo/webhook flow behind `make serve`'s HTTP server verifies and records it."""
     monkeypatch.setenv("DODO_OUTBOX", str(tmp_path / "outbox.jsonl"))
-    config = Config(variables={"f/dodo/webhook_secret": SECRET},
+    # the workspace as pushed (the routing rules included), plus the secret
+    config = Config(variables={**bundle_variables(ROOT), "f/dodo/webhook_secret": SECRET},
                     resources={"f/dodo/postgres": db.resource}, workspace="demo")
-    app = App(Runner(ROOT, config), token="wm-token", workers=2, queue_size=10)
+    app = App(Runner(ROOT, config, sleep=lambda _s: None), token="wm-token", workers=2, queue_size=10)
     server = make_server(app, "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}{PATH}"  # no raw/include_header: added
         out = selftest.send_test_event(url, SECRET, lookup(db), token="wm-token", wait_s=60)
         refused = selftest.send_test_event(url, SECRET, lookup(db), token="not-the-token", wait_s=0)
+        app.queue.join()  # the whole flow, sinks included, ran to its end
+        (job,) = app.jobs.values()
+        assert job["success"], job["result"]
     finally:
         server.shutdown()
         server.server_close()
