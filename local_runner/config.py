@@ -19,6 +19,8 @@ import yaml
 
 from f.dodo.lib.db import dsn_to_resource
 
+from . import deep
+
 # env var -> Windmill variable path
 ENV_VARIABLES = {
     "DODO_WEBHOOK_SECRET": "f/dodo/webhook_secret",
@@ -111,15 +113,14 @@ class Config:
             self.resources[path] = json.loads(json.dumps(value))
 
     def interpolate(self, value: Any) -> Any:
-        """Resolve `$var:` / `$res:` strings, as Windmill does for job args and resources."""
+        """Resolve `$var:` / `$res:` strings, as Windmill does for job args and resources,
+        walked without recursion: a deeply nested delivery reaches its script."""
+        return deep.walk(value, self._resolve)
+
+    def _resolve(self, value: Any) -> Any:
         if isinstance(value, str):
             if value.startswith("$var:"):
                 return self.get_variable(value[5:])
             if value.startswith("$res:"):
                 return self.get_resource(value[5:])
-            return value
-        if isinstance(value, dict):
-            return {k: self.interpolate(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.interpolate(v) for v in value]
         return value

@@ -341,20 +341,13 @@ class Runner:
         log: list[Job] = []
         job = self._start(log, "script", path, None, job_id, job_id=job_id)
         try:
-            result = self._call(self._script_module(path), "main", self._interpolate(args or {}), job, path)
+            result = self._call(self._script_module(path), "main", self.config.interpolate(args or {}), job, path)
             self._finish(job, True, result)
         except Exception as e:  # noqa: BLE001 - a script error is the job's result
             self._finish(job, False, error_result(e))
         finally:
             self._forget(log)
         return Run(job_id, path, job.success, job.result, False, log)
-
-    def _interpolate(self, args: dict) -> dict:
-        """Job arguments with `$var:` / `$res:` strings resolved, as a Windmill worker does,
-        walked without recursion: a deeply nested delivery reaches its script."""
-        def leaf(v):
-            return self.config.interpolate(v) if isinstance(v, str) and v.startswith(("$var:", "$res:")) else v
-        return deep.walk(args, leaf)
 
     def _forget(self, log: list[Job]) -> None:
         # only running jobs are looked up (by the wmill client); the Run keeps the log
@@ -537,7 +530,7 @@ class Runner:
         while True:
             job = self._start(scope.log, kind or job_kind, label, parent, scope.root, step_id=sid, attempt=fail_count)
             try:
-                call = lambda: self._call(mod, fn_name, self._interpolate(args), job, scope.path)
+                call = lambda: self._call(mod, fn_name, self.config.interpolate(args), job, scope.path)
                 result = self._with_timeout(call, timeout) if timeout else call()
                 return self._finish(job, True, result)
             except Exception as e:  # noqa: BLE001 - the error is the job's result
