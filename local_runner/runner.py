@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import yaml
 
-from . import deep, js, wmill_local
+from . import bun, deep, js, wmill_local
 from .config import Config
 
 MAX_RETRY_INTERVAL_S = 6 * 3600  # Windmill caps a retry delay (MAX_RETRY_INTERVAL)
@@ -104,7 +104,7 @@ def validate_module(where: str, m: dict) -> None:
         _refuse(where, [f"type: {kind}"])
     _check_keys(where, v, _TYPE_KEYS[kind])
     _check_transforms(where, v.get("input_transforms"))
-    if kind == "rawscript" and v.get("language") not in ("python3", None):
+    if kind == "rawscript" and v.get("language") not in ("python3", None, *bun.LANGUAGES):
         _refuse(where, [f"language: {v.get('language')}"])
     if "retry" in m and m["retry"]:
         _check_keys(f"{where}.retry", m["retry"], set(_RETRY_KEYS) | {"retry_if"})
@@ -194,6 +194,8 @@ class StoppedEarly(Exception):
 
 def error_result(exc: BaseException) -> dict:
     """Windmill's result for a Python exception: {"error": {name, message, stack}}."""
+    if isinstance(exc, bun.TsScriptFailed):  # a TypeScript step's own error object
+        return {"error": exc.error}
     return {"error": {
         "name": type(exc).__name__,
         "message": str(exc),
@@ -294,6 +296,8 @@ class Runner:
             mod = self._modules.get(path)
         if mod is None:
             if not (self.root / f"{path}.py").exists():
+                if ts := bun.script_file(self.root, path):
+                    return ts
                 raise RunnerError(f"no script at {path}")
             mod = importlib.import_module(path.replace("/", "."))
             with self._lock:
@@ -522,6 +526,8 @@ class Runner:
                                               previous, **(extra_scope or {}))}
         if v["type"] == "script":
             mod, label, job_kind = self._script_module(v["path"]), v["path"], "script"
+        elif v.get("language") in bun.LANGUAGES:
+            mod, label, job_kind = bun.rawscript(self.flow_file(scope.path).parent, v["content"]), f"{scope.path}/{sid}", "rawscript"
         else:
             mod, label, job_kind = self._inline_module(scope.path, v["content"]), f"{scope.path}/{sid}", "rawscript"
         fn_name = "preprocessor" if kind == "preprocessor" and hasattr(mod, "preprocessor") else "main"
@@ -598,6 +604,10 @@ class Runner:
 
     def _call(self, mod, fn_name: str, args: dict, job: Job, flow_path: str):
         """Call `fn` as Windmill's Python wrapper does: by name, defaults for missing args."""
+        ctx = wmill_local.JobContext(self.config, job.id, job.parent, f"state/{flow_path}/{job.step_id or 'main'}",
+                                     self._job_view, self.progress, self._start_flow, self.on_progress)
+        if isinstance(mod, bun.TsScript):  # TypeScript: a Bun process, as Windmill's bun executor
+            return mod.call(fn_name, args, ctx, root_job=job.root, step_id=job.step_id, flow_path=flow_path)
         fn = getattr(mod, fn_name, None)
         if fn is None:
             raise RunnerError(f"{mod.__name__} has no {fn_name}()")
@@ -607,8 +617,6 @@ class Runner:
                 kwargs[name] = args[name]
             elif p.default is inspect.Parameter.empty and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
                 raise TypeError(f"{fn_name}() missing required argument: '{name}'")
-        ctx = wmill_local.JobContext(self.config, job.id, job.parent, f"state/{flow_path}/{job.step_id or 'main'}",
-                                     self._job_view, self.progress, self._start_flow, self.on_progress)
         with wmill_local.running(ctx):
             return _jsonable(fn(**kwargs))
 

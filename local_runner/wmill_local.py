@@ -91,6 +91,8 @@ def handle(request: httpx.Request) -> httpx.Response:
         if get and rest.startswith("resources/get/"):
             path = rest.removeprefix("resources/get/")
             return _json(200, {"path": path, "value": cfg.get_resource(path, interpolated=False)})
+        if get and rest.startswith("resources/exists/"):  # windmill-client's setResource asks first
+            return _json(200, rest.removeprefix("resources/exists/") in cfg.resources)
         if not get and rest == "resources/create":
             cfg.set_resource(body["path"], body["value"])
             return _json(201, body["path"])

@@ -80,3 +80,32 @@ def test_readme_inventory_example(tmp_path, pg_url, inventory):
     assert again.result["skipped"] == "already applied"
     stock = dict(inventory.execute("SELECT product_id, stock FROM public.inventory").fetchall())
     assert stock == {"pdt_1": 7, "pdt_2": 4}
+
+
+EXAMPLE_STEP_TS = readme_block("`f/dodo/custom__flow/inventory.ts`", "typescript")
+
+
+def test_readme_inventory_example_in_typescript(tmp_path, pg_url, inventory):
+    """The README's TypeScript twin: the same flow with `language: bun`, run on Bun."""
+    flow_dir = tmp_path / "f/dodo/custom__flow"
+    flow_dir.mkdir(parents=True)
+    flow = EXAMPLE_FLOW.replace("language: python3", "language: bun").replace("inventory.py", "inventory.ts")
+    assert "language: bun" in flow and "!inline inventory.ts" in flow
+    (flow_dir / "flow.yaml").write_text(flow)
+    (flow_dir / "inventory.ts").write_text(EXAMPLE_STEP_TS)
+    assert lint.check_yaml(tmp_path) == []
+    runner = Runner(tmp_path, Config(resources={"f/dodo/postgres": dsn_to_resource(pg_url)}))
+
+    paid = event("payment.succeeded", "msg_paid_ts", [{"product_id": "pdt_1", "quantity": 3},
+                                                      {"product_id": "pdt_2", "quantity": 1}])
+    first = runner.run_flow("f/dodo/custom", {"event": paid})
+    again = runner.run_flow("f/dodo/custom", {"event": paid})  # a replay
+    failed = runner.run_flow("f/dodo/custom", {"event": event("payment.failed", "msg_failed_ts",
+                                                               [{"product_id": "pdt_1", "quantity": 2}])})
+    assert first.success and again.success and failed.success, (first.result, again.result, failed.result)
+    assert first.result == {"decremented": [{"product_id": "pdt_1", "quantity": 3},
+                                            {"product_id": "pdt_2", "quantity": 1}], "webhook_id": "msg_paid_ts"}
+    assert again.result == {"skipped": "already applied", "webhook_id": "msg_paid_ts"}
+    assert [j.kind for j in first.jobs] == ["flow", "rawscript"]
+    stock = dict(inventory.execute("SELECT product_id, stock FROM public.inventory").fetchall())
+    assert stock == {"pdt_1": 7, "pdt_2": 4}
