@@ -124,3 +124,36 @@ def runner(db, outbox, sleeps):
 
     quiet_wmill_client()
     return Runner(ROOT, bundle_config(db.url, FIXTURE_SECRET), sleep=sleeps.append, random=lambda: 0.5)
+
+
+# ---------------------------------------------------------------- HTTP stand-ins
+
+@pytest.fixture
+def httpserver(httpserver):
+    """pytest-httpserver's server, whose own failures fail the test that used it.
+
+    A request no handler expects, or a handler's failed check (method, path, auth, body
+    shape), is answered 500; a client that retries 5xx, or code that absorbs them (the
+    ledger, notify), would hide it. At teardown, and before any mid-test `clear()`, every
+    recorded failure is raised (`check_assertions`, `check_handler_errors`)."""
+    plain_clear = httpserver.clear
+
+    def clear() -> None:
+        surface_standin_failures(httpserver)
+        plain_clear()
+
+    httpserver.clear = clear
+    try:
+        yield httpserver
+        surface_standin_failures(httpserver)
+    finally:
+        del httpserver.clear  # the session's server outlives this test
+        plain_clear()
+
+
+def surface_standin_failures(server) -> None:
+    """Raise every failure the stand-in recorded, all of them in one AssertionError."""
+    problems = [str(a) for a in server.assertions] + [repr(e) for e in server.handler_errors]
+    server.clear_assertions()
+    server.clear_handler_errors()
+    assert not problems, "the HTTP stand-in refused requests:\n" + "\n".join(problems)

@@ -356,12 +356,20 @@ def windmill_api(httpserver, monkeypatch):
     variables = {}
 
     def handler(request):
+        assert request.headers.get("Authorization") == "Bearer job-token"
         name = request.path.split("/variables/get_value/", 1)[1]
         if name not in variables:
             return Response("not found", status=404)
         return Response(json.dumps(variables[name]), content_type="application/json")
 
-    httpserver.expect_request(re.compile(r"/api/w/ws/variables/get_value/.*")).respond_with_handler(handler)
+    def no_resource(request):  # the optional integrations: none configured here
+        assert request.headers.get("Authorization") == "Bearer job-token"
+        return Response("not found", status=404)
+
+    httpserver.expect_request(re.compile(r"^/api/w/ws/variables/get_value/.+$"), method="GET").respond_with_handler(
+        handler)
+    httpserver.expect_request(re.compile(r"^/api/w/ws/resources/get_value/f/dodo/[a-z_]+$"),
+                              method="GET").respond_with_handler(no_resource)
     yield variables
     monkeypatch.setattr(wmill.client, "_client", None)
 
