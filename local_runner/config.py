@@ -52,6 +52,19 @@ def bundle_variables(root: str | Path) -> dict[str, str]:
     return out
 
 
+def bundle_schedules(root: str | Path) -> list[dict]:
+    """The `f/**/*.schedule.yaml` files as Windmill's schedules/list answers them
+    (path, script_path, is_flow, args, enabled)."""
+    root = Path(root)
+    out = []
+    for file in sorted((root / "f").rglob("*.schedule.yaml")):
+        s = yaml.safe_load(file.read_text()) or {}
+        out.append({"path": str(file.relative_to(root)).removesuffix(".schedule.yaml"),
+                    "script_path": s.get("script_path"), "is_flow": bool(s.get("is_flow")),
+                    "args": s.get("args") or {}, "enabled": s.get("enabled", True), "schedule": s.get("schedule")})
+    return out
+
+
 def env_resources(env: Mapping[str, str]) -> dict[str, dict]:
     """The integration resources the environment configures (ENV_RESOURCES)."""
     out = {}
@@ -70,6 +83,8 @@ class Config:
     variables: dict[str, str] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)
     workspace: str = "demo"
+    secret_paths: set[str] = field(default_factory=set)  # variables created or loaded as secrets
+    schedules: list[dict] = field(default_factory=list)  # the bundle's schedules (with `root`)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
@@ -82,6 +97,7 @@ class Config:
         cfg = cls(workspace=env.get("WM_WORKSPACE") or "demo")
         if root is not None:
             cfg.variables.update(bundle_variables(root))
+            cfg.schedules = bundle_schedules(root)
         file = file or env.get("WM_LOCAL_CONFIG")
         if file:
             data = yaml.safe_load(Path(file).read_text()) or {}
@@ -90,6 +106,7 @@ class Config:
         for var, path in ENV_VARIABLES.items():
             if env.get(var):
                 cfg.variables[path] = env[var]
+                cfg.secret_paths.add(path)
         cfg.resources.update(env_resources(env))
         if env.get("DATABASE_URL"):
             cfg.resources[POSTGRES_RESOURCE] = dict(dsn_to_resource(env["DATABASE_URL"]))

@@ -77,13 +77,26 @@ def handle(request: httpx.Request) -> httpx.Response:
             return _json(200, cfg.get_variable(rest.removeprefix("variables/get_value/")))
         if get and rest.startswith("variables/get/"):
             path = rest.removeprefix("variables/get/")
-            return _json(200, {"path": path, "value": cfg.get_variable(path)})
+            return _json(200, {"path": path, "value": cfg.get_variable(path), "is_secret": path in cfg.secret_paths})
         if not get and rest == "variables/create":
+            # Windmill's CreateVariable: {path, value, is_secret, description}; an existing path is a 400
+            if body["path"] in cfg.variables:
+                return _json(400, {"error": f"variable {body['path']} already exists"})
             cfg.variables[body["path"]] = body["value"]
+            if body.get("is_secret"):
+                cfg.secret_paths.add(body["path"])
             return _json(201, body["path"])
         if not get and rest.startswith("variables/update/"):
-            cfg.variables[rest.removeprefix("variables/update/")] = body["value"]
+            # EditVariable: {path?, value?, is_secret?, description?}
+            path = rest.removeprefix("variables/update/")
+            cfg.get_variable(path)  # 404 when absent, as Windmill
+            if "value" in body:
+                cfg.variables[path] = body["value"]
+            if body.get("is_secret") is not None:
+                (cfg.secret_paths.add if body["is_secret"] else cfg.secret_paths.discard)(path)
             return _json(200, "updated")
+        if get and rest == "schedules/list":
+            return _json(200, cfg.schedules)
         if get and rest.startswith("resources/get_value_interpolated/"):
             return _json(200, cfg.get_resource(rest.removeprefix("resources/get_value_interpolated/")))
         if get and rest.startswith("resources/get_value/"):

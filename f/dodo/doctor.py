@@ -16,27 +16,10 @@
 # typing-inspection==0.4.5
 # typing_extensions==4.16.0
 # wmill==1.850.0
-"""Check every variable and resource the bundle needs; say what is missing or wrong."""
+"""Check every variable and resource the bundle needs, live; say what is wrong and the fix."""
 
-import wmill
-
-from f.dodo.lib import db as pg
 from f.dodo.lib import doctor
 
 
-def _variable(path: str):
-    try:
-        return wmill.get_variable(path)
-    except Exception:  # noqa: BLE001 - absent or not readable: the check says "not set"
-        return None
-
-
-def main(schema: str = "dodo", probe: bool = True) -> dict:
-    checks = doctor.check_all(
-        _variable,
-        lambda path: wmill.get_resource(path, none_if_undefined=True),
-        lambda resource: pg.connect(resource, schema, migrate=False, connect_timeout=10),
-        schema=schema,
-        probe=probe,
-    )
-    return doctor.summary(checks)
+def main(schema: str = "dodo", probe: bool = True, webhook_url: str = "") -> dict:
+    return doctor.run_windmill(schema, probe=probe, webhook_url=webhook_url)

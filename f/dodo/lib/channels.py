@@ -7,6 +7,7 @@ backoff inside the call; anything else fails at once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import smtplib
@@ -14,6 +15,7 @@ import ssl
 import time
 from email.message import EmailMessage
 from email.utils import formatdate
+from typing import Iterator
 
 import httpx
 
@@ -84,21 +86,30 @@ def send_email(smtp: dict, *, sender: str, to: list[str], subject: str, text: st
     msg.add_alternative(html, subtype="html")
     host, port = smtp["host"], int(smtp.get("port") or 587)
     try:
-        if port == 465:
-            server = smtplib.SMTP_SSL(host, port, timeout=timeout, context=_tls_context())
-        else:
-            server = smtplib.SMTP(host, port, timeout=timeout)
-        with server:
-            server.ehlo()
-            if port != 465 and (port == 587 or server.has_extn("starttls")):
-                server.starttls(context=_tls_context())
-                server.ehlo()
-            if smtp.get("user") and smtp.get("password"):
-                server.login(smtp["user"], smtp["password"])
+        with smtp_session(smtp, timeout) as server:
             server.send_message(msg)
     except (smtplib.SMTPException, OSError) as exc:
         raise DeliveryError(f"SMTP {host}:{port}: {type(exc).__name__}: {str(exc)[:200]}") from None
     return message_id
+
+
+@contextlib.contextmanager
+def smtp_session(smtp: dict, timeout: float = 20.0) -> Iterator[smtplib.SMTP]:
+    """A logged-in SMTP session: SSL on 465, STARTTLS on 587 or when offered (the doctor
+    opens one to prove the login)."""
+    host, port = smtp["host"], int(smtp.get("port") or 587)
+    if port == 465:
+        server = smtplib.SMTP_SSL(host, port, timeout=timeout, context=_tls_context())
+    else:
+        server = smtplib.SMTP(host, port, timeout=timeout)
+    with server:
+        server.ehlo()
+        if port != 465 and (port == 587 or server.has_extn("starttls")):
+            server.starttls(context=_tls_context())
+            server.ehlo()
+        if smtp.get("user") and smtp.get("password"):
+            server.login(smtp["user"], smtp["password"])
+        yield server
 
 
 def send_sms(twilio: dict, *, to: str, body: str, sender: str | None = None,

@@ -75,3 +75,26 @@ def migrate(conn, schema: str = "dodo") -> list[str]:
             conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", [version, name])
             names.append(name)
     return names
+
+
+# What the flows do to each table: the record step inserts and updates, reports read.
+TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE")
+
+
+def missing_privileges(conn, schema: str = "dodo") -> list[str]:
+    """What the connected role may not do in `schema` that the bundle needs: USAGE on the
+    schema, SELECT/INSERT/UPDATE on its tables, EXECUTE on its functions. Empty when all is
+    granted (the doctor reports the rest, with the GRANT that fixes it)."""
+    check_schema(schema)
+    missing = [] if conn.execute("SELECT has_schema_privilege(%s, 'USAGE')", [schema]).fetchone()[0] \
+        else [f"USAGE on schema {schema}"]
+    for privilege in TABLE_PRIVILEGES:
+        rows = conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND NOT has_table_privilege(c.oid, %s) "
+            "ORDER BY c.relname", [schema, privilege])
+        missing += [f"{privilege} on {table}" for (table,) in rows]
+    rows = conn.execute(
+        "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE n.nspname = %s AND NOT has_function_privilege(p.oid, 'EXECUTE') ORDER BY 1", [schema])
+    return missing + [f"EXECUTE on function {name}" for (name,) in rows]

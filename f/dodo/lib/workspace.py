@@ -14,6 +14,7 @@ DODO_API = "f/dodo/dodo_api"
 WEBHOOK_SECRET = "f/dodo/webhook_secret"
 WEBHOOK_SECRET_PREVIOUS = "f/dodo/webhook_secret_previous"
 WEBHOOK_TOLERANCE = "f/dodo/webhook_tolerance_s"
+DODO_MODE = "f/dodo/dodo_mode"  # test_mode | live_mode, written by f/dodo/setup
 SLACK_WEBHOOK_URL = "f/dodo/slack_webhook_url"
 # flow input -> optional resource; the sinks use the local outbox when one is absent
 INTEGRATIONS = {"hubspot": "f/dodo/hubspot", "slack": "f/dodo/slack", "smtp": "f/dodo/smtp",
@@ -28,6 +29,11 @@ def optional_variable(path: str) -> str | None:
         if ": 404" in str(exc):
             return None
         raise
+
+
+def set_secret(path: str, value: str) -> None:
+    """Create or update a secret variable (Windmill API variables/create | update)."""
+    wmill.set_variable(path, value, is_secret=True)
 
 
 def integration_refs() -> dict:
