@@ -32,12 +32,12 @@ import psycopg
 
 from fixture_data import FIXTURE_SECRET, envelope, sign
 from f.dodo.lib import db as dblib
-from f.dodo.lib.inert import JOINER
 from local_runner import Runner
 from local_runner.demo import ROOT, bundle_config, quiet_wmill_client
 from local_runner.server import DEFAULT_BODY_LIMIT, App, make_server
 
 SCHEMA = "dodo"  # the scripts' default schema
+JOINER = "\u2060"  # WORD JOINER, written out: never taken from the code under test
 OTHER_SECRET = "whsec_" + base64.b64encode(b"an-attacker-chosen-signing-key!!").decode()
 # Secret material that must never appear in a response, job result, log, row or outbox.
 SECRETS = [FIXTURE_SECRET, FIXTURE_SECRET.removeprefix("whsec_"),

@@ -295,6 +295,18 @@ def test_lifetime_value_is_the_main_currencys_net_revenue(db, hub, client, main_
     assert props["dodo_open_dispute"] == "false" and props["dodo_lifecycle"] == "customer"
 
 
+def test_a_zero_decimal_currency_is_written_without_decimals(db, hub, client):
+    """Literals, not the bundle's formatter: 1000 JPY is "1000", less a 100 JPY refund "900"."""
+    items = [{"kind": "payment", "id": "pay_j", "status": "succeeded", "minor": 1000, "cur": "JPY", "day": 1},
+             {"kind": "refund", "id": "ref_j", "payment": "pay_j", "status": "succeeded", "minor": 100, "cur": "JPY",
+              "day": 2}]
+    for n, item in enumerate(items):
+        deliver(db.conn, client, to_event(item, n))
+    props = contact(hub)
+    assert (props["dodo_currency"], props["dodo_lifetime_value"], props["dodo_last_payment_amount"]) == \
+        ("JPY", "900", "1000")
+
+
 def test_lifetime_value_with_subscription_mrr(db, hub, client):
     deliver(db.conn, client, event("subscription.active", "msg_active", ACTIVE_AT))
     deliver(db.conn, client, event("payment.succeeded", "msg_pay", "2026-03-02T10:15:00Z"))

@@ -5,8 +5,8 @@ from decimal import Decimal
 
 import pytest
 
-from f.dodo.lib.money import to_major
 from local_runner.demo import run_demo
+from tests.iso4217 import major
 
 CHURNED = {"cancelled", "expired", "failed"}
 
@@ -46,9 +46,9 @@ def expected(stream) -> dict:
             mrr[s["currency"]] += Decimal(s["recurring_pre_tax_amount"]) * per_year / 12
     currencies = sorted(set(gross) | set(refunds) | set(lost))
     return {
-        "revenue": {c: (payments[c], to_major(gross[c], c), to_major(refunds[c], c), to_major(lost[c], c),
-                        to_major(gross[c] - refunds[c] - lost[c], c)) for c in currencies},
-        "mrr": {c: to_major(int(v), c) for c, v in mrr.items()},
+        "revenue": {c: (payments[c], major(gross[c], c), major(refunds[c], c), major(lost[c], c),
+                        major(gross[c] - refunds[c] - lost[c], c)) for c in currencies},
+        "mrr": {c: major(int(v), c) for c, v in mrr.items()},
         "subscriptions": {k: v["status"] for k, v in subs.items()},
     }
 
@@ -57,11 +57,15 @@ def test_demo_summary_matches_an_independent_computation(demo):
     result, text = demo
     want = expected(result["stream"])
     cols, rows = result["tables"]["revenue"]
-    got = {r[0]: tuple(r[1:]) for r in rows}
+    got = {r[0]: (int(r[1]), *map(str, r[2:])) for r in rows}  # as text: "1000" is not "1000.00"
     assert got == want["revenue"]
     assert set(got) == {"USD", "JPY", "KWD"}  # more than one currency, zero- and three-decimal ones
+    # the stream's own figures, as literals (local_runner/demo.py: Kenji's JPY, Layla's KWD)
+    assert got["JPY"] == (1, "120000", "20000", "0", "100000")
+    assert got["KWD"] == (1, "12.500", "0.000", "12.500", "0.000")
     cols, rows = result["tables"]["mrr"]
-    assert {r[0]: r[2] for r in rows} == want["mrr"]
+    assert {r[0]: str(r[2]) for r in rows} == want["mrr"]
+    assert {r[0]: str(r[2]) for r in rows}["JPY"] == "10000"  # 120000 JPY a year
     cols, rows = result["tables"]["subscriptions"]
     assert {r[0]: r[3] for r in rows} == want["subscriptions"]
     # the printed summary carries the same figures

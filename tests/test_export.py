@@ -6,13 +6,12 @@ import base64
 import csv
 import io
 from datetime import date, datetime, timezone
-from decimal import Decimal
 
 import pytest
 
 from f.dodo import export as entry
-from f.dodo.lib.money import format_major
 from f.dodo.lib.store import record_delivery
+from tests.iso4217 import major
 from tests.ops_stream import BUSINESS, build_stream, iso
 
 
@@ -53,7 +52,7 @@ def test_rows_and_amounts_match_the_stream(loaded, stream, kind, amount_key, amo
     assert want, "the range must hold some objects"
     assert [r[id_key] for r in rows] == [o[id_key] for o in want]
     for row, obj in zip(rows, want):
-        assert row[amount_col] == format_major(obj[amount_key], obj["currency"])
+        assert row[amount_col] == major(int(obj[amount_key]), obj["currency"])
         assert row["currency"] == obj["currency"]
         assert row["customer_email"] == obj["customer"]["email"]
         assert datetime.fromisoformat(row["created_at"].replace("Z", "+00:00")) == \
@@ -65,7 +64,7 @@ def test_rows_and_amounts_match_the_stream(loaded, stream, kind, amount_key, amo
                 refunded[r["payment_id"]] = refunded.get(r["payment_id"], 0) + r["amount"]
         for row, obj in zip(rows, want):
             net = obj["total_amount"] - refunded.get(obj["payment_id"], 0)
-            assert Decimal(row["net"]) == Decimal(format_major(net, obj["currency"]))
+            assert row["net"] == major(net, obj["currency"])
 
 
 def test_formula_text_is_neutralised(make_db):
@@ -79,6 +78,22 @@ def test_formula_text_is_neutralised(make_db):
     _, rows = read(entry.main(db.resource, "payments", "2026-04-01", schema=db.schema))
     assert rows[0]["error_message"].startswith("'=HYPERLINK")
     assert rows[0]["total"] == "1.234"  # KWD has three decimals
+
+
+def test_amounts_in_each_currencys_own_decimals(make_db):
+    """Literals, not the bundle's formatter: 1000 JPY is "1000", 1234 KWD is "1.234"."""
+    db = make_db()
+    at = iso(datetime(2026, 4, 2, 12, tzinfo=timezone.utc))
+    for n, (currency, minor) in enumerate([("JPY", 1000), ("KWD", 1234), ("USD", 5), ("JPY", 7)]):
+        data = {"payment_id": f"pay_{n}", "business_id": BUSINESS, "status": "succeeded", "total_amount": minor,
+                "currency": currency, "created_at": at,
+                "customer": {"customer_id": "cus_1", "email": "a@example.com", "name": "A"}}
+        record_delivery(db.conn, {"business_id": BUSINESS, "type": "payment.succeeded", "timestamp": at,
+                                  "data": data}, f"msg_{n}")
+    _, rows = read(entry.main(db.resource, "payments", "2026-04-02", schema=db.schema))
+    assert {r["payment_id"]: (r["total"], r["net"], r["currency"]) for r in rows} == {
+        "pay_0": ("1000", "1000", "JPY"), "pay_1": ("1.234", "1.234", "KWD"), "pay_2": ("0.05", "0.05", "USD"),
+        "pay_3": ("7", "7", "JPY")}
 
 
 def test_bad_arguments(make_db):

@@ -10,7 +10,6 @@ import struct
 import zlib
 from collections import defaultdict
 from datetime import date, datetime, timedelta, timezone
-from decimal import Decimal
 from fractions import Fraction
 
 import pytest
@@ -18,8 +17,8 @@ from aiosmtpd.controller import Controller
 
 from f.dodo import revenue_report as entry
 from f.dodo.lib import reports
-from f.dodo.lib.money import EXPONENTS
 from f.dodo.lib.store import record_delivery
+from tests.iso4217 import major
 from tests.ops_stream import START, build_stream
 
 PER_YEAR = {"Day": 365, "Week": 52, "Month": 12, "Year": 1}
@@ -44,9 +43,7 @@ def day_of(text: str) -> date:
 
 
 def fmt(value: Fraction | int, currency: str) -> str:
-    exp = EXPONENTS[currency]
-    exact = Decimal(Fraction(value).numerator) / Decimal(Fraction(value).denominator)
-    return f"{exact.scaleb(-exp).quantize(Decimal(1).scaleb(-exp)):f}"
+    return major(value, currency)  # tests/iso4217.py: not the bundle's own table
 
 
 def expected(stream, day: date) -> dict:
@@ -248,3 +245,28 @@ def test_a_channel_another_worker_is_sending_fails_the_run(make_db, monkeypatch,
     assert {c: r["status"] for c, r in again.items()} == {"slack": "skipped", "email": "sent"}
     sent = [json.loads(line) for line in (tmp_path / "outbox.jsonl").read_text().splitlines()]
     assert [s["kind"] for s in sent] == ["slack"]  # Slack went to the outbox once, email never from here
+
+
+def _one_day_of_payments(db, day: date) -> None:
+    """A JPY, a KWD and a USD payment and a JPY refund on `day`, recorded as deliveries."""
+    at = datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc) + timedelta(hours=9)
+    stamp = at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    customer = {"customer_id": "cus_lit", "email": "lit@example.com", "name": "Literal"}
+    for n, (currency, minor) in enumerate([("JPY", 1000), ("KWD", 1234), ("USD", 2999)]):
+        data = {"payment_id": f"pay_lit{n}", "business_id": "bus_lit", "status": "succeeded", "total_amount": minor,
+                "currency": currency, "created_at": stamp, "customer": customer}
+        record_delivery(db.conn, {"business_id": "bus_lit", "type": "payment.succeeded", "timestamp": stamp,
+                                  "data": data}, f"msg_lit_pay{n}")
+    refund = {"refund_id": "ref_lit", "payment_id": "pay_lit0", "business_id": "bus_lit", "status": "succeeded",
+              "amount": 100, "currency": "JPY", "created_at": stamp, "customer": customer, "is_partial": True}
+    record_delivery(db.conn, {"business_id": "bus_lit", "type": "refund.succeeded", "timestamp": stamp,
+                              "data": refund}, "msg_lit_ref")
+
+
+def test_amounts_are_in_each_currencys_own_decimals(make_db):
+    """Literals, not the bundle's formatter: 1000 JPY is "1000", 1234 KWD is "1.234"."""
+    db, day = make_db(), date(2026, 3, 2)
+    _one_day_of_payments(db, day)
+    rows = {r["currency"]: r for r in reports.rows(reports.build(db.conn, day))}
+    assert {c: (r["gross"], r["refunds"], r["net"]) for c, r in rows.items()} == {
+        "JPY": ("1000", "100", "900"), "KWD": ("1.234", "0.000", "1.234"), "USD": ("29.99", "0.00", "29.99")}

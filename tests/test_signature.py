@@ -208,7 +208,9 @@ def test_depth_counts_the_deepest_branch_of_wide_bodies():
 
 
 def test_defuse_handles_any_depth_without_recursion():
-    from f.dodo.lib.inert import JOINER, defuse
+    from f.dodo.lib.inert import defuse
+
+    JOINER = "\u2060"  # WORD JOINER, written out: never taken from the code under test
 
     deep: list = ["$var:x"]
     for level in range(100_000):
