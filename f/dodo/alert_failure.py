@@ -1,0 +1,60 @@
+# requirements:
+# annotated-types==0.8.0
+# anyio==4.16.0
+# certifi==2026.10.19.post1
+# h11==0.16.0
+# httpcore==1.0.9
+# httpx==0.28.1
+# idna==3.20
+# psycopg-binary==3.3.9
+# psycopg==3.3.9
+# pydantic==2.14.3
+# pydantic_core==2.50.4
+# typing-inspection==0.4.5
+# typing_extensions==4.16.0
+# wmill==1.850.0
+"""Workspace error handler: tell a person about a failed delivery (once), with the replay command."""
+
+import os
+from typing import Optional
+
+import wmill
+
+from f.dodo.lib import alerting, channels, ledger, routing as rules
+from f.dodo.lib import workspace as ws
+from f.dodo.lib.notify import Transports, notify
+
+
+def main(
+    workspace_id: str = "",
+    job_id: str = "",
+    path: str = "",
+    is_flow: bool = False,
+    started_at: Optional[str] = None,
+    email: Optional[str] = None,
+    schedule_path: Optional[str] = None,
+    failed_times: Optional[int] = None,
+    error: Optional[dict] = None,  # a dict from a failed step; a string from a rejected request
+    webhook_id: Optional[str] = None,
+    status: Optional[str] = None,
+    attempts: Optional[int] = None,
+    schema: str = "dodo",
+) -> dict:
+    db = wmill.get_resource(ws.POSTGRES, none_if_undefined=True)
+    conn = ledger.connect(db, schema)
+    try:
+        event = alerting.alert_for(conn, path=path, job_id=job_id, webhook_id=webhook_id, status=status,
+                                   error=error, schedule_path=schedule_path)
+        if event is None:
+            return {"alerted": False, "why": "a rejected (unsigned or forged) request pages nobody"}
+        found = {name: wmill.get_resource(p, none_if_undefined=True) for name, p in ws.INTEGRATIONS.items()}
+        transports = Transports(slack=found["slack"], smtp=found["smtp"], twilio=found["twilio"],
+                                slack_webhook_url=ws.optional_variable(ws.SLACK_WEBHOOK_URL),
+                                slack_api=os.environ.get("DODO_SLACK_API_URL", channels.SLACK_API),
+                                twilio_api=os.environ.get("DODO_TWILIO_API_URL", channels.TWILIO_API))
+        routing = alerting.with_alert_rules(rules.load(ws.optional_variable(ws.NOTIFY_ROUTING)))
+        sent = notify(conn, event, routing, transports)
+        return {"alerted": True, **sent}
+    finally:
+        if conn:
+            conn.close()
