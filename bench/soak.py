@@ -364,6 +364,7 @@ def side_effects(truth, http, smtp) -> dict:
                 "notes_expected": len(truth.notes), "notes": len(http.notes),
                 "notes_missing_or_unlinked": sorted(truth.notes.keys() - set(notes_ok)),
                 "notes_unexpected": sorted(http.notes.keys() - truth.notes.keys()),
+                "notes_duplicated": sorted(k for k, n in http.note_creates.items() if n > 1),
                 "bad_requests": http.bad_requests[:5]},
     }
 
@@ -510,7 +511,7 @@ def run(s: Settings, out=print) -> dict:
 
     crm = effects["crm"]
     crm_diffs = sum(len(crm[k]) for k in ("contacts_missing", "contacts_unexpected", "contacts_wrong_id",
-                                          "notes_missing_or_unlinked", "notes_unexpected"))
+                                          "notes_missing_or_unlinked", "notes_unexpected", "notes_duplicated"))
     report = {
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(s).items()},
         "events": len(sim.events), "deliveries_sent": senders.sent,

@@ -3,8 +3,9 @@ for the soak, on loopback, with the faults the soak injects.
 
 Each counts what it received per delivery: the soak's routing puts `[<webhook-id>]` in
 every message summary, and the bundle's e-mails carry `<webhook-id@dodo-bundle>` as
-Message-ID. HubSpot keeps real state: contacts by email, notes by dodo_event_id, note ->
-contact associations, so the CRM's final content can be compared with the ground truth.
+Message-ID. HubSpot keeps real state: contacts by email, notes by dodo_event_id (every
+note created is counted: a second one for an event is a duplicate), note -> contact
+associations, so the CRM's final content can be compared with the ground truth.
 """
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ def _json(status: int, body, headers: dict | None = None) -> Response:
 
 class Bursts:
     """HubSpot trouble in bursts: for `burst_s` of every `period_s`, a request fails with
-    probability `p`: half 429 (Retry-After), half 5xx; a third of the 5xx are sent after
+    probability `p`: half 429 (HubSpot's TEN_SECONDLY_ROLLING body and headers; the window
+    this stand-in announces is 1 s, not HubSpot's 10 s, to keep the soak short), half 5xx; a third of the 5xx are sent after
     the write was applied (the response is lost, the write is not)."""
 
     def __init__(self, period_s: float, burst_s: float, p: float = 0.7, seed: int = 1):
@@ -73,6 +75,7 @@ class HttpStandIns:
         self.lock = threading.Lock()
         self.contacts: dict[str, dict] = {}   # email -> {"id", "properties"}
         self.notes: dict[str, dict] = {}      # dodo_event_id -> {"id", "properties"}
+        self.note_creates: Counter = Counter()  # dodo_event_id -> notes created
         self.associations: set[tuple[str, str]] = set()
         self.slack: Counter = Counter()       # webhook_id -> messages
         self.sms: Counter = Counter()
@@ -100,8 +103,11 @@ class HttpStandIns:
             fault = self.bursts.draw()
             if fault == "429":
                 self._count(fault)
-                return _json(429, {"status": "error", "message": "You have reached your ten secondly limit.",
-                                   "category": "RATE_LIMITS"}, {"Retry-After": "1"})
+                return _json(429, {"status": "error", "message": "You have reached your ten_secondly_rolling limit.",
+                                   "errorType": "RATE_LIMIT", "correlationId": "00000000-0000-0000-0000-000000000000",
+                                   "policyName": "TEN_SECONDLY_ROLLING"},
+                             {"X-HubSpot-RateLimit-Interval-Milliseconds": "1000",
+                              "X-HubSpot-RateLimit-Max": "100", "X-HubSpot-RateLimit-Remaining": "0"})
             if fault == "5xx":
                 self._count(fault)
                 return _json(502, {"status": "error", "message": "Bad gateway"})
@@ -143,6 +149,22 @@ class HttpStandIns:
                 rec = store[item["id"]]
                 rec["properties"].update(item["properties"])
             return _json(200, {"status": "COMPLETE", "results": [{"id": rec["id"], "properties": rec["properties"]}]})
+        if req.method == "POST" and parts == ["crm", "v3", "objects", "notes"]:
+            body = req.get_json()
+            key = body["properties"]["dodo_event_id"]
+            ((assoc,),) = [a["types"] for a in body["associations"]]
+            with self.lock:
+                self._ids += 1
+                self.note_creates[key] += 1
+                self.notes.setdefault(key, {"id": str(self._ids), "properties": body["properties"]})
+                if assoc["associationTypeId"] == 202:
+                    self.associations.add((self.notes[key]["id"], body["associations"][0]["to"]["id"]))
+            return _json(201, {"id": str(self._ids), "properties": body["properties"]})
+        if req.method == "POST" and parts == ["crm", "v3", "objects", "notes", "search"]:
+            (flt,) = req.get_json()["filterGroups"][0]["filters"]
+            with self.lock:
+                found = [self.notes[flt["value"]]] if flt["value"] in self.notes else []
+            return _json(200, {"total": len(found), "results": found})
         if req.method == "PUT" and parts[:3] == ["crm", "v4", "objects"] and parts[5:7] == ["associations", "default"]:
             with self.lock:
                 self.associations.add((parts[4], parts[8]))

@@ -132,11 +132,11 @@ def test_two_syncs_of_one_contact_run_one_after_the_other(db, hub, client, monke
         log.append(("read", ev["webhook_id"]))
         return read(conn, ev)
 
-    def slow_write(client, ev, props=None):
+    def slow_write(client, ev, props=None, **kw):
         if ev["webhook_id"] == "msg_active":
             inside.set()
             assert release.wait(120)  # a bound against a hang, not a duration under test
-        done = write(client, ev, props)
+        done = write(client, ev, props, **kw)
         log.append(("wrote", ev["webhook_id"]))
         return done
 
@@ -183,9 +183,9 @@ def test_a_connection_lost_inside_the_write_releases_the_lock_and_the_sync_is_re
     with db.connect() as worker:
         pid = worker.info.backend_pid
 
-        def write_after_kill(client, ev, props=None):
+        def write_after_kill(client, ev, props=None, **kw):
             db.conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-            return write(client, ev, props)
+            return write(client, ev, props, **kw)
 
         monkeypatch.setattr(crm, "sync_event", write_after_kill)
         result = deliver(worker, client, event("subscription.active", "msg_active", ACTIVE_AT))

@@ -22,19 +22,40 @@ def _json(status, body, headers=None):
     return Response(json.dumps(body), status=status, headers=headers, content_type="application/json")
 
 
+def rate_limited(policy: str) -> Response:
+    """HubSpot's 429 (developers.hubspot.com, API usage guidelines): no Retry-After; the body
+    names the policy; the rate-limit headers ride along (X-HubSpot-RateLimit-*)."""
+    message = {"DAILY": "You have reached your daily limit.",
+               "TEN_SECONDLY_ROLLING": "You have reached your ten_secondly_rolling limit."}[policy]
+    headers = {"X-HubSpot-RateLimit-Daily": "250000", "X-HubSpot-RateLimit-Daily-Remaining": "0"} \
+        if policy == "DAILY" else {"X-HubSpot-RateLimit-Interval-Milliseconds": "10000",
+                                   "X-HubSpot-RateLimit-Max": "100", "X-HubSpot-RateLimit-Remaining": "0"}
+    return _json(429, {"status": "error", "message": message, "errorType": "RATE_LIMIT",
+                       "correlationId": str(uuid.uuid4()), "policyName": policy}, headers)
+
+
 class HubSpotStandIn:
+    """Contacts by email (batch upsert on the unique `email`), notes by id (create with an
+    inline association; search by a property), note -> contact associations.
+
+    Notes have no unique-value property in HubSpot: a note property created with
+    `hasUniqueValue` is refused (400) and notes cannot be upserted by `idProperty`."""
+
     def __init__(self, server):
-        self.records = {"contacts": {}, "notes": {}}
+        self.records = {"contacts": {}, "notes": {}}  # contacts: email -> record; notes: dodo_event_id -> record
+        self.notes_created: list[str] = []  # dodo_event_id of every note created (duplicates stay visible)
+        self.searches = 0
         self.associations = set()
         self.properties = {"contacts": set(), "notes": set()}
         self.groups = set()
         self.applied = 0
         self.fail_next: list[Response] = []  # served before any upsert is applied
+        self.lose_next_note_response = False  # create the note, then answer 502
         self.errors: list[str] = []
-        server.expect_request(re.compile(r"^/crm/v3/objects/(contacts|notes)/batch/upsert$"),
+        server.expect_request("/crm/v3/objects/contacts/batch/upsert",
                               method="POST").respond_with_handler(self.upsert)
-        server.expect_request(re.compile(r"^/crm/v4/objects/notes/\d+/associations/default/contacts/\d+$"),
-                              method="PUT").respond_with_handler(self.associate)
+        server.expect_request("/crm/v3/objects/notes", method="POST").respond_with_handler(self.create_note)
+        server.expect_request("/crm/v3/objects/notes/search", method="POST").respond_with_handler(self.search)
         server.expect_request(re.compile(r"^/crm/v3/properties/(contacts|notes)(/groups)?$"),
                               method="POST").respond_with_handler(self.create_property)
 
@@ -47,19 +68,13 @@ class HubSpotStandIn:
         self.check_auth(request)
         if self.fail_next:
             return self.fail_next.pop(0)
-        object_type = request.path.split("/")[4]
         body = request.get_json()
         assert set(body) == {"inputs"} and len(body["inputs"]) == 1
         item = body["inputs"][0]
         assert set(item) == {"idProperty", "id", "properties"}
         assert all(isinstance(v, str) for v in item["properties"].values()), item["properties"]
-        if object_type == "contacts":
-            assert item["idProperty"] == "email" and item["properties"]["email"] == item["id"]
-        else:
-            assert item["idProperty"] == "dodo_event_id"
-            assert {"hs_timestamp", "hs_note_body"} <= set(item["properties"])
-            assert item["properties"]["hs_timestamp"].isdigit()
-        store = self.records[object_type]
+        assert item["idProperty"] == "email" and item["properties"]["email"] == item["id"]
+        store = self.records["contacts"]
         new = item["id"] not in store
         record = store.setdefault(item["id"], {"id": str(100 + len(store)), "properties": {}})
         record["properties"].update(item["properties"])
@@ -69,11 +84,42 @@ class HubSpotStandIn:
             "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:00:00Z", "archived": False}],
             "startedAt": "2026-01-01T00:00:00Z", "completedAt": "2026-01-01T00:00:00Z"})
 
-    def associate(self, request):
-        self.check_auth(request, json_body=False)
-        parts = request.path.split("/")
-        self.associations.add((parts[5], parts[9]))
-        return _json(200, {"status": "COMPLETE", "results": []})
+    def create_note(self, request):
+        """POST /crm/v3/objects/notes (SimplePublicObjectInputForCreate: properties, associations)."""
+        self.check_auth(request)
+        if self.fail_next:
+            return self.fail_next.pop(0)
+        body = request.get_json()
+        assert set(body) == {"properties", "associations"}
+        props = body["properties"]
+        assert all(isinstance(v, str) for v in props.values()), props
+        assert {"hs_timestamp", "hs_note_body", "dodo_event_id"} <= set(props) and props["hs_timestamp"].isdigit()
+        (assoc,) = body["associations"]
+        assert assoc["types"] == [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 202}]
+        contact_id = assoc["to"]["id"]
+        assert contact_id in {r["id"] for r in self.records["contacts"].values()}
+        note_id = str(500 + len(self.notes_created))
+        self.notes_created.append(props["dodo_event_id"])
+        self.records["notes"].setdefault(props["dodo_event_id"], {"id": note_id, "properties": props})
+        self.associations.add((note_id, contact_id))
+        self.applied += 1
+        if self.lose_next_note_response:
+            self.lose_next_note_response = False
+            return _json(502, {"status": "error", "message": "Bad gateway"})
+        return _json(201, {"id": note_id, "properties": props, "createdAt": "2026-01-01T00:00:00Z",
+                           "updatedAt": "2026-01-01T00:00:00Z", "archived": False})
+
+    def search(self, request):
+        """POST /crm/v3/objects/notes/search (PublicObjectSearchRequest)."""
+        self.check_auth(request)
+        body = request.get_json()
+        assert set(body) <= {"filterGroups", "properties", "limit", "after", "sorts", "query"}
+        ((flt,),) = [g["filters"] for g in body["filterGroups"]]
+        assert flt["propertyName"] == "dodo_event_id" and flt["operator"] == "EQ"
+        self.searches += 1
+        hits = [{"id": r["id"], "properties": {"dodo_event_id": r["properties"]["dodo_event_id"]}}
+                for r in self.records["notes"].values() if r["properties"]["dodo_event_id"] == flt["value"]]
+        return _json(200, {"total": len(hits), "results": hits[: body.get("limit", 10)]})
 
     def create_property(self, request):
         self.check_auth(request)
@@ -84,12 +130,26 @@ class HubSpotStandIn:
             key, seen = (object_type, body["name"]), self.groups
         else:
             assert {"name", "label", "type", "fieldType", "groupName"} <= set(body)
+            for option in body.get("options", []):  # OptionInput: label, value, hidden required
+                assert {"label", "value", "hidden"} <= set(option) and isinstance(option["hidden"], bool), option
+            if object_type == "notes" and body.get("hasUniqueValue"):
+                return _json(400, {"status": "error", "category": "VALIDATION_ERROR",
+                                   "correlationId": str(uuid.uuid4()),
+                                   "message": "Unique value properties are not supported for notes"})
             key, seen = body["name"], self.properties[object_type]
         if key in seen:
             return _json(409, {"status": "error", "message": "Property already exists",
                                "category": "OBJECT_ALREADY_EXISTS"})
         seen.add(key)
         return _json(201, body)
+
+
+@pytest.fixture(autouse=True)
+def standin_checks(httpserver):
+    """A stand-in's own assertion (a request HubSpot would refuse) fails the test."""
+    yield
+    httpserver.check_assertions()
+    httpserver.check_handler_errors()
 
 
 @pytest.fixture
@@ -113,12 +173,20 @@ def payment(**over):
     return event | over
 
 
-def test_429_then_200_applies_one_upsert_after_retry_after(hub, client, sleeps):
-    hub.fail_next = [_json(429, {"status": "error", "message": "rate limit"}, {"Retry-After": "2"})]
+def test_ten_secondly_429_waits_out_the_window_then_applies_one_upsert(hub, client, sleeps):
+    hub.fail_next = [rate_limited("TEN_SECONDLY_ROLLING")]
     result = crm.sync_event(client, payment(category="license_key"))
     assert result["status"] == "synced"
     assert hub.applied == 1 and len(hub.records["contacts"]) == 1
-    assert sleeps == [2.0]
+    assert sleeps == [10.0]  # the whole rolling window, from X-HubSpot-RateLimit-Interval-Milliseconds
+
+
+def test_daily_429_fails_at_once_with_a_clear_message(hub, client, sleeps, httpserver):
+    hub.fail_next = [rate_limited("DAILY")]
+    with pytest.raises(HubSpotError, match=r"daily API limit is used up.*midnight.*replay") as info:
+        client.upsert("contacts", "email", "ada@example.com", {"email": "ada@example.com"})
+    assert info.value.status == 429 and info.value.category == "RATE_LIMIT"
+    assert sleeps == [] and len(httpserver.log) == 1 and hub.applied == 0
 
 
 def test_500_three_times_then_200_applies_one_upsert_with_backoff(hub, client, sleeps):
@@ -147,14 +215,44 @@ def test_down_for_the_whole_window_raises(hub, client, sleeps):
 
 def test_replayed_payment_leaves_one_contact_and_one_note(hub, client):
     first = crm.sync_event(client, payment())
-    again = crm.sync_event(client, payment())
-    assert first == again
-    assert len(hub.records["contacts"]) == 1 and len(hub.records["notes"]) == 1
+    again = crm.sync_event(client, payment())  # no ledger: it searches before creating
+    assert again == first | {"note": "found"}
+    assert len(hub.records["contacts"]) == 1 and hub.notes_created == ["msg_1"]
     assert hub.associations == {(first["note_id"], first["contact_id"])}
     props = hub.records["contacts"]["ada@example.com"]["properties"]
     assert props["dodo_lifecycle"] == "customer" and props["dodo_last_payment_amount"] == "12.34"
     assert props["dodo_last_payment_date"] == "1767323045123"
     assert props["firstname"] == "Ada" and props["lastname"] == "Lovelace"
+
+
+@pytest.fixture
+def ledger_conn(pg_url):
+    from f.dodo.lib import db
+
+    schema = f"crm_{uuid.uuid4().hex[:8]}"
+    with db.connect(pg_url, schema) as conn:
+        yield conn
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def test_note_created_but_its_answer_lost_is_found_not_created_again(hub, client, ledger_conn):
+    """HubSpot created the note, then the answer was lost (a 502). The create is not resent
+    inside the call; the step's retry (attempt 2 in the ledger) searches and finds it."""
+    from f.dodo.lib import ledger
+
+    hub.lose_next_note_response = True
+    with pytest.raises(crm.SyncError, match="HubSpot 502"):
+        crm.sync(ledger_conn, payment(), client)
+    assert hub.notes_created == ["msg_1"] and hub.searches == 0  # a first attempt never searches
+    result = crm.sync(ledger_conn, payment(), client)  # Windmill's retry of the step
+    assert result["status"] == "sent" and result["attempts"] == 2
+    assert hub.notes_created == ["msg_1"] and hub.searches == 1
+    (row,) = ledger.rows(ledger_conn, "msg_1")
+    assert row["status"] == "sent"
+    detail = ledger_conn.execute("SELECT detail FROM delivery_ledger WHERE webhook_id = 'msg_1'").fetchone()[0]
+    assert detail["note_id"] == hub.records["notes"]["msg_1"]["id"]  # the note id, kept in the ledger
+    assert crm.sync(ledger_conn, payment(), client)["replayed"] is True
+    assert hub.notes_created == ["msg_1"] and hub.searches == 1
 
 
 def test_note_body_escapes_customer_text(hub, client):
@@ -198,6 +296,7 @@ def test_event_without_email_is_skipped_without_calls(hub, client, httpserver):
 
 
 def test_setup_creates_then_finds_existing(hub, client):
+    """The stand-in refuses a unique-value note property and an option without `hidden`."""
     first = setup(client)
     assert len(first["created"]) == 2 + len(CONTACT_PROPERTIES) + len(NOTE_PROPERTIES)
     assert hub.properties["notes"] == {"dodo_event_id"}

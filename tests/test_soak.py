@@ -65,6 +65,7 @@ def test_the_faults_were_injected(report):
 def test_no_unexpected_message_reached_any_stand_in(report):
     assert report["notifications"]["unexpected"] == 0 and report["notifications"]["unattributed"] == 0
     assert report["crm"]["contacts_unexpected"] == 0 and report["crm"]["notes_unexpected"] == 0
+    assert report["crm"]["notes_duplicated"] == 0
     assert report["crm"]["contacts_wrong_id"] == 0 and report["crm"]["bad_requests"] == 0
 
 

@@ -5,9 +5,11 @@ payment, open dispute) are the customer's current truth read from Postgres, whic
 record step has already put in event-time order: a late, older event re-sends the newest
 state instead of its own. Only without a database do they come from the event alone
 (`contact_properties`), and then a late event can overwrite newer values. The timeline
-note is per event. Every write is idempotent (contact upsert by email, note upsert by
-dodo_event_id, PUT association), so a retried or replayed step converges to one contact
-and one note.
+note is per event. Every write is idempotent: the contact is upserted by email; the note
+is created once per delivery (the ledger keeps its id; an attempt after an earlier one of
+unknown outcome first searches HubSpot for the note's plain `dodo_event_id` property,
+since notes cannot have a unique-value property to upsert on: see hubspot.py), so a
+retried or replayed step converges to one contact and one note.
 """
 
 from __future__ import annotations
@@ -250,19 +252,29 @@ def note_body(event: dict) -> str:
     return "<p>" + "<br>".join(lines) + "</p>"
 
 
-def sync_event(client: HubSpot, event: dict, props: dict[str, str] | None = None) -> dict:
+def sync_event(client: HubSpot, event: dict, props: dict[str, str] | None = None, *,
+               search_first: bool = True) -> dict:
     """Upsert the contact (`props`, default: from the event alone), then (payments,
-    refunds, disputes) the event's timeline note on it."""
+    refunds, disputes) the event's timeline note on it.
+
+    `search_first`: look for the note by `dodo_event_id` before creating it. The ledger
+    turns it off on a delivery's first attempt (nothing can exist yet; HubSpot's search
+    API has its own, lower rate limit); without a ledger it stays on.
+    """
     if not event.get("customer_email"):
         return {"status": "skipped", "reason": "event has no customer email"}
     contact = client.upsert("contacts", "email", event["customer_email"],
                             contact_properties(event) if props is None else props)
     result = {"status": "synced", "contact_id": contact["id"]}
     if event.get("category") in NOTE_CATEGORIES:
-        note = client.upsert("notes", "dodo_event_id", note_id(event), {
-            "hs_timestamp": epoch_ms(event["occurred_at"]), "hs_note_body": note_body(event)})
-        client.associate_default("notes", note["id"], "contacts", contact["id"])
-        result["note_id"] = note["id"]
+        key = note_id(event)
+        found = client.find_note(key) if search_first else None
+        if found is not None:
+            # An earlier attempt created it, with its association (one call): kept as is.
+            result |= {"note_id": found, "note": "found"}
+        else:
+            result["note_id"] = client.create_note({"dodo_event_id": key, "hs_timestamp": epoch_ms(
+                event["occurred_at"]), "hs_note_body": note_body(event)}, contact["id"])
     return result
 
 
@@ -281,7 +293,7 @@ def sync(conn, event: dict, client: HubSpot | None) -> dict:
     """
     key = note_id(event)
 
-    def send() -> dict:
+    def send(attempt: int) -> dict:
         if not event.get("customer_email"):
             return {"status": "skipped", "external_id": "no customer email"}
         with nullcontext() if conn is None else contact_lock(conn, event["customer_email"]):
@@ -291,10 +303,12 @@ def sync(conn, event: dict, client: HubSpot | None) -> dict:
                 if event.get("category") in NOTE_CATEGORIES:
                     record["note"] = {"dodo_event_id": key, "hs_note_body": note_body(event)}
                 return {"status": "skipped", "external_id": "outbox:" + to_outbox("hubspot", record)}
-            done = sync_event(client, event, props)
+            # A first attempt cannot have created the note; a later one may have (its
+            # outcome was lost with the step), so it searches before creating.
+            done = sync_event(client, event, props, search_first=conn is None or attempt > 1)
         return {"status": "sent", "external_id": done["contact_id"], "detail": done}
 
-    result = ledger.deliver_once(conn, key, "crm", "hubspot", send)
+    result = ledger.deliver_once(conn, key, "crm", "hubspot", send, with_attempt=True)
     if result["status"] == "failed":
         raise SyncError(result["error"])
     if result["status"] == "in_progress":

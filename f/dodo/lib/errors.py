@@ -43,3 +43,10 @@ class EventRejected(EventError):
 
     def __reduce__(self):
         return (type(self), (self.webhook_id, self.error))
+
+
+class OutcomeUnknown(RuntimeError):
+    """A request that takes no idempotency key (Slack chat.postMessage, Twilio Messages)
+    may have reached the provider, but no answer says whether it was delivered (a read
+    timeout, a 5xx after sending). Resending could deliver twice, so the delivery ledger
+    records it "unknown" and reports it; only an explicit resend sends it again."""

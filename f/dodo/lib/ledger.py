@@ -1,6 +1,6 @@
 """Delivery ledger: each side effect (webhook_id, sink, channel) happens once.
 
-A row per delivery holds its status (pending | sending | sent | failed | skipped),
+A row per delivery holds its status (pending | sending | sent | failed | skipped | unknown),
 attempts, the last error and the provider's id. `deliver_once` never keeps a
 transaction open while the provider is called:
 
@@ -22,6 +22,11 @@ should fail and retry later). A replay skips what was sent or skipped and retrie
 what failed. The table comes from migrations v010 and v011 (lease columns); like every
 store table it is found through the connection's search_path (f.dodo.lib.db.connect).
 
+Unknown outcomes (at most once): a send that raises `OutcomeUnknown` (a Slack or Twilio
+POST that may have been delivered: they take no idempotency key) is recorded 'unknown'
+and never claimed again: it is reported (`status: unknown` in the result) and stays so
+until `release_unknown` (replay's explicit `resend_unknown`) turns it back to 'failed'.
+
 Remaining window, at-least-once: if the provider accepted the message and the process
 then dies (or Postgres stays unreachable longer than `patience`) before 'sent' is
 written, the row stays 'sending' until its lease expires, and the next attempt sends
@@ -42,6 +47,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
 from f.dodo.lib import db
+from f.dodo.lib.errors import OutcomeUnknown
 
 DONE = ("sent", "skipped")
 ERROR_MAX = 1000
@@ -50,8 +56,9 @@ WAIT_S = 30.0  # how long a worker waits on another's live lease before 'in_prog
 PATIENCE_S = 120.0  # how long recording an outcome keeps reconnecting (a Postgres restart)
 
 # What a send returns: the provider's message id (str), None, or
-# {"status": "sent"|"skipped", "external_id": ..., "detail": {...}}.
-Send = Callable[[], Any]
+# {"status": "sent"|"skipped", "external_id": ..., "detail": {...}, "error": <a warning
+# kept in last_error, e.g. recipients an SMTP server refused>}.
+Send = Callable[..., Any]  # send() or, with_attempt, send(attempt)
 Connect = Callable[[], psycopg.Connection]
 
 _CLAIM = """
@@ -63,7 +70,7 @@ SET status = 'sending', attempts = d.attempts + 1, claim = EXCLUDED.claim, claim
 WHERE d.status IN ('pending', 'failed') OR (d.status = 'sending' AND d.lease_until <= now())
 RETURNING attempts"""
 _STATE = """
-SELECT status, attempts, external_id, claim, lease_until > now() FROM delivery_ledger
+SELECT status, attempts, external_id, claim, lease_until > now(), last_error FROM delivery_ledger
 WHERE webhook_id = %(w)s AND sink = %(s)s AND channel = %(c)s"""
 # A success may also close a row another worker reclaimed after our lease expired: it was
 # delivered; a failure is written only under our own claim.
@@ -74,6 +81,7 @@ WHERE webhook_id = %(w)s AND sink = %(s)s AND channel = %(c)s
   AND (claim = %(claim)s OR (%(ok)s AND status NOT IN ('sent', 'skipped')))"""
 
 
+
 def connect(postgresql: dict | None, schema: str = "dodo"):
     """The ledger's connection: the `postgresql` resource, else $DATABASE_URL, else None
     (no database configured: deliveries run without dedupe)."""
@@ -81,10 +89,10 @@ def connect(postgresql: dict | None, schema: str = "dodo"):
     return db.connect(target, schema) if target else None
 
 
-def _outcome(value: Any) -> tuple[str, str | None, dict | None]:
+def _outcome(value: Any) -> tuple[str, str | None, dict | None, str | None]:
     if isinstance(value, dict):
-        return value.get("status", "sent"), value.get("external_id"), value.get("detail")
-    return "sent", None if value is None else str(value), None
+        return value.get("status", "sent"), value.get("external_id"), value.get("detail"), value.get("error")
+    return "sent", None if value is None else str(value), None, None
 
 
 def _result(status: str, attempts: int, external_id=None, error=None, replayed=False) -> dict:
@@ -94,22 +102,22 @@ def _result(status: str, attempts: int, external_id=None, error=None, replayed=F
 
 def deliver_once(conn, webhook_id: str, sink: str, channel: str, send: Send, *,
                  lease: float = LEASE_S, wait: float = WAIT_S, patience: float = PATIENCE_S,
-                 reconnect: Connect | None = None) -> dict:
+                 reconnect: Connect | None = None, with_attempt: bool = False) -> dict:
     """Run `send` unless this delivery already succeeded or is being sent; record the outcome.
 
     Returns {"status", "attempts", "external_id", "error", "replayed"}; status is sent,
     skipped, failed (recorded and returned, not raised, so the caller can try its other
-    channels before failing its step) or in_progress (another worker holds a live lease).
-    `conn` None means no ledger: send, no dedupe. Otherwise `conn` must be outside any
-    transaction (the claim commits before the send); `reconnect` opens a replacement
-    when it is lost (default: the same parameters, password included).
+    channels before failing its step), unknown (see the module docstring) or in_progress
+    (another worker holds a live lease). `with_attempt` calls `send(attempt)` with this
+    claim's attempt number (1 = nothing was tried before). `conn` None means no ledger:
+    send, no dedupe. Otherwise `conn` must be outside any transaction (the claim commits
+    before the send); `reconnect` opens a replacement when it is lost (default: the same
+    parameters, password included).
     """
     if conn is None:
-        try:
-            status, external_id, _ = _outcome(send())
-            return _result(status, 1, external_id)
-        except Exception as exc:  # noqa: BLE001 - reported to the caller as data
-            return _result("failed", 1, error=_error(exc))
+        result = _send(send, 1, with_attempt)
+        result.pop("detail")
+        return result
     if conn.closed and not conn.broken:
         raise ValueError("deliver_once got a closed connection")
     if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
@@ -119,15 +127,24 @@ def deliver_once(conn, webhook_id: str, sink: str, channel: str, send: Send, *,
         claimed = _claim(link, key, lease, wait)
         if isinstance(claimed, dict):
             return claimed
-        try:
-            status, external_id, detail = _outcome(send())
-            error = None
-        except Exception as exc:  # noqa: BLE001 - recorded, then reported
-            status, external_id, detail, error = "failed", None, None, _error(exc)
-        link.run(_RECORD, key | {"status": status, "error": error, "external_id": external_id,
+        result = _send(send, claimed, with_attempt)
+        detail = result.pop("detail")
+        link.run(_RECORD, key | {"status": result["status"], "error": result["error"],
+                                 "external_id": result["external_id"],
                                  "detail": None if detail is None else Jsonb(detail),
-                                 "ok": status in DONE}, fetch=False)
-    return _result(status, claimed, external_id, error)
+                                 "ok": result["status"] in DONE}, fetch=False)
+    return result
+
+
+def _send(send: Send, attempt: int, with_attempt: bool) -> dict:
+    """Call the provider; its outcome (never raised) with the detail to record."""
+    try:
+        status, external_id, detail, error = _outcome(send(attempt) if with_attempt else send())
+    except OutcomeUnknown as exc:
+        status, external_id, detail, error = "unknown", None, None, _error(exc)
+    except Exception as exc:  # noqa: BLE001 - recorded, then reported
+        status, external_id, detail, error = "failed", None, None, _error(exc)
+    return _result(status, attempt, external_id, error) | {"detail": detail}
 
 
 def _claim(link: "_Link", key: dict, lease: float, wait: float) -> int | dict:
@@ -136,9 +153,11 @@ def _claim(link: "_Link", key: dict, lease: float, wait: float) -> int | dict:
     while True:
         state = link.run(_STATE, key)  # read first: a replay needs one cheap statement
         if state is not None:
-            status, attempts, external_id, claim, live = state
+            status, attempts, external_id, claim, live, last_error = state
             if status in DONE:
                 return _result(status, attempts, external_id, replayed=True)
+            if status == "unknown":  # never resent blindly: release_unknown first
+                return _result(status, attempts, external_id, last_error, replayed=True)
             if status == "sending" and claim == key["claim"]:
                 return attempts  # our claim committed but its answer was lost with the connection
             if status == "sending" and live:
@@ -232,6 +251,19 @@ def mark(conn, webhook_ids: list[str], sink: str, channel: str, status: str,
         conn.execute("UPDATE delivery_ledger SET status = %s, external_id = %s, attempts = attempts + 1, "
                      "updated_at = now() WHERE sink = %s AND channel = %s AND webhook_id = ANY(%s)",
                      (status, external_id, sink, channel, webhook_ids))
+
+
+def release_unknown(conn, webhook_ids: list[str], sink: str | None = None) -> int:
+    """Turn 'unknown' deliveries of these events back to 'failed', so the next run sends
+    them again (the explicit choice to risk a duplicate); returns how many."""
+    cur = conn.execute(
+        "UPDATE delivery_ledger SET status = 'failed', updated_at = now(), "
+        "last_error = 'released for resend; was: ' || coalesce(last_error, 'unknown') "
+        "WHERE status = 'unknown' AND webhook_id = ANY(%s) AND (%s::text IS NULL OR sink = %s)",
+        (webhook_ids, sink, sink))
+    if not conn.autocommit:
+        conn.commit()
+    return cur.rowcount
 
 
 def rows(conn, webhook_id: str) -> list[dict]:

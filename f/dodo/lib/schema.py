@@ -20,6 +20,7 @@ MIGRATIONS = (
     "v003_revenue_views",
     "v010_delivery_ledger",
     "v011_ledger_lease",
+    "v015_ledger_unknown",
     "v020_reconcile_cursor",
 )
 
