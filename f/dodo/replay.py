@@ -33,12 +33,16 @@ def main(
     dry_run: bool = False,
     limit: int = 100,
     schema: str = "dodo",
+    resend_unknown: bool = False,
 ) -> dict:
+    # resend_unknown: also select events holding a Slack/SMS send of unknown outcome (it
+    # may have been delivered) and send those again, at the risk of a duplicate.
     selection = rp.Selection(tuple(webhook_ids or ()), tuple(event_types or ()), rp.parse_time(since),
-                             rp.parse_time(until), tuple(status or ("failed",)), limit)
+                             rp.parse_time(until), tuple(status or ("failed",)), limit, resend_unknown)
     with pg.connect(db, schema) as conn:
         rows = rp.select(conn, selection)
         if dry_run:
             return rp.rich_result(rp.plan(conn, rows), dry_run=True)
-        done = rp.replay(conn, rows, rp.run_entry_flow, integration_refs(), rp.report_progress)
+        done = rp.replay(conn, rows, rp.run_entry_flow, integration_refs(), rp.report_progress,
+                         resend_unknown=resend_unknown)
     return rp.rich_result(done, dry_run=False)

@@ -1,13 +1,19 @@
 """Transports: Slack (chat.postMessage or an incoming webhook), SMTP email, Twilio SMS.
 
-Each `send_*` returns the provider's id for the message (Slack ts, Message-ID, Twilio
-sid) or raises `DeliveryError` with a message free of secrets. 429/5xx are retried with
-backoff inside the call; anything else fails at once.
+Each `send_*` returns the provider's id for the message (Slack ts, Twilio sid; e-mail: a
+ledger outcome with its Message-ID) or raises `DeliveryError` with a message free of
+secrets. Slack's chat.postMessage and incoming webhooks and Twilio's Messages API take
+no idempotency key (api.slack.com/methods/chat.postMessage; twilio-python
+rest/api/v2010/account/message has no such parameter), so they are retried only when the
+request provably did not reach the provider (no connection, or 429); a timeout after
+sending or a 5xx raises `OutcomeUnknown`, which the ledger records as "unknown" instead
+of sending a second message (retry.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import smtplib
@@ -20,6 +26,7 @@ from typing import Iterator
 import httpx
 
 from f.dodo.lib import retry
+from f.dodo.lib.errors import OutcomeUnknown
 
 SLACK_API = "https://slack.com/api"
 TWILIO_API = "https://api.twilio.com"
@@ -49,10 +56,24 @@ def _tls_context() -> ssl.SSLContext:
 
 
 def _post(url: str, service: str, sleep: retry.Sleep, attempts: int, **kwargs) -> httpx.Response:
+    """POST without an idempotency key: retried only while provably unsent (retry.py)."""
     try:
-        return retry.request(_client(), "POST", url, service=service, sleep=sleep, attempts=attempts, **kwargs)
+        resp = retry.request(_client(), "POST", url, service=service, sleep=sleep, attempts=attempts,
+                             resend=False, **kwargs)
     except retry.Unavailable as exc:
         raise DeliveryError(str(exc)) from None
+    if resp.status_code >= 500:
+        raise OutcomeUnknown(f"{service}: HTTP {resp.status_code} after the request was sent: it may "
+                             "have been delivered")
+    return resp
+
+
+def _json(resp: httpx.Response) -> dict:
+    try:
+        body = resp.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def send_slack(message: dict, *, token: str | None = None, channel: str | None = None,
@@ -64,9 +85,11 @@ def send_slack(message: dict, *, token: str | None = None, channel: str | None =
                      headers={"Authorization": f"Bearer {token}",
                               "Content-Type": "application/json; charset=utf-8"},
                      content=json.dumps({"channel": channel, **message}))
-        body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
+        body = _json(resp)
         if resp.status_code != 200 or not body.get("ok"):
-            raise DeliveryError(f"Slack chat.postMessage: HTTP {resp.status_code} {body.get('error', '')}".strip())
+            why = "; ".join(str(e) for e in body.get("errors") or [])[:300]  # invalid_blocks says where
+            raise DeliveryError(f"Slack chat.postMessage: HTTP {resp.status_code} {body.get('error', '')}"
+                                f"{' (' + why + ')' if why else ''}".strip())
         return str(body.get("ts"))
     if webhook_url:
         resp = _post(webhook_url, "Slack webhook", sleep, attempts, json=message)
@@ -76,9 +99,29 @@ def send_slack(message: dict, *, token: str | None = None, channel: str | None =
     raise DeliveryError("Slack: neither a token nor a webhook URL is configured")
 
 
+_ATEXT = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+-/?^_`{|}~")
+
+
+def message_id(key: str, domain: str = "dodo-bundle") -> str:
+    """An RFC 5322 msg-id, `<dot-atom-text@dot-atom-text>`, unique per key: characters
+    outside atext (`:` and `@` from reconcile and pasted-event keys, dots, spaces, non-ASCII)
+    become `=XX` per UTF-8 byte (`=` itself included, so distinct keys stay distinct)."""
+    local = "".join(c if c in _ATEXT else "".join(f"={b:02X}" for b in c.encode()) for c in key)
+    if len(local) > 200:  # a header line stays short: a digest of the key instead
+        local = "sha256=" + hashlib.sha256(key.encode()).hexdigest()
+    return f"<{local}@{domain}>"
+
+
 def send_email(smtp: dict, *, sender: str, to: list[str], subject: str, text: str, html: str,
-               message_id: str, timeout: float = 20.0) -> str:
-    """Multipart text + HTML over SMTP: SSL on 465, STARTTLS on 587 or when offered."""
+               message_id: str, timeout: float = 20.0) -> dict:
+    """Multipart text + HTML over SMTP: SSL on 465, STARTTLS on 587 or when offered.
+
+    Returns the ledger outcome: the Message-ID, and the recipients the server refused
+    while it accepted others (`detail.refused`, and `error` so the ledger row shows it).
+    Every recipient refused, or any other SMTP error, raises DeliveryError. A password is
+    never sent in cleartext: without TLS (no STARTTLS offered on a non-465 port) a
+    configured login is refused before it is attempted.
+    """
     msg = EmailMessage()
     msg["From"], msg["To"], msg["Subject"] = sender, ", ".join(to), subject
     msg["Date"], msg["Message-ID"] = formatdate(usegmt=True), message_id
@@ -87,16 +130,23 @@ def send_email(smtp: dict, *, sender: str, to: list[str], subject: str, text: st
     host, port = smtp["host"], int(smtp.get("port") or 587)
     try:
         with smtp_session(smtp, timeout) as server:
-            server.send_message(msg)
+            refused = server.send_message(msg)
     except (smtplib.SMTPException, OSError) as exc:
         raise DeliveryError(f"SMTP {host}:{port}: {type(exc).__name__}: {str(exc)[:200]}") from None
-    return message_id
+    outcome: dict = {"status": "sent", "external_id": message_id}
+    if refused:
+        why = {rcpt: f"{code} {reply.decode(errors='replace') if isinstance(reply, bytes) else reply}"[:200]
+               for rcpt, (code, reply) in refused.items()}
+        outcome["detail"] = {"refused": why}
+        outcome["error"] = "refused by the SMTP server: " + "; ".join(f"{r} ({w})" for r, w in why.items())
+    return outcome
 
 
 @contextlib.contextmanager
 def smtp_session(smtp: dict, timeout: float = 20.0) -> Iterator[smtplib.SMTP]:
     """A logged-in SMTP session: SSL on 465, STARTTLS on 587 or when offered (the doctor
-    opens one to prove the login)."""
+    opens one to prove the login). A password never travels in cleartext: on a server
+    that offers no TLS the login is refused before it is attempted (DeliveryError)."""
     host, port = smtp["host"], int(smtp.get("port") or 587)
     if port == 465:
         server = smtplib.SMTP_SSL(host, port, timeout=timeout, context=_tls_context())
@@ -104,10 +154,17 @@ def smtp_session(smtp: dict, timeout: float = 20.0) -> Iterator[smtplib.SMTP]:
         server = smtplib.SMTP(host, port, timeout=timeout)
     with server:
         server.ehlo()
+        tls = port == 465
         if port != 465 and (port == 587 or server.has_extn("starttls")):
             server.starttls(context=_tls_context())
             server.ehlo()
+            tls = True
         if smtp.get("user") and smtp.get("password"):
+            if not tls:
+                raise DeliveryError(
+                    f"SMTP {host}:{port} offers no STARTTLS: the password of the smtp resource "
+                    "(f/dodo/smtp) would travel in cleartext, so no login was attempted. Set its "
+                    "`port` to 465 (implicit TLS) or 587 (STARTTLS), or use a server that offers STARTTLS")
             server.login(smtp["user"], smtp["password"])
         yield server
 
@@ -127,11 +184,10 @@ def send_sms(twilio: dict, *, to: str, body: str, sender: str | None = None,
     resp = _post(f"{api_url}/2010-04-01/Accounts/{sid}/Messages.json", "Twilio", sleep, attempts,
                  auth=(sid, token), data=form)
     if resp.status_code not in (200, 201):
-        try:
-            err = resp.json()
-        except ValueError:
-            err = {}
-        raise DeliveryError(f"Twilio: HTTP {resp.status_code} {err.get('code', '')} {err.get('message', '')}".strip())
+        err = _json(resp)  # Twilio's error body: {code, message, more_info, status}
+        more = f" ({err['more_info']})" if err.get("more_info") else ""
+        raise DeliveryError(f"Twilio: HTTP {resp.status_code} {err.get('code', '')} "
+                            f"{err.get('message', '')}".strip() + more)
     return str(resp.json().get("sid"))
 
 

@@ -38,6 +38,7 @@ accepted but whose answer was lost (a timeout) is recorded 'failed' and sent aga
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
 from typing import Any, Callable
@@ -264,6 +265,17 @@ def release_unknown(conn, webhook_ids: list[str], sink: str | None = None) -> in
     if not conn.autocommit:
         conn.commit()
     return cur.rowcount
+
+
+def report_unknown(key: str, results: dict) -> dict:
+    """{"unknown": {channel: why}} for the sends of unknown outcome among `results`
+    (channel -> deliver_once result), each also a warning line in the job's log; {} when
+    there are none."""
+    unknown = {ch: r.get("error") or "outcome unknown" for ch, r in results.items() if r.get("status") == "unknown"}
+    for ch, why in unknown.items():
+        print(f"WARNING delivery {key} {ch}: outcome unknown, not resent ({why}); check the channel, "
+              "then replay with resend_unknown to send it again", file=sys.stderr)
+    return {"unknown": unknown} if unknown else {}
 
 
 def rows(conn, webhook_id: str) -> list[dict]:

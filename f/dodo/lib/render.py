@@ -7,6 +7,11 @@ before it meets a template, so no field can format, link, ping or inject:
 - HTML email: html.escape. Headers: control characters (CR/LF included) removed.
 - SMS: control and bidi-override characters removed.
 Templates are `string.Template` ($name), which has no attribute access.
+
+Slack's Block Kit limits (slackapi/python-slack-sdk slack_sdk/models/blocks/blocks.py
+@027a287a, SectionBlock: text at most 3,000 characters, at most 10 fields of 2,000 each;
+a message at most 50 blocks): a longer text is refused whole with `invalid_blocks`.
+Text is cut after escaping (escaping can grow it fivefold) and never inside an entity.
 """
 
 from __future__ import annotations
@@ -30,6 +35,10 @@ DEFAULT_TITLE = "$title"
 DEFAULT_SUMMARY = "$amount $customer_name $customer_email"
 FIELD_MAX = 300
 METADATA_MAX = 10
+SECTION_MAX = 3000  # Slack section text
+SECTION_FIELD_MAX = 2000  # each of a section's fields
+SECTION_FIELDS = 10
+MESSAGE_BLOCKS = 50
 
 _MENTION = re.compile(r"@(?=(channel|here|everyone)\b)", re.IGNORECASE)
 _BIDI = {"\u200e", "\u200f", "\u202a", "\u202b", "\u202c", "\u202d", "\u202e",
@@ -46,6 +55,31 @@ def _clean(s: str, keep_newlines: bool = False) -> str:
 def slack_escape(s: str) -> str:
     s = _clean(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return _MENTION.sub("@\u2060", s)
+
+
+def slack_cut(text: str, limit: int = SECTION_MAX) -> str:
+    """At most `limit` characters of escaped mrkdwn, ending with "…" when cut; never in the
+    middle of an entity (&amp; &lt; &gt;), which Slack would show broken."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    amp = cut.rfind("&", len(cut) - 4)  # an entity is at most 5 characters: "&amp;"
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut + "…"
+
+
+def slack_sections(lines: list[str], limit: int = SECTION_MAX) -> list[str]:
+    """Escaped lines packed into as few section texts of at most `limit` characters as
+    possible (a line longer than that alone is cut)."""
+    out: list[str] = []
+    for line in lines:
+        line = slack_cut(line, limit)
+        if out and len(out[-1]) + 1 + len(line) <= limit:
+            out[-1] += "\n" + line
+        else:
+            out.append(line)
+    return out
 
 
 def header_safe(s: str) -> str:
@@ -95,16 +129,16 @@ def slack_message(event: dict, urgency: str = "normal", title: str = DEFAULT_TIT
     line = _fill(summary, f, slack_escape)
     labels = [("Customer", "customer_name"), ("Email", "customer_email"), ("Amount", "amount"),
               ("Status", "status"), ("Reason", "reason"), ("ID", "entity_id")]
-    fields = [{"type": "mrkdwn", "text": f"*{label}*\n{slack_escape(f[key])}"}
+    fields = [{"type": "mrkdwn", "text": slack_cut(f"*{label}*\n{slack_escape(f[key])}", SECTION_FIELD_MAX)}
               for label, key in labels if f[key]]
-    fields += [{"type": "mrkdwn", "text": f"*{slack_escape(k)}*\n{slack_escape(v)}"}
+    fields += [{"type": "mrkdwn", "text": slack_cut(f"*{slack_escape(k)}*\n{slack_escape(v)}", SECTION_FIELD_MAX)}
                for k, v in metadata(event)]
-    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{head}*\n{line}"}}]
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": slack_cut(f"*{head}*\n{line}")}}]
     if fields:
-        blocks.append({"type": "section", "fields": fields[:10]})
+        blocks.append({"type": "section", "fields": fields[:SECTION_FIELDS]})
     context = " · ".join(slack_escape(f[k]) for k in ("event_type", "occurred_at", "webhook_id") if f[k])
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
-    return {"text": f"{head}: {line}", "blocks": blocks}
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": slack_cut(context)}]})
+    return {"text": slack_cut(f"{head}: {line}"), "blocks": blocks}
 
 
 def email_message(event: dict, urgency: str = "normal", title: str = DEFAULT_TITLE,

@@ -11,6 +11,11 @@ converges in event-time order.
 `received` rows are deliveries reset by store.reset_for_replay (or left mid-flight);
 `failed` rows are dead letters: a step failed after its retries and the flow's failure
 module marked them.
+
+A Slack or SMS send of unknown outcome (ledger status `unknown`: it may have been
+delivered) is never resent by a replay, unless `resend_unknown` is set: then the events
+holding such sends are selected too, whatever their inbox status, and those sends are
+released (ledger.release_unknown) and sent again, at the risk of a duplicate.
 """
 from __future__ import annotations
 
@@ -47,6 +52,7 @@ class Selection:
     until: datetime | None = None
     statuses: tuple[str, ...] = ("failed",)
     limit: int = 100
+    resend_unknown: bool = False
 
     def __post_init__(self):
         bad = sorted(set(self.statuses) - set(STATUSES))
@@ -77,7 +83,9 @@ def select(conn, sel: Selection) -> list[dict]:
     cur = conn.execute(
         """SELECT webhook_id, event_type, occurred_at, status, attempts, failed_step, last_error, payload
              FROM webhook_events
-            WHERE status = ANY(%(statuses)s)
+            WHERE (status = ANY(%(statuses)s)
+                   OR (%(unknown)s AND EXISTS (SELECT 1 FROM delivery_ledger d
+                        WHERE d.webhook_id = webhook_events.webhook_id AND d.status = 'unknown')))
               AND (%(ids)s::text[] IS NULL OR webhook_id = ANY(%(ids)s))
               AND (%(types)s::text[] IS NULL OR event_type LIKE ANY(%(types)s))
               AND (%(since)s::timestamptz IS NULL OR occurred_at >= %(since)s)
@@ -86,7 +94,7 @@ def select(conn, sel: Selection) -> list[dict]:
             LIMIT %(limit)s""",
         {"statuses": list(sel.statuses), "ids": list(sel.webhook_ids) or None,
          "types": [_like(t) for t in sel.event_types] or None, "since": sel.since, "until": sel.until,
-         "limit": sel.limit})
+         "limit": sel.limit, "unknown": sel.resend_unknown})
     cols = [d.name for d in cur.description]
     return [dict(zip(cols, r)) for r in cur.fetchall()]
 
@@ -116,8 +124,11 @@ def ledger_key(row: dict) -> str:
         return row["webhook_id"]
 
 
-def _channels(deliveries: list[dict], done: bool) -> list[str]:
-    return [f"{d['sink']}/{d['channel']}" for d in deliveries if (d["status"] in ledger.DONE) == done]
+def _channels(deliveries: list[dict], which: str) -> list[str]:
+    """done (sent/skipped), unknown (may have been delivered: resent only when asked), or
+    to_retry (the rest)."""
+    group = {status: "done" for status in ledger.DONE} | {"unknown": "unknown"}
+    return [f"{d['sink']}/{d['channel']}" for d in deliveries if group.get(d["status"], "to_retry") == which]
 
 
 def describe(conn, row: dict) -> dict:
@@ -128,7 +139,8 @@ def describe(conn, row: dict) -> dict:
             "occurred_at": at.isoformat().replace("+00:00", "Z") if at else None,
             "status": row["status"], "attempts": row["attempts"], "failed_step": row["failed_step"],
             "last_error": (row["last_error"] or "")[:ERROR_SHOWN] or None,
-            "done": ", ".join(_channels(deliveries, True)), "to_retry": ", ".join(_channels(deliveries, False))}
+            "done": ", ".join(_channels(deliveries, "done")), "to_retry": ", ".join(_channels(deliveries, "to_retry")),
+            "unknown": ", ".join(_channels(deliveries, "unknown"))}
 
 
 def plan(conn, rows: list[dict]) -> list[dict]:
@@ -144,11 +156,14 @@ def _inbox_row(conn, webhook_id: str) -> dict:
 
 
 def replay(conn, rows: list[dict], run: Run, integrations: dict | None = None,
-           progress: Progress | None = None) -> list[dict]:
+           progress: Progress | None = None, *, resend_unknown: bool = False) -> list[dict]:
     """Re-run each row through the entry flow, one at a time in the given order.
-    A failing event is reported and the next one still runs."""
+    A failing event is reported and the next one still runs. `resend_unknown` releases
+    its sends of unknown outcome first, so they are sent again."""
     out = []
     for i, row in enumerate(rows):
+        if resend_unknown:
+            ledger.release_unknown(conn, [ledger_key(row)])
         before = describe(conn, row)
         ok, _, job_id = run(flow_args(row, integrations or {}))
         after = describe(conn, _inbox_row(conn, row["webhook_id"]))

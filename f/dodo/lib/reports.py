@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 
-from f.dodo.lib import channels, ledger
+from f.dodo.lib import channels, ledger, render
 from f.dodo.lib.chart import bar_chart
 from f.dodo.lib.money import EXPONENTS
 
@@ -181,16 +181,22 @@ def rich_result(r: Report) -> dict:
 
 
 def slack_message(r: Report) -> dict:
-    """Plain text in a code block: Slack's mrkdwn has no tables."""
+    """Plain text in code blocks: Slack's mrkdwn has no tables. One section holds at most
+    3,000 characters (render.SECTION_MAX), so the table is split by rows over as many
+    sections as the currencies need, each a code block of its own."""
     table = rows(r)
     keys = [k for k, _ in COLUMNS[:7]]
     grid = [[h for k, h in COLUMNS[:7]]] + [[str(row[k]) for k in keys] for row in table]
     widths = [max(len(line[i]) for line in grid) for i in range(len(keys))]
-    text = "\n".join("  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in grid)
+    lines = [render.slack_escape("  ".join(c.rjust(w) for c, w in zip(line, widths))) for line in grid]
     head = f"*{title(r)}*\nNew subscriptions: {r.new_subscriptions} · churned: {r.churned_subscriptions}"
-    body = f"```\n{text}\n```" if table else "No activity recorded."
-    return {"text": f"{head}\n{body}",
-            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": f"{head}\n{body}"}}]}
+    fence = len("```\n\n```")
+    bodies = [f"```\n{t}\n```" for t in render.slack_sections(lines, render.SECTION_MAX - fence)] \
+        if table else ["No activity recorded."]
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text}} for text in [head] + bodies]
+    if len(blocks) > render.MESSAGE_BLOCKS:  # about 1,500 currencies: never with Dodo's 145
+        raise ValueError(f"the revenue report needs {len(blocks)} Slack blocks, more than {render.MESSAGE_BLOCKS}")
+    return {"text": render.slack_cut(f"{head}\n{bodies[0]}"), "blocks": blocks}
 
 
 def email_message(r: Report) -> dict:
@@ -227,7 +233,7 @@ def send(conn, r: Report, *, slack: dict | None = None, slack_webhook_url: str |
         def send_mail():
             if (smtp or {}).get("host"):
                 return channels.send_email(smtp, sender=sender, to=email_to,
-                                           message_id=f"<{key.replace(':', '.')}@dodo-bundle>", **mail)
+                                           message_id=channels.message_id(key), **mail)
             return _outbox("email", key, {"to": email_to, "from": sender, **mail})
 
         results["email"] = ledger.deliver_once(conn, key, SINK, "email", send_mail)
@@ -237,6 +243,7 @@ def send(conn, r: Report, *, slack: dict | None = None, slack_webhook_url: str |
                 for ch, res in results.items() if res["status"] in ("failed", "in_progress")}
     if problems:
         raise channels.DeliveryError("; ".join(f"{ch}: {why}" for ch, why in problems.items()))
+    ledger.report_unknown(key, results)  # a Slack post of unknown outcome is not resent: say so
     return results
 
 

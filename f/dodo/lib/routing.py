@@ -90,6 +90,20 @@ DEFAULT_RULES = [
 DEFAULT = {"slack_channel": "#payments", "email_to": [], "sms_to": [], "rules": DEFAULT_RULES}
 
 
+def check_slack_webhook(routing: Routing) -> None:
+    """Slack through an incoming webhook posts only to the channel chosen when the webhook
+    was created (api.slack.com/messaging/webhooks): a rule's `slack_channel` could not be
+    honoured, so it is an error instead of being ignored. (The top-level `slack_channel`
+    is the bot token's default; with a webhook it has no effect.)"""
+    bad = [i for i, rule in enumerate(routing.rules) if rule.slack_channel]
+    if bad:
+        raise RoutingError("; ".join(
+            f"routing.rules[{i}].slack_channel: Slack is configured with an incoming webhook "
+            f"(f/dodo/slack_webhook_url), which always posts to the channel it was created for and "
+            f"cannot send to {routing.rules[i].slack_channel!r}. Remove slack_channel from the rule, "
+            "or configure a bot token (the f/dodo/slack resource) to choose channels" for i in bad))
+
+
 def load(config: str | dict | None) -> Routing:
     """Validated routing from the variable's JSON text (or a dict); None or "" = defaults."""
     if config is None or (isinstance(config, str) and not config.strip()):

@@ -1,0 +1,174 @@
+"""Stand-ins of Slack's chat.postMessage and Twilio's Messages API on pytest-httpserver,
+answering as the providers document it, and an SMTP server (aiosmtpd) that refuses some
+recipients and can offer AUTH without TLS.
+
+- Slack (api.slack.com/methods/chat.postMessage; slackapi/python-slack-sdk
+  slack_sdk/models/blocks/blocks.py): `Authorization: Bearer xoxb-...`, a JSON body with
+  `channel` and `text` or `blocks`; at most 50 blocks, a section's text at most 3,000
+  characters, at most 10 fields of 2,000, context at most 10 elements. A message that
+  breaks a limit is refused whole: HTTP 200 `{"ok": false, "error": "invalid_blocks",
+  "errors": [...], "response_metadata": {"messages": [...]}}`. Success: `{"ok": true,
+  "channel", "ts", "message"}`. Rate limited: HTTP 429 with Retry-After.
+- Twilio (twilio-python rest/api/v2010/account/message; twilio.com/docs/usage/twilios-response):
+  `POST /2010-04-01/Accounts/{AccountSid}/Messages.json`, HTTP Basic auth (sid, token),
+  form-encoded To, From or MessagingServiceSid, Body; 201 with the message resource;
+  errors as `{"code", "message", "more_info", "status"}`.
+
+Anything a provider would refuse for its shape (auth, method, content type) is an
+AssertionError inside the handler: pytest-httpserver keeps it and the test's
+`httpserver.check_assertions()` raises it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+from urllib.parse import parse_qs
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+from werkzeug import Response
+
+SLACK_TOKEN = "xoxb-test-token"
+TWILIO = {"accountSid": "AC0123456789abcdef0123456789abcdef", "token": "twilio-secret",
+          "from_number": "+15550001111"}
+
+
+def _json(body: dict, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(json.dumps(body), status=status, headers=headers, content_type="application/json")
+
+
+def block_errors(blocks: list) -> list[str]:
+    """Slack's own checks on a message's blocks, as `errors` entries (json-pointer paths)."""
+    errors = []
+    if len(blocks) > 50:
+        errors.append("no more than 50 items allowed [json-pointer:/blocks]")
+    for i, block in enumerate(blocks):
+        if block.get("type") == "section":
+            text = (block.get("text") or {}).get("text")
+            if text is None and not block.get("fields"):
+                errors.append(f"must provide text or fields [json-pointer:/blocks/{i}]")
+            if text is not None and not 1 <= len(text) <= 3000:
+                errors.append(f"must be less than 3001 characters [json-pointer:/blocks/{i}/text/text]")
+            fields = block.get("fields") or []
+            if len(fields) > 10:
+                errors.append(f"no more than 10 items allowed [json-pointer:/blocks/{i}/fields]")
+            errors += [f"must be less than 2001 characters [json-pointer:/blocks/{i}/fields/{j}/text]"
+                       for j, f in enumerate(fields) if len(f.get("text", "")) > 2000]
+        elif block.get("type") == "context":
+            elements = block.get("elements") or []
+            if not 1 <= len(elements) <= 10:
+                errors.append(f"must provide 1 to 10 elements [json-pointer:/blocks/{i}/elements]")
+            errors += [f"must be less than 3001 characters [json-pointer:/blocks/{i}/elements/{j}/text]"
+                       for j, e in enumerate(elements) if len(e.get("text", "")) > 3000]
+        else:
+            errors.append(f"unsupported type {block.get('type')!r} [json-pointer:/blocks/{i}]")
+    return errors
+
+
+class SlackApi:
+    """chat.postMessage: validates like Slack, keeps what it accepted in `posted`.
+
+    `queue` holds responses served instead (before validation), for outages: a 503 is
+    served after the message was posted, as when Slack's edge fails after the write."""
+
+    def __init__(self, httpserver, channel: str = "#payments"):
+        self.posted: list[dict] = []
+        self.queue: list[Response] = []
+        self.channel = channel
+        self.url = httpserver.url_for("/api")
+        httpserver.expect_request("/api/chat.postMessage", method="POST").respond_with_handler(self.handle)
+
+    def handle(self, request):
+        assert request.headers["Authorization"] == f"Bearer {SLACK_TOKEN}"
+        assert request.headers["Content-Type"] == "application/json; charset=utf-8"
+        body = request.get_json()
+        assert set(body) <= {"channel", "text", "blocks"} and body["channel"] == self.channel
+        assert body.get("text") or body.get("blocks")
+        if self.queue:
+            resp = self.queue.pop(0)
+            if resp.status_code >= 500:
+                self.posted.append(body)  # posted, but the answer is an error
+            return resp
+        errors = block_errors(body.get("blocks") or [])
+        if errors:
+            return _json({"ok": False, "error": "invalid_blocks", "errors": errors,
+                          "response_metadata": {"messages": [f"[ERROR] {e}" for e in errors]}})
+        self.posted.append(body)
+        ts = f"1700000000.{len(self.posted):06d}"
+        return _json({"ok": True, "channel": "C0123456789", "ts": ts, "message": {"text": body.get("text"), "ts": ts}})
+
+
+class TwilioApi:
+    """The Messages resource: validates like Twilio, keeps accepted messages in `sent`."""
+
+    def __init__(self, httpserver):
+        self.sent: list[dict] = []
+        self.queue: list[Response] = []
+        self.url = httpserver.url_for("")
+        path = f"/2010-04-01/Accounts/{TWILIO['accountSid']}/Messages.json"
+        httpserver.expect_request(path, method="POST").respond_with_handler(self.handle)
+
+    @staticmethod
+    def error(code: int, message: str, status: int) -> Response:
+        return _json({"code": code, "message": message,
+                      "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status}, status)
+
+    def handle(self, request):
+        expected = base64.b64encode(f"{TWILIO['accountSid']}:{TWILIO['token']}".encode()).decode()
+        assert request.headers["Authorization"] == f"Basic {expected}"
+        assert request.headers["Content-Type"] == "application/x-www-form-urlencoded"
+        form = {k: v[0] for k, v in parse_qs(request.get_data(as_text=True)).items()}
+        assert {"To", "Body"} <= set(form) and ("From" in form) != ("MessagingServiceSid" in form)
+        if self.queue:
+            resp = self.queue.pop(0)
+            if resp.status_code >= 500:
+                self.sent.append(form)
+            return resp
+        if len(form["Body"]) > 1600:
+            return self.error(21617, "The concatenated message body exceeds the 1600 character limit.", 400)
+        self.sent.append(form)
+        sid = f"SM{len(self.sent):032x}"
+        return _json({"sid": sid, "status": "queued", "to": form["To"], "from": form.get("From"),
+                      "body": form["Body"], "account_sid": TWILIO["accountSid"]}, 201)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SmtpServer:
+    """aiosmtpd on loopback. Refuses RCPT for addresses in `refuse` (550 5.1.1) and accepts
+    the others; with `auth=True` it offers AUTH without TLS and records each login."""
+
+    def __init__(self, refuse: set[str] = frozenset(), auth: bool = False):
+        self.messages: list[tuple[str, list[str], bytes]] = []
+        self.logins: list[str] = []
+        self.refuse = set(refuse)
+        self.port = free_port()
+        kwargs = {"authenticator": self._authenticate, "auth_require_tls": False} if auth else {}
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port, **kwargs)
+
+    def _authenticate(self, server, session, envelope, mechanism, auth_data):
+        self.logins.append(mechanism)
+        return AuthResult(success=True)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refuse:
+            return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        return "250 OK"
+
+    def __enter__(self) -> "SmtpServer":
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.controller.stop()
