@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import yaml
 
-from . import bun, deep, js, wmill_local
+from . import bun, deep, js, passthrough, wmill_local
 from .config import Config
 
 MAX_RETRY_INTERVAL_S = 6 * 3600  # Windmill caps a retry delay (MAX_RETRY_INTERVAL)
@@ -211,20 +211,53 @@ def _stack(exc: BaseException) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    """The result as Windmill stores it (JSON), at any depth."""
-    def default(o):
-        if isinstance(o, (dt.datetime, dt.date, dt.time)):
-            return o.isoformat()
-        if isinstance(o, decimal.Decimal):
-            return str(o)  # never float money
-        if hasattr(o, "model_dump"):
-            return o.model_dump(mode="json")
-        if isinstance(o, (set, tuple)):
-            return list(o)
-        if isinstance(o, bytes):
-            return o.decode("utf-8", "replace")
-        return str(o)
-    return deep.loads(deep.dumps(value, default))
+    """The result as Windmill stores it (JSON), at any depth: a copy whose containers are
+    new and whose leaves are what json.dumps-then-loads gives (strings shared, not
+    re-encoded: a large delivery is not serialised again at each step)."""
+    return deep.walk(value, _json_leaf, _json_key)
+
+
+def _json_leaf(o: Any) -> Any:
+    kind = type(o)
+    if o is None or kind in (str, int, float, bool):
+        return o
+    if isinstance(o, str):  # subclasses (str enums) become the plain value, as json gives
+        return str.__str__(o)
+    if isinstance(o, bool):
+        return bool(o)
+    if isinstance(o, int):
+        return int(o)
+    if isinstance(o, float):
+        return float(o)
+    return _jsonable(_json_default(o))
+
+
+def _json_key(k: Any) -> str:
+    """A dict key as json.dumps writes it."""
+    if isinstance(k, str):
+        return str.__str__(k)
+    if k is True or k is False or k is None:
+        return json.dumps(k)
+    if isinstance(k, int):
+        return int.__repr__(k)
+    if isinstance(k, float):
+        return json.dumps(float(k))
+    raise TypeError(f"keys must be str, int, float, bool or None, not {type(k).__name__}")
+
+
+def _json_default(o):
+    """What json.dumps writes for a value it cannot encode itself."""
+    if isinstance(o, (dt.datetime, dt.date, dt.time)):
+        return o.isoformat()
+    if isinstance(o, decimal.Decimal):
+        return str(o)  # never float money
+    if hasattr(o, "model_dump"):
+        return o.model_dump(mode="json")
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    if isinstance(o, bytes):
+        return o.decode("utf-8", "replace")
+    return str(o)
 
 
 # ---------------------------------------------------------------- the runner
@@ -513,7 +546,7 @@ class Runner:
             if t["type"] == "static":
                 out[name] = t.get("value")
             else:
-                out[name] = js.evaluate(t["expr"], self._expr_scope(scope, flow_input, previous, **extra))
+                out[name] = passthrough.evaluate(t["expr"], self._expr_scope(scope, flow_input, previous, **extra))
         return out
 
     # -- script steps with retries

@@ -21,15 +21,28 @@ A body over the size limit (REQUEST_SIZE_LIMIT bytes, default Windmill's 200 MB)
 answered 413 without being read; a bad content-length, or JSON nested deeper than the
 parser's stack, is answered 400. A client that stops sending (a declared body that never
 arrives, an idle keep-alive connection) is cut off after READ_TIMEOUT_S seconds (default
-30) of silence, with 408 when it owes a body: it cannot hold a server thread forever.
+30) of silence, with 408 when it owes a body. A client that sends, but slowly (one byte
+a second), is cut off by deadlines: its headers within HEADER_TIMEOUT_S (default 10) of
+their first byte, its body within HEADER_TIMEOUT_S more plus one second per
+MIN_BODY_RATE bytes (default 64 KiB): no connection holds a server thread forever.
 
-Async jobs go to a bounded queue served by a pool of worker threads.
+Like a server: the listen backlog takes bursts (LISTEN_BACKLOG, default 1024 pending
+connections; the kernel caps it at net.core.somaxconn); a body is read into one buffer
+and released once decoded; after a job the process hands freed memory back to the
+system (malloc_trim) when its resident size grew; completed job records are bounded
+(KEEP_JOBS, default 2,000, never a queued or running job). Async jobs go to a bounded
+queue served by a pool of worker threads; under `make serve` the bundle's Postgres
+connections come from a pool (local_runner.pgpool).
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hmac
+import io
 import json
 import os
+import socket
 import queue
 import re
 import signal
@@ -55,6 +68,17 @@ from .runner import Runner, RunnerError, error_result
 DEFAULT_BODY_LIMIT = 2097152 * 100
 # Seconds a connection may stay silent (socket timeout of each request handler).
 DEFAULT_READ_TIMEOUT_S = 30.0
+# A request's headers must arrive within this many seconds of their first byte; its body
+# within as many more, plus one second per MIN_BODY_RATE bytes (slow senders are cut off).
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+DEFAULT_MIN_BODY_RATE = 64 * 1024
+# Pending connections the kernel queues before accept (socketserver's default is 5:
+# a burst of 128 new connections lost about a tenth to resets).
+DEFAULT_BACKLOG = 1024
+# Completed job records kept for result lookups (queued and running ones are always kept).
+DEFAULT_KEEP_JOBS = 2_000
+# Resident growth (bytes) since the last trim after which a finished job trims the heap.
+TRIM_GROWTH = 32 * 2**20
 
 RESERVED_QUERY = {"raw", "include_header", "token", "include_query", "job_id", "parent_job",
                   "tag", "scheduled_for", "scheduled_in_secs", "memory_id", "skip_preprocessor"}
@@ -96,12 +120,16 @@ def load_routes(root: Path) -> list[HttpRoute]:
     return routes
 
 
-def parse_body(raw: bytes) -> Any:
-    """Windmill: not UTF-8 or not JSON -> 400; empty -> {}."""
+def parse_body(raw: bytes | bytearray) -> Any:
+    """Windmill: not UTF-8 or not JSON -> 400; empty -> {}. A bytearray (the request
+    buffer) is emptied once decoded: a large body is not held twice while its job runs."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("body is not valid UTF-8") from None
+    finally:
+        if isinstance(raw, bytearray):
+            raw.clear()
     if not text.strip():
         return {}, text
     try:
@@ -120,7 +148,7 @@ class App:
     """Jobs, their queue and workers, around one Runner."""
 
     def __init__(self, runner: Runner, *, token: str | None = None, workers: int = 4,
-                 queue_size: int = 1000, keep_results: int = 100_000, max_body: int = DEFAULT_BODY_LIMIT):
+                 queue_size: int = 1000, keep_results: int = DEFAULT_KEEP_JOBS, max_body: int = DEFAULT_BODY_LIMIT):
         self.runner = runner
         self.max_body = max_body
         self.workspace = runner.config.workspace
@@ -128,6 +156,8 @@ class App:
         self.routes = load_routes(runner.root)
         self.jobs: OrderedDict[str, dict] = OrderedDict()
         self.keep_results = keep_results
+        self.completed = 0  # completed records in self.jobs
+        self._trimmed_rss = 0
         self.lock = threading.Lock()
         self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self.workers = [threading.Thread(target=self._work, daemon=True, name=f"wm-worker-{i}")
@@ -141,8 +171,16 @@ class App:
         with self.lock:
             rec = self.jobs.setdefault(job_id, {"id": job_id})
             rec.update(fields)
-            while len(self.jobs) > self.keep_results:
-                self.jobs.popitem(last=False)
+            if fields.get("status") == "completed":
+                self.jobs.move_to_end(job_id)  # records leave in order of completion
+                self.completed += 1
+            while self.completed > self.keep_results:
+                oldest = next(iter(self.jobs))
+                if self.jobs[oldest]["status"] == "completed":
+                    del self.jobs[oldest]
+                    self.completed -= 1
+                else:  # queued or running: kept; it moves behind the completed ones
+                    self.jobs.move_to_end(oldest)
 
     def submit(self, path: str, args: dict, event: dict | None) -> str:
         job_id = str(uuid.uuid4())
@@ -167,9 +205,20 @@ class App:
                     for j in run.jobs]
         except Exception as e:  # noqa: BLE001 - a runner error completes the job as failed
             success, result, skipped, jobs = False, error_result(e), False, []
-        self._record(job_id, status="completed", success=success, result=result, is_skipped=skipped,
-                     duration_ms=round((time.perf_counter() - t0) * 1000, 3), local_jobs=jobs)
-        return self.jobs[job_id]
+        rec = {"id": job_id, "script_path": path, "status": "completed", "success": success, "result": result,
+               "is_skipped": skipped, "duration_ms": round((time.perf_counter() - t0) * 1000, 3), "local_jobs": jobs}
+        self._record(job_id, **rec)
+        with self.lock:
+            return self.jobs.get(job_id, rec)
+
+    def trim_heap(self) -> None:
+        """Give freed memory back to the system once the process grew by TRIM_GROWTH
+        (called when a job's arguments are gone): a large delivery's allocations otherwise
+        stay resident (glibc keeps freed heap in its per-thread arenas)."""
+        rss = _rss()
+        if rss - self._trimmed_rss > TRIM_GROWTH:
+            _malloc_trim()
+            self._trimmed_rss = _rss()
 
     def _work(self) -> None:
         while True:
@@ -179,6 +228,8 @@ class App:
             except Exception:  # noqa: BLE001 - keep the worker alive
                 traceback.print_exc()
             finally:
+                args = event = None
+                self.trim_heap()
                 self.queue.task_done()
 
     def job_view(self, job_id: str) -> dict | None:
@@ -236,6 +287,23 @@ class App:
         return hmac.compare_digest(given.encode(), self.token.encode())
 
 
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
+
+
+def _malloc_trim() -> None:
+    trim = getattr(_libc, "malloc_trim", None)  # glibc only
+    if trim:
+        trim(0)
+
+
+def _rss() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # not Linux: no trimming either
+        return 0
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
@@ -243,7 +311,43 @@ def _now() -> str:
 _W = re.compile(r"^/api/w/(?P<ws>[^/]+)/(?P<rest>.*)$")
 
 
-def make_handler(app: App):
+class _DeadlineReader(io.RawIOBase):
+    """The connection's reads, under a deadline: none while idle between requests (the
+    socket timeout `idle` applies), armed by a request's first byte (`header_timeout`),
+    extended for its body. Past it a read raises TimeoutError, however slowly bytes
+    still trickle in."""
+
+    def __init__(self, sock: socket.socket, idle: float | None, header_timeout: float):
+        self.sock, self.idle, self.header_timeout = sock, idle, header_timeout
+        self.deadline: float | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def extend(self, seconds: float) -> None:
+        self.deadline = max(self.deadline or 0.0, time.monotonic() + seconds)
+
+    def readinto(self, b) -> int:
+        if self.deadline is None:
+            self.sock.settimeout(self.idle)
+        else:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("request not received in time")
+            self.sock.settimeout(left if self.idle is None else min(left, self.idle))
+        n = self.sock.recv_into(b)
+        if self.deadline is None and n:
+            self.deadline = time.monotonic() + self.header_timeout
+        return n
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = DEFAULT_BACKLOG
+
+
+def make_handler(app: App, header_timeout: float = DEFAULT_HEADER_TIMEOUT_S,
+                 min_body_rate: int = DEFAULT_MIN_BODY_RATE):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "windmill-local"
@@ -274,12 +378,13 @@ def make_handler(app: App):
                 self.close_connection = True
                 return self._send(413, f"request body over {app.max_body} bytes", "text/plain")
             try:
-                raw = self.rfile.read(int(length))
-            except TimeoutError:  # the declared body never came: free the thread
+                raw = self._read_body(int(length))
+            except TimeoutError:  # the declared body never came, or too slowly: free the thread
                 self.close_connection = True
                 return self._send(408, "request body not received in time", "text/plain")
             try:
                 self._route(method, url.path, query, headers, raw)
+                raw = None
             except BadRequest as e:
                 self._send(400, str(e), "text/plain")
             except queue.Full:
@@ -289,6 +394,32 @@ def make_handler(app: App):
                 self.end_headers()
             except RunnerError as e:
                 self._send(404, str(e), "text/plain")
+            finally:
+                raw = None
+                app.trim_heap()
+
+        def setup(self):
+            super().setup()
+            self._reader = _DeadlineReader(self.connection, self.timeout, header_timeout)
+            self.rfile = io.BufferedReader(self._reader, 64 * 1024)
+
+        def handle_one_request(self):
+            self._reader.deadline = None  # idle until the next request's first byte
+            super().handle_one_request()
+
+        def _read_body(self, length: int) -> bytearray:
+            """The body into one buffer (no chunks joined), within its deadline."""
+            self._reader.extend(header_timeout + length / min_body_rate)
+            buf = bytearray(length)
+            view, got = memoryview(buf), 0
+            while got < length:
+                n = self.rfile.readinto(view[got:])
+                if not n:
+                    raise TimeoutError("connection closed before the body ended")
+                got += n
+            view.release()
+            self._reader.deadline = None
+            return buf
 
         def _route(self, method, path, query, headers, raw):
             if path.startswith("/api/r/"):
@@ -368,13 +499,16 @@ def make_handler(app: App):
 
 
 def make_server(app: App, host: str = "127.0.0.1", port: int = 8000, *,
-                read_timeout: float | None = DEFAULT_READ_TIMEOUT_S) -> ThreadingHTTPServer:
-    """`read_timeout`: seconds a connection may stay silent (None: forever)."""
-    handler = make_handler(app)
+                read_timeout: float | None = DEFAULT_READ_TIMEOUT_S,
+                header_timeout: float = DEFAULT_HEADER_TIMEOUT_S, min_body_rate: int = DEFAULT_MIN_BODY_RATE,
+                backlog: int = DEFAULT_BACKLOG) -> ThreadingHTTPServer:
+    """`read_timeout`: seconds a connection may stay silent (None: forever);
+    `header_timeout`, `min_body_rate`: the deadlines of a request (module docstring);
+    `backlog`: the listen queue."""
+    handler = make_handler(app, header_timeout, min_body_rate)
     handler.timeout = read_timeout  # StreamRequestHandler.setup: socket.settimeout
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server
+    server_class = type("Server", (_Server,), {"request_queue_size": backlog})
+    return server_class((host, port), handler)
 
 
 def apply_migrations(config, schema: str | None = None) -> str:
@@ -400,7 +534,7 @@ def build(root: str | Path = ".", env: dict | None = None) -> tuple[App, Any]:
     config = Config.from_env(env, root=root)  # shipped variables, integrations, f/dodo/postgres
     print(apply_migrations(config, env.get("DODO_SCHEMA")), flush=True)
     app = App(Runner(root, config), token=env.get("WM_TOKEN"), workers=int(env.get("WORKERS", "4")),
-              queue_size=int(env.get("QUEUE_SIZE", "1000")))
+              queue_size=int(env.get("QUEUE_SIZE", "1000")), keep_results=int(env.get("KEEP_JOBS", DEFAULT_KEEP_JOBS)))
     return app, pg
 
 
@@ -411,10 +545,15 @@ def _interrupt(*_args) -> None:
 def serve(root: str | Path = ".", env: dict | None = None) -> None:
     """Entry point of `python -m local_runner serve` (configuration from the environment)."""
     env = dict(os.environ if env is None else env)
+    from . import pgpool  # noqa: PLC0415
+    pgpool.install(max_idle=int(env.get("PG_POOL_IDLE", "16")))  # the server's jobs share connections
     app, pg = build(root, env)
     port = int(env.get("PORT", "8000"))
     server = make_server(app, "127.0.0.1", port,
-                         read_timeout=float(env.get("READ_TIMEOUT_S", DEFAULT_READ_TIMEOUT_S)))
+                         read_timeout=float(env.get("READ_TIMEOUT_S", DEFAULT_READ_TIMEOUT_S)),
+                         header_timeout=float(env.get("HEADER_TIMEOUT_S", DEFAULT_HEADER_TIMEOUT_S)),
+                         min_body_rate=int(env.get("MIN_BODY_RATE", DEFAULT_MIN_BODY_RATE)),
+                         backlog=int(env.get("LISTEN_BACKLOG", DEFAULT_BACKLOG)))
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` too stops the embedded Postgres
     configured = sorted(p for p in app.runner.config.resources if p != "f/dodo/postgres")
     print(f"serving Windmill endpoints on http://127.0.0.1:{port} (workspace {app.workspace}, "
