@@ -20,6 +20,7 @@ from f.dodo.lib.store import record_delivery
 from local_runner import Config, Runner
 from local_runner.config import bundle_variables
 from local_runner.server import App, make_server
+from tests.dodo_api_standin import DodoApi
 
 SECRET = "whsec_" + base64.b64encode(b"selftest-secret-for-tests-only!!").decode()
 PATH = "/api/w/demo/jobs/run/f/f/dodo/webhook"
@@ -59,8 +60,9 @@ def test_signed_event_arrives_and_is_processed(db, httpserver):
     out = selftest.send_test_event(bundle.url, SECRET, lookup(db), wait_s=5)
     assert out["ok"] and out["accepted"] and out["arrived"] and out["inbox_status"] == "processed"
     assert out["http_status"] == 201 and out["webhook_id"].startswith("msg_selftest_")
-    total, status = db.conn.execute("SELECT total_minor, status FROM payments WHERE payment_id LIKE 'pay_selftest_%'").fetchone()
-    assert (total, status) == (0, "succeeded")  # revenue does not move
+    # recorded in the inbox only: no payment, no customer (f/dodo/lib/probe.py)
+    assert db.conn.execute("SELECT count(*) FROM payments").fetchone()[0] == 0
+    assert db.conn.execute("SELECT count(*) FROM customers").fetchone()[0] == 0
     assert SECRET not in json.dumps(out)
 
 
@@ -136,3 +138,64 @@ def test_end_to_end_through_the_local_windmill_server(db, monkeypatch, tmp_path)
         server.server_close()
     assert out["http_status"] == 201 and out["ok"], out
     assert refused["http_status"] == 401 and not refused["arrived"]
+
+
+def mocked_workspace(monkeypatch, tmp_path, variables: dict, resources: dict | None = None) -> None:
+    mocked = tmp_path / "wmill.json"
+    mocked.write_text(json.dumps({"variables": variables, "resources": resources or {}}))
+    for key, value in {"WM_MOCKED_API_FILE": str(mocked), "WM_WORKSPACE": "acme", "WM_TOKEN": "job-token",
+                       "BASE_INTERNAL_URL": "http://127.0.0.1:9"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(wmill.client, "_client", None)
+
+
+def test_signs_with_dodos_secret_and_posts_where_dodo_posts(db, httpserver, monkeypatch, tmp_path):
+    api = DodoApi(httpserver)
+    wid = api.add_webhook("placeholder", metadata={"windmill_workspace": "acme", "windmill_flow": "f/dodo/webhook"})
+    bundle = Bundle(httpserver, db, secret=api.secrets[wid])  # the workspace verifies with Dodo's secret
+    api.webhooks[wid]["url"] = bundle.url
+    mocked_workspace(monkeypatch, tmp_path, {"f/dodo/webhook_secret": api.secrets[wid]})
+    out = entry.main(db=db.resource, wait_seconds=5, schema=db.schema, dodo=api.resource)
+    assert out["ok"] and out["inbox_status"] == "processed", out
+    assert "fetched from Dodo" in out["signed_with"] and "fix" not in out
+    assert api.secrets[wid] not in json.dumps(out)
+
+
+def test_a_stored_secret_that_differs_from_dodos_fails_with_the_fix(db, httpserver, monkeypatch, tmp_path):
+    api = DodoApi(httpserver)
+    wid = api.add_webhook("placeholder", metadata={"windmill_workspace": "acme", "windmill_flow": "f/dodo/webhook"})
+    stale = api.secrets[wid]
+    api.rotate_secret(wid)  # rotated in Dodo's dashboard; the workspace kept the old secret
+    bundle = Bundle(httpserver, db, secret=stale)  # the preprocessor verifies with the stored one
+    api.webhooks[wid]["url"] = bundle.url
+    mocked_workspace(monkeypatch, tmp_path, {"f/dodo/webhook_secret": stale})
+    out = entry.main(db=db.resource, wait_seconds=0, schema=db.schema, dodo=api.resource)
+    assert not out["ok"] and not out["arrived"] and out["http_status"] == 400
+    assert out["fix"] == "f/dodo/webhook_secret differs from Dodo's secret for the endpoint: run f/dodo/setup"
+    # signing with the stored secret (the old self-test) would have passed: the check needs Dodo's
+    assert selftest.send_test_event(bundle.url, stale, lookup(db), wait_s=5)["ok"]
+
+
+@pytest.mark.parametrize("schema_name", ["dodo"])  # the entry flow records into the default schema
+def test_the_test_delivery_is_never_counted(db, outbox):
+    """Through the real entry flow: inbox only, no payment, customer, CRM write, notification or digest."""
+    from local_runner.demo import bundle_config, quiet_wmill_client  # noqa: PLC0415
+    from tests.test_flows_e2e import trigger_event  # noqa: PLC0415
+
+    quiet_wmill_client()
+    runner = Runner(ROOT, bundle_config(db.url, SECRET), sleep=lambda _s: None)
+    now = datetime.now(timezone.utc)
+    body = json.dumps(selftest.sample_event("zz1", now))
+    probe = runner.run_flow("f/dodo/webhook", event=trigger_event(
+        {"body": body, "headers": selftest.sign(body, SECRET, "msg_selftest_zz1", now)}))
+    assert probe.success and probe.skipped
+    assert {j.step_id for j in probe.jobs} & {"crm", "notify"} == set()
+    assert selftest.inbox_row(db.conn, "msg_selftest_zz1")["status"] == "processed"
+    for table in ("payments", "customers", "delivery_ledger"):
+        assert db.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table
+    assert not outbox.exists() or outbox.read_text() == ""
+    # The marker alone (a merchant's metadata) does not make a real delivery a test one.
+    real = runner.run_flow("f/dodo/webhook", event=trigger_event(
+        {"body": body, "headers": selftest.sign(body, SECRET, "msg_real_zz1", now)}))
+    assert real.success and not real.skipped
+    assert db.conn.execute("SELECT count(*) FROM payments").fetchone()[0] == 1

@@ -18,8 +18,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 from standardwebhooks import Webhook
 
+from f.dodo.lib.probe import ID_PREFIX, MARKER
+
 HEADERS = "webhook-id,webhook-timestamp,webhook-signature"
-MARKER = {"dodo_windmill_selftest": "true"}
 
 
 def sample_event(test_id: str, now: datetime) -> dict:
@@ -88,6 +89,34 @@ def _finished(row: dict | None) -> dict | None:
     return row if row is not None and row.get("status") != "received" else None
 
 
+def endpoint_from_dodo(client, workspace: str, url: str) -> tuple[str, str]:
+    """(URL, signing secret) of this workspace's endpoint as Dodo holds them: the self-test
+    then posts where Dodo posts and signs as Dodo signs, so a stored secret that differs
+    from Dodo's fails it, as it fails every real delivery."""
+    from f.dodo.lib import setup  # noqa: PLC0415 - only with the dodo resource
+
+    mine = setup.find_endpoints(client, workspace, url)
+    if not mine:
+        raise setup.SetupError(f"no Dodo endpoint points at workspace {workspace!r}: run f/dodo/setup")
+    return mine[0].url, client.webhooks.retrieve_secret(mine[0].id).secret
+
+
+def explain(result: dict, signed_with_dodo: bool, stored_matches: bool | None) -> dict:
+    """What the outcome means and what to do, in one line."""
+    if signed_with_dodo and stored_matches is False:
+        result["ok"] = False
+        result["fix"] = "f/dodo/webhook_secret differs from Dodo's secret for the endpoint: run f/dodo/setup"
+    elif not result["ok"] and not result["accepted"]:
+        result["fix"] = "the webhook URL refused the delivery (see response): check the URL and its token"
+    elif not result["ok"]:
+        result["fix"] = ("it never reached the inbox as processed: open the f/dodo/webhook runs in Windmill "
+                         "(a failed preprocessor means the secret does not match: run f/dodo/setup)")
+    result["signed_with"] = ("the endpoint's secret fetched from Dodo" if signed_with_dodo else
+                             "f/dodo/webhook_secret (pass the dodo resource to also catch a secret that differs "
+                             "from Dodo's)")
+    return result
+
+
 def send_test_event(
     url: str,
     secret: str,
@@ -100,7 +129,7 @@ def send_test_event(
     """Sign, post and poll; the outcome, never the secret or the token."""
     now = now or datetime.now(timezone.utc)
     test_id = uuid.uuid4().hex[:12]
-    msg_id = f"msg_selftest_{test_id}"
+    msg_id = f"{ID_PREFIX}{test_id}"
     body = json.dumps(sample_event(test_id, now), separators=(",", ":"))
     resp = post_delivery(url, body, sign(body, secret, msg_id, now), token)
     accepted = 200 <= resp.status_code < 300
