@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import ssl
+import subprocess
 import uuid
 
 import psycopg
@@ -21,7 +23,7 @@ from psycopg import sql
 from werkzeug.wrappers import Request, Response
 
 from f.dodo.lib import db as pg
-from f.dodo.lib import doctor, hubspot
+from f.dodo.lib import channels, doctor, hubspot
 from tests.dodo_api_standin import DodoApi
 
 SLACK_TOKEN, HUBSPOT_TOKEN = "xoxb-live-token", "pat-live-token"
@@ -41,15 +43,30 @@ class Accept:
         return "250 OK"
 
 
+@pytest.fixture(scope="module")
+def loopback_cert(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 (the openssl CLI), for the SMTP stand-in's STARTTLS."""
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")],
+                   check=True, capture_output=True)
+    return d / "cert.pem", d / "key.pem"
+
+
 @pytest.fixture
-def smtp_login():
-    """An SMTP server that accepts only user `bot` with password `smtp-secret`."""
+def smtp_login(loopback_cert, monkeypatch):
+    """An SMTP server that requires STARTTLS and accepts only user `bot` with password `smtp-secret`;
+    the bundle's TLS context trusts its certificate (as a real server's CA would be)."""
     def authenticate(server, session, envelope, mechanism, auth_data):
         return AuthResult(success=(auth_data.login, auth_data.password) == (b"bot", b"smtp-secret"), handled=False)
 
+    cert, key = loopback_cert
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    monkeypatch.setattr(channels, "_tls", ssl.create_default_context(cafile=str(cert)))
     port = free_port()
     controller = Controller(Accept(), hostname="127.0.0.1", port=port, authenticator=authenticate,
-                            auth_require_tls=False)
+                            tls_context=server_tls, require_starttls=True)
     controller.start()
     yield {"host": "127.0.0.1", "port": port, "user": "bot", "password": "smtp-secret"}
     controller.stop()
@@ -177,3 +194,23 @@ def test_role_that_cannot_write_fails_with_the_grant(db, pg_url):
         with psycopg.connect(pg_url, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
             admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_smtp_without_tls_fails_before_sending_the_password(db):
+    logins = []
+
+    def authenticate(server, session, envelope, mechanism, auth_data):
+        logins.append(mechanism)
+        return AuthResult(success=True, handled=False)
+
+    port = free_port()
+    controller = Controller(Accept(), hostname="127.0.0.1", port=port, authenticator=authenticate,
+                            auth_require_tls=False)
+    controller.start()
+    try:
+        smtp = {"host": "127.0.0.1", "port": port, "user": "bot", "password": "smtp-secret"}
+        c = run({}, {"f/dodo/smtp": smtp}, db.schema, doctor.Live())["f/dodo/smtp"]
+    finally:
+        controller.stop()
+    assert c.status == "fail" and "STARTTLS" in c.detail and "465" in c.fix
+    assert logins == [] and "smtp-secret" not in c.detail

@@ -130,8 +130,9 @@ class Live:
     """Where the live probes go (the providers' APIs; tests point them at stand-ins)."""
     workspace: str = ""
     webhook_url: str = ""  # the endpoint URL setup registered (matched when metadata is absent)
-    slack_api: str = channels.SLACK_API
-    twilio_api: str = channels.TWILIO_API
+    # the same overrides f/dodo/notify/send honours (DODO_SLACK_API_URL, DODO_TWILIO_API_URL)
+    slack_api: str = field(default_factory=lambda: os.environ.get("DODO_SLACK_API_URL", channels.SLACK_API))
+    twilio_api: str = field(default_factory=lambda: os.environ.get("DODO_TWILIO_API_URL", channels.TWILIO_API))
     hubspot_api: str = hubspot.API
     schedules: list[dict] = field(default_factory=list)  # the workspace's schedules {path, args}
     schedules_error: str = ""  # why they could not be listed
@@ -237,6 +238,8 @@ def check_smtp(resource: dict, live: Live) -> Check:
         try:
             with channels.smtp_session(resource, timeout=live.timeout):
                 pass
+        except channels.DeliveryError as exc:  # the server offers no TLS for the login
+            raise Broken(str(exc)[:300], "use the server's TLS port (465, or 587 with STARTTLS) in f/dodo/smtp") from None
         except smtplib.SMTPAuthenticationError as exc:
             raise Broken(f"{host}:{port} refused the login ({exc.smtp_code})",
                          "correct user and password in f/dodo/smtp") from None
