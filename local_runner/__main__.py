@@ -1,5 +1,11 @@
-"""CLI: python -m local_runner run <flow path> [--input args.json] [--event event.json] | serve | demo
-| replay [--dry-run] [--status failed] [--webhook-id ID] [--event-type T] [--since T] [--until T]"""
+"""CLI: python -m local_runner
+  run PATH [--arg name=value ...] [--input args.json] [--event event.json]   any script or flow
+  send FILE|TYPE [--url URL] [--webhook-id ID]                                a signed delivery to make serve
+  serve | demo
+  replay [--dry-run] [--status failed] [--webhook-id ID] [--event-type T] [--since T] [--until T]
+
+A configuration error (a missing secret, an unreachable database or API) prints one line
+naming the setting and the fix, without a traceback, and exits 2."""
 from __future__ import annotations
 
 import argparse
@@ -7,17 +13,28 @@ import json
 import sys
 from pathlib import Path
 
+from f.dodo.lib.errors import ConfigError
+
 from .runner import Runner, RunnerError
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m local_runner")
     sub = p.add_subparsers(dest="cmd", required=True)
-    run = sub.add_parser("run", help="run a flow, print its result and job log")
-    run.add_argument("path", help="flow path, e.g. f/dodo/webhook")
-    run.add_argument("--input", help="JSON file of flow inputs (a UI run: no preprocessor)")
-    run.add_argument("--event", help="JSON file of a trigger event {kind: webhook|http, ...} for the preprocessor")
+    run = sub.add_parser("run", help="run a script or flow with the bundle's variables and resources "
+                                      "(environment, WM_LOCAL_CONFIG), print its result and job log")
+    run.add_argument("path", help="script or flow path, e.g. f/dodo/doctor or f/dodo/webhook")
+    run.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE",
+                     help="an input; VALUE is JSON if it parses (5, true, {...}), else a string ($res:f/dodo/postgres)")
+    run.add_argument("--input", help="JSON file of inputs (a UI run: no preprocessor); --arg wins")
+    run.add_argument("--event", help="flows: JSON file of a trigger event {kind: webhook|http, ...} for the preprocessor")
     run.add_argument("--root", default=".")
+    sd = sub.add_parser("send", help="sign a delivery with DODO_WEBHOOK_SECRET and POST it to make serve's webhook")
+    sd.add_argument("what", help="a JSON file (an event envelope, or {headers, body}) or an event type "
+                                 "(payment.succeeded: the sample in tests/fixtures/deliveries)")
+    sd.add_argument("--url", help="default http://127.0.0.1:$PORT/api/w/$WM_WORKSPACE/jobs/run/f/f/dodo/webhook")
+    sd.add_argument("--webhook-id", help="default: a fresh msg_local_<hex> (a repeated id is a duplicate)")
+    sd.add_argument("--root", default=".")
     sub.add_parser("serve", help="Windmill's HTTP endpoints on 127.0.0.1:$PORT")
     sub.add_parser("demo", help="the end-to-end demo")
     rp = sub.add_parser("replay", help="re-run failed deliveries through f/dodo/webhook (the f/dodo/replay script; "
@@ -31,6 +48,18 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("--limit", type=int, default=100)
     rp.add_argument("--root", default=".")
     a = p.parse_args(argv)
+    try:
+        return _dispatch(a)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(a) -> int:
+    if a.cmd == "send":
+        return send(a)
+    if a.cmd == "run":
+        return run_path(a)
     if a.cmd == "replay":
         return replay(a)
     if a.cmd == "serve":
@@ -44,18 +73,91 @@ def main(argv: list[str] | None = None) -> int:
             print("demo: not yet", file=sys.stderr)
             return 1
         return demo()
-    args = json.loads(Path(a.input).read_text()) if a.input else {}
+    raise AssertionError(a.cmd)
+
+
+def parse_args(pairs: list[str], input_file: str | None) -> dict:
+    """--input file, then each --arg NAME=VALUE (JSON when it parses, else the text)."""
+    args = json.loads(Path(input_file).read_text()) if input_file else {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise ConfigError("--arg", f"{pair!r} is not NAME=VALUE", "write it as --arg name=value")
+        try:
+            args[name] = json.loads(text)
+        except ValueError:
+            args[name] = text
+    return args
+
+
+def run_path(a) -> int:
+    from .config import Config  # noqa: PLC0415
+    from .demo import quiet_wmill_client  # noqa: PLC0415
+
+    quiet_wmill_client()
+    root = Path(a.root)
+    runner = Runner(root, Config.from_env(root=root))
+    args = parse_args(a.arg, a.input)
     event = json.loads(Path(a.event).read_text()) if a.event else None
     try:
-        out = Runner(a.root).run_flow(a.path, args, event=event)
+        if runner.flow_file(a.path).exists():
+            out = runner.run_flow(a.path, args, event=event)
+        elif event is not None:
+            raise RunnerError(f"{a.path} is not a flow: --event is for a flow's preprocessor")
+        else:
+            out = runner.run_script(a.path, args)
     except RunnerError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps({"success": out.success, "skipped": out.skipped, "result": out.result,
+    error = out.result.get("error") if isinstance(out.result, dict) and not out.success else None
+    result = {k: v for k, v in error.items() if k != "stack"} if isinstance(error, dict) else out.result
+    print(json.dumps({"success": out.success, "skipped": out.skipped, "result": result if error else out.result,
                       "job_count": out.job_count,
                       "jobs": [{"kind": j.kind, "path": j.path, "step_id": j.step_id, "attempt": j.attempt,
                                 "success": j.success} for j in out.jobs]}, indent=2, default=str))
+    if isinstance(error, dict):  # one line, no traceback: the message names the setting and the fix
+        print(f"error: {error.get('name')}: {error.get('message')}", file=sys.stderr)
     return 0 if out.success else 1
+
+
+def delivery_body(what: str, root: Path) -> str:
+    """The raw body to sign: a file (an envelope, or a {headers, body} delivery), else the
+    committed sample delivery of that event type."""
+    path = Path(what)
+    if not path.exists():
+        path = root / "tests" / "fixtures" / "deliveries" / f"{what}.json"
+        if not path.exists():
+            raise ConfigError("send", f"{what!r} is neither a file nor an event type with a sample",
+                              "pass a JSON file or a type such as payment.succeeded")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return data["body"] if isinstance(data, dict) and set(data) == {"headers", "body"} else json.dumps(data)
+
+
+def send(a) -> int:
+    import os  # noqa: PLC0415
+    import uuid  # noqa: PLC0415
+    from datetime import datetime, timezone  # noqa: PLC0415
+
+    import httpx  # noqa: PLC0415
+
+    from f.dodo.lib import selftest  # noqa: PLC0415
+
+    secret = os.environ.get("DODO_WEBHOOK_SECRET")
+    if not secret:
+        raise ConfigError("DODO_WEBHOOK_SECRET", "not set",
+                          "export the secret make serve verifies with (the same variable), e.g. whsec_...")
+    url = a.url or (f"http://127.0.0.1:{os.environ.get('PORT', '8000')}/api/w/"
+                    f"{os.environ.get('WM_WORKSPACE') or 'demo'}/jobs/run/f/f/dodo/webhook")
+    body = delivery_body(a.what, Path(a.root))
+    now = datetime.now(timezone.utc)
+    msg_id = a.webhook_id or f"msg_local_{uuid.uuid4().hex[:20]}"
+    try:
+        resp = selftest.post_delivery(url, body, selftest.sign(body, secret, msg_id, now), os.environ.get("WM_TOKEN"))
+    except httpx.TransportError as exc:
+        raise ConfigError("--url", f"cannot reach {url} ({type(exc).__name__})",
+                          "start the server with make serve (PORT and WM_WORKSPACE as there) or pass --url") from None
+    print(f"{msg_id} -> {resp.status_code} {resp.text[:200]}")
+    return 0 if resp.is_success else 1
 
 
 def progress_bar(out=sys.stderr, width: int = 30):

@@ -89,7 +89,8 @@ def test_unreachable_postgres(make_db):
         port = s.getsockname()[1]  # closed once the block ends: nothing listens there
     resource = {"host": "127.0.0.1", "port": port, "user": "u", "password": "hunter2-secret", "dbname": "d"}
     c = checks({}, {"f/dodo/postgres": resource}, "dodo")["f/dodo/postgres"]
-    assert c.status == "fail" and "OperationalError" in c.detail and "hunter2-secret" not in c.detail
+    assert c.status == "fail" and "DatabaseUnreachable" in c.detail and "hunter2-secret" not in c.detail
+    assert f"cannot connect to 127.0.0.1:{port}/d" in c.detail and "start the server" in c.detail
 
 
 def test_entry_script_reads_windmill_and_never_shows_secrets(make_db, monkeypatch, tmp_path):

@@ -93,6 +93,6 @@ def test_an_unreachable_database_is_still_retried(db, outbox):
                                                                       "msg_db_down")}))
     assert run.success, run.result
     first, second = record_jobs(run)
-    assert first.result["error"]["name"] == "OperationalError" and second.success
+    assert first.result["error"]["name"] == "DatabaseUnreachable" and second.success
     assert sleeps == [2.0]  # exponential: 1 * 2^1 (jitter centred at 0.5)
     assert inbox(db, "msg_db_down")["status"] == "processed"

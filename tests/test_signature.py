@@ -160,7 +160,7 @@ def _signed(body: bytes, **kw):
 
 @pytest.mark.parametrize("body", [b"not json", b'{"a":', b"", b'{"a": NaN}'])
 def test_non_json_body_is_refused_after_verification(body):
-    with pytest.raises(sig.InvalidBodyError, match="not valid JSON") as err:
+    with pytest.raises(sig.InvalidBodyError, match="empty" if body == b"" else "not valid JSON") as err:
         _signed(body)
     assert err.value.field == "body"
 
@@ -235,7 +235,7 @@ def test_non_utf8_body_is_refused():
 
 @pytest.mark.parametrize("secrets", [[], [""], [None], ["   "]])
 def test_no_secret_configured(secrets):
-    with pytest.raises(sig.SecretConfigError, match="no webhook secret"):
+    with pytest.raises(sig.SecretConfigError, match="f/dodo/webhook_secret is not set .* run f/dodo/setup"):
         verify(secrets=secrets)
 
 
@@ -429,5 +429,5 @@ def test_preprocessor_refuses_a_deep_delivery_with_the_documented_error(windmill
 
 
 def test_preprocessor_without_current_secret_fails_loudly(windmill_api, preprocessor):
-    with pytest.raises(Exception, match="404"):
+    with pytest.raises(sig.SecretConfigError, match="f/dodo/webhook_secret is not set .* run f/dodo/setup"):
         preprocessor(fresh_event())

@@ -15,12 +15,14 @@
 # sniffio==1.3.1
 # typing-inspection==0.4.5
 # typing_extensions==4.16.0
+# wmill==1.850.0
 """Reconcile Postgres with the Dodo API: record what webhooks missed, report drift."""
 
 from typing import Optional
 
 from f.dodo.lib import db as pg
 from f.dodo.lib import reconcile as rec
+from f.dodo.lib import setup
 from f.dodo.lib.resources import dodo_payments, postgresql
 
 
@@ -36,7 +38,7 @@ def main(
     unknown = sorted(set(kinds or ()) - set(rec.BY_KIND))
     if unknown:
         raise ValueError(f"unknown kinds {unknown}: use {sorted(rec.BY_KIND)}")
-    with rec.client_from_resource(dodo) as client, pg.connect(db, schema) as conn:
+    with setup.dodo_api_errors(dodo), rec.client_from_resource(dodo) as client, pg.connect(db, schema) as conn:
         result = rec.reconcile(conn, client, kinds=tuple(kinds or rec.BY_KIND), lookback_days=lookback_days,
                                full=full, dry_run=dry_run)
     return rec.rich_result(result)

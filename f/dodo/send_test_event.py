@@ -46,7 +46,7 @@ def main(
 
         wm_base = os.environ.get("WM_BASE_URL", "")  # always set in a Windmill job; the metadata match suffices
         base = webhook_url or (setup.endpoint_url(wm_base, wmill.get_workspace()) if wm_base else "")
-        with client_from_resource(dodo, timeout=30) as client:
+        with setup.dodo_api_errors(dodo), client_from_resource(dodo, timeout=30) as client:
             dodo_url, secret = selftest.endpoint_from_dodo(client, wmill.get_workspace(), base)
         url = webhook_url or dodo_url
     if not url:

@@ -45,7 +45,7 @@ def main(
     filter_types = setup.check_event_types(setup.expand(event_types))
     workspace = wmill.get_workspace()
     url = webhook_url or setup.endpoint_url(os.environ.get("WM_BASE_URL", ""), workspace)
-    with client_from_resource(dodo, timeout=30) as client:
+    with setup.dodo_api_errors(dodo), client_from_resource(dodo, timeout=30, max_retries=2) as client:
         endpoint = setup.ensure_endpoint(client, url, workspace, mode, filter_types)
         secret = client.webhooks.retrieve_secret(endpoint.id).secret
     secret_change = setup.store_secret(secret, ws.optional_variable, ws.set_secret)

@@ -10,10 +10,13 @@ import atexit
 import hashlib
 import os
 import tempfile
+from typing import Any
+
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from f.dodo.lib import schema as migrations
+from f.dodo.lib.errors import ConfigError
 from f.dodo.lib.resources import postgresql as PgResource  # Windmill's resource type
 
 _migrated: set[tuple] = set()
@@ -71,7 +74,10 @@ def connect(target: PgResource | dict | str, schema: str = "dodo", *, migrate: b
     """
     migrations.check_schema(schema)
     dsn = target if isinstance(target, str) else resource_to_dsn(target)
-    conn = psycopg.connect(dsn, autocommit=autocommit, options=f"-c search_path={schema},public", **kwargs)
+    try:
+        conn = psycopg.connect(dsn, autocommit=autocommit, options=f"-c search_path={schema},public", **kwargs)
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnreachable(target, exc) from None
     key = (conn.info.host, conn.info.port, conn.info.dbname, schema)
     if migrate and key not in _migrated:
         try:
@@ -81,6 +87,23 @@ def connect(target: PgResource | dict | str, schema: str = "dodo", *, migrate: b
             raise
         _migrated.add(key)
     return conn
+
+
+class DatabaseUnreachable(ConfigError, psycopg.OperationalError):
+    """The database refused or did not answer the connection (still an OperationalError, so
+    callers that retry on one keep doing so). The message names the setting, never the password."""
+
+    def __init__(self, target: Any, exc: BaseException):
+        where = conninfo_to_dict(target) if isinstance(target, str) else dict(target or {})
+        setting = "DATABASE_URL" if isinstance(target, str) else "the postgresql resource f/dodo/postgres (locally: DATABASE_URL)"
+        reason = " ".join(str(exc).split())[:240] or "no answer"
+        ConfigError.__init__(self, setting,
+                             f"cannot connect to {where.get('host')}:{where.get('port') or 5432}/"
+                             f"{where.get('dbname') or ''} ({reason})",
+                             "start the server or correct host, port, dbname, user and password there")
+
+    def __reduce__(self):
+        return (ConfigError, (self.setting, self.problem, self.fix))
 
 
 def forget_migrated(schema: str | None = None) -> None:

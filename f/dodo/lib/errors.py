@@ -50,3 +50,16 @@ class OutcomeUnknown(RuntimeError):
     may have reached the provider, but no answer says whether it was delivered (a read
     timeout, a 5xx after sending). Resending could deliver twice, so the delivery ledger
     records it "unknown" and reports it; only an explicit resend sends it again."""
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or wrong: ``str(e)`` is one line, "<setting>: <problem>; <fix>",
+    naming the Windmill variable/resource (or environment variable) and what to do. The
+    local runner prints it without a traceback."""
+
+    def __init__(self, setting: str, problem: str, fix: str):
+        self.setting, self.problem, self.fix = setting, problem, fix
+        super().__init__(f"{setting}: {problem}; {fix}")
+
+    def __reduce__(self):
+        return (type(self), (self.setting, self.problem, self.fix))

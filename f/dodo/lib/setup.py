@@ -17,14 +17,17 @@ with live data.
 
 from __future__ import annotations
 
+import contextlib
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import urlsplit
 
+import dodopayments
 from dodopayments.types.webhook_event_type import WebhookEventType
 
 from f.dodo.lib import workspace as ws
+from f.dodo.lib.errors import ConfigError
 
 ENTRY_FLOW = "f/dodo/webhook"
 ROUTE = "dodo/webhook"  # f/dodo/webhook.http_trigger.yaml route_path
@@ -38,6 +41,22 @@ CLOUD_HOSTS = ("app.windmill.dev", "eu.windmill.dev")
 
 class SetupError(ValueError):
     """A setting setup cannot work with; the message says which and what to do."""
+
+
+@contextlib.contextmanager
+def dodo_api_errors(resource: dict, setting: str = "the dodo_payments resource") -> Iterator[None]:
+    """The Dodo API's connection and key errors as one-line ConfigErrors naming the fix."""
+    where = resource.get("base_url") or resource.get("environment") or "live_mode"
+    try:
+        yield
+    except dodopayments.APIConnectionError:
+        raise ConfigError(setting, f"the Dodo API ({where}) is unreachable",
+                          "check its environment (test_mode or live_mode) and that Windmill's workers reach "
+                          "the internet") from None
+    except (dodopayments.AuthenticationError, dodopayments.PermissionDeniedError) as exc:
+        raise ConfigError(setting, f"the Dodo API ({where}) refused the API key (HTTP {exc.status_code})",
+                          "create an API key in that mode's Dodo dashboard (Developer -> API keys) and put it "
+                          "in the resource") from None
 
 
 @dataclass

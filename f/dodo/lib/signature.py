@@ -76,6 +76,10 @@ class SecretConfigError(SignatureError):
     """No usable secret is configured (empty, or not `whsec_` + base64)."""
 
 
+NO_SECRET = ("f/dodo/webhook_secret is not set (locally: DODO_WEBHOOK_SECRET); run f/dodo/setup, which stores "
+             "the endpoint's signing secret")
+
+
 def verify_delivery(
     raw_body: str | bytes,
     headers: dict,
@@ -100,8 +104,9 @@ def verify_delivery(
             return _parse_object(text)
     raise SignatureMismatchError(
         SIGNATURE,
-        f"matches none of the {len(webhooks)} configured secret(s): the body, id or "
-        "timestamp was altered, or it was signed with another secret",
+        f"matches none of the {len(webhooks)} configured secret(s) (f/dodo/webhook_secret, "
+        "f/dodo/webhook_secret_previous): the body, id or timestamp was altered, or it was signed with "
+        "another secret; if Dodo sent it, run f/dodo/setup to store the endpoint's current secret",
     )
 
 
@@ -207,7 +212,7 @@ def _decode(raw_body: str | bytes) -> str:
 def _webhooks(secrets: list[str]) -> list[Webhook]:
     usable = [s for s in (secrets or []) if isinstance(s, str) and s.strip()]
     if not usable:
-        raise SecretConfigError("secret", "no webhook secret is configured")
+        raise SecretConfigError("secret", NO_SECRET)
     webhooks = []
     for index, secret in enumerate(usable):
         try:
@@ -228,6 +233,9 @@ def _reject_constant(name: str) -> Any:
 
 
 def _parse_object(text: str) -> dict:
+    if not text.strip():
+        raise InvalidBodyError("body", "empty: a Dodo delivery is a JSON object; the sender must post the "
+                                       "event (a webhook URL also needs ?raw=true)")
     try:
         body = json.loads(text, parse_constant=_reject_constant)
     except RecursionError:  # deeper than the parser's stack: far past MAX_DEPTH

@@ -26,16 +26,17 @@ key: a duplicate).
 
 import uuid
 
-import wmill
-
 from f.dodo.lib.inert import defuse
-from f.dodo.lib.signature import DEFAULT_TOLERANCE_S, verify_trigger_event
+from f.dodo.lib.signature import DEFAULT_TOLERANCE_S, NO_SECRET, SecretConfigError, verify_trigger_event
 from f.dodo.lib.workspace import (WEBHOOK_SECRET, WEBHOOK_SECRET_PREVIOUS, WEBHOOK_TOLERANCE,
                                   integration_refs, optional_variable)
 
 
 def preprocessor(event: dict):
-    secrets = [wmill.get_variable(WEBHOOK_SECRET), optional_variable(WEBHOOK_SECRET_PREVIOUS) or ""]
+    current = optional_variable(WEBHOOK_SECRET)
+    if not current:  # never verify with the previous secret alone; say what to do, not the API's 404
+        raise SecretConfigError("secret", NO_SECRET)
+    secrets = [current, optional_variable(WEBHOOK_SECRET_PREVIOUS) or ""]
     tolerance = (optional_variable(WEBHOOK_TOLERANCE) or "").strip()
     inputs = defuse(verify_trigger_event(event, secrets, int(tolerance) if tolerance else DEFAULT_TOLERANCE_S))
     # verified first: a forged request costs no lookups
