@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup test lint bench demo serve soak lock clean
+.PHONY: setup test lint bench demo serve soak lock clean mutants
 
 $(VENV)/.installed: requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ serve: setup
 
 soak: setup
 	$(PY) -m bench.soak
+
+# Deliberate small bugs, one at a time, each of which a named test must catch (tools/mutants.py).
+mutants: setup
+	$(PY) -m tools.mutants
 
 # Re-pin the Python dependencies after changing requirements.in.
 lock:

@@ -408,8 +408,8 @@ def run(s: Settings, out=print) -> dict:
     from local_runner.server import apply_migrations  # noqa: PLC0415
     from local_runner.simulate import ROUTING, simulate  # noqa: PLC0415
 
-    from bench.soak_standins import (HUBSPOT_TOKEN, SLACK_TOKEN, TWILIO_SID, Bursts,  # noqa: PLC0415
-                                     HttpStandIns, SmtpStandIn)
+    from bench.soak_standins import (HUBSPOT_TOKEN, SLACK_TOKEN, TWILIO_SID, TWILIO_TOKEN,  # noqa: PLC0415
+                                     Bursts, HttpStandIns, SmtpStandIn)
 
     t_start = time.monotonic()
     quiet_wmill_client()
@@ -436,7 +436,7 @@ def run(s: Settings, out=print) -> dict:
         config.resources.update({
             "f/dodo/hubspot": {"token": HUBSPOT_TOKEN}, "f/dodo/slack": {"token": SLACK_TOKEN},
             "f/dodo/smtp": {"host": "127.0.0.1", "port": smtp_port, "user": "", "password": ""},
-            "f/dodo/twilio": {"accountSid": TWILIO_SID, "token": "soak-token", "from_number": "+15550009999"}})
+            "f/dodo/twilio": {"accountSid": TWILIO_SID, "token": TWILIO_TOKEN, "from_number": "+15550009999"}})
         apply_migrations(config)
         stats = [ctx.Array("i", 2) for _ in range(s.processes)]  # [flows ok, flows failed] per process
         ports_q = ctx.Queue()

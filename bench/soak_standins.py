@@ -27,6 +27,8 @@ MSG_ID = re.compile(r"<(msg_[A-Za-z0-9_]+)@dodo-bundle>")
 HUBSPOT_TOKEN = "pat-soak-standin"
 SLACK_TOKEN = "xoxb-soak-standin"
 TWILIO_SID = "ACsoakstandin"
+TWILIO_TOKEN = "soak-token"
+SLACK_BLOCKS = {"section", "context", "header", "divider"}
 
 
 class _Quiet(WSGIRequestHandler):
@@ -99,6 +101,7 @@ class HttpStandIns:
         path = req.path
         if path.startswith("/crm/"):
             if req.headers.get("Authorization") != f"Bearer {HUBSPOT_TOKEN}":
+                self._refuse(req, "auth")
                 return _json(401, {"status": "error", "message": "bad token"})
             fault = self.bursts.draw()
             if fault == "429":
@@ -117,12 +120,58 @@ class HttpStandIns:
                 return _json(500, {"status": "error", "message": "internal error"})
             return resp
         if path == "/api/chat.postMessage":
-            if req.headers.get("Authorization") != f"Bearer {SLACK_TOKEN}":
-                return _json(200, {"ok": False, "error": "invalid_auth"})
-            return self._attribute(self.slack, req.get_json().get("text", ""), _json(200, {"ok": True, "ts": "1.0"}))
+            problem = self._slack_problem(req)
+            if problem:
+                return self._refuse(req, problem)
+            return self._attribute(self.slack, req.get_json()["text"], _json(200, {"ok": True, "ts": "1.0"}))
         if path == f"/2010-04-01/Accounts/{TWILIO_SID}/Messages.json":
-            return self._attribute(self.sms, req.form.get("Body", ""), _json(201, {"sid": "SM" + "0" * 32}))
-        return _json(404, {"message": f"no route {req.method} {path}"})
+            problem = self._twilio_problem(req)
+            if problem:
+                return self._refuse(req, problem)
+            return self._attribute(self.sms, req.form["Body"], _json(201, {"sid": "SM" + "0" * 32}))
+        return self._refuse(req, "no such route")
+
+    def _refuse(self, req: Request, problem: str) -> Response:
+        """A request the provider would refuse: counted (the soak fails on any) and answered 400."""
+        with self.lock:
+            self.bad_requests.append(f"{req.method} {req.path}: {problem}")
+        return _json(400, {"message": problem})
+
+    @staticmethod
+    def _slack_problem(req: Request) -> str | None:
+        """chat.postMessage: POST, bot token as Bearer, JSON {channel, text, blocks}."""
+        if req.method != "POST":
+            return "method"
+        if req.headers.get("Authorization") != f"Bearer {SLACK_TOKEN}":
+            return "auth"
+        if not req.headers.get("Content-Type", "").startswith("application/json"):
+            return "content type"
+        body = req.get_json(silent=True)
+        if not isinstance(body, dict) or set(body) != {"channel", "text", "blocks"} or not body["channel"]:
+            return "body shape"
+        if not isinstance(body["text"], str) or not isinstance(body["blocks"], list) or not all(
+                isinstance(b, dict) and b.get("type") in SLACK_BLOCKS for b in body["blocks"]):
+            return "text or blocks"
+        return None
+
+    @staticmethod
+    def _twilio_problem(req: Request) -> str | None:
+        """Messages.json: POST, HTTP basic auth with the account SID and token, a form with
+        To, Body and one of From / MessagingServiceSid (twilio.com/docs/messaging/api/message-resource)."""
+        if req.method != "POST":
+            return "method"
+        auth = req.authorization
+        if auth is None or auth.type != "basic" or (auth.username, auth.password) != (TWILIO_SID, TWILIO_TOKEN):
+            return "auth"
+        if not req.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
+            return "content type"
+        form = req.form
+        if not form.get("To", "").startswith("+") or not form.get("Body"):
+            return "To or Body"
+        if bool(form.get("From")) == bool(form.get("MessagingServiceSid")) or set(form) - {
+                "To", "Body", "From", "MessagingServiceSid"}:
+            return "sender or extra fields"
+        return None
 
     def _count(self, fault: str) -> None:
         with self.lock:
@@ -140,7 +189,13 @@ class HttpStandIns:
     def hubspot(self, req: Request) -> Response:
         parts = req.path.strip("/").split("/")
         if req.method == "POST" and parts[:3] == ["crm", "v3", "objects"] and parts[4:] == ["batch", "upsert"]:
-            (item,) = req.get_json()["inputs"]
+            body = req.get_json(silent=True) if req.headers.get("Content-Type", "").startswith(
+                "application/json") else None
+            items = body.get("inputs") if isinstance(body, dict) and set(body) == {"inputs"} else None
+            if (parts[3] not in ("contacts", "notes") or not isinstance(items, list) or len(items) != 1
+                    or not isinstance(items[0], dict) or set(items[0]) != {"idProperty", "id", "properties"}):
+                return self._refuse(req, "upsert body shape")
+            (item,) = items
             store = {"contacts": self.contacts, "notes": self.notes}[parts[3]]
             with self.lock:
                 if item["id"] not in store:
@@ -169,9 +224,7 @@ class HttpStandIns:
             with self.lock:
                 self.associations.add((parts[4], parts[8]))
             return _json(200, {"status": "COMPLETE", "results": []})
-        with self.lock:
-            self.bad_requests.append(f"{req.method} {req.path}")
-        return _json(400, {"message": "unexpected request"})
+        return self._refuse(req, "unexpected HubSpot request")
 
 
 class SmtpStandIn:

@@ -5,18 +5,19 @@ Trigger runs get the event Windmill builds for a webhook call with
 exact body as raw_string and the three headers, `-` turned into `_`.
 """
 import json
-import re
 import threading
 import time
 import urllib.request
 
 import pytest
 import yaml
+from werkzeug import Response
 from fixture_data import FIXTURE_SECRET, all_deliveries, resign
 
 from local_runner import Runner
 from local_runner.demo import ROOT, bundle_config, quiet_wmill_client
 from local_runner.server import App, make_server
+from tests.standin_checks import HUBSPOT_UPSERT, hubspot_upsert
 
 ENTRY = "f/dodo/webhook"
 HOT_PATH = 10  # flow, preprocessor, normalize, record, 3 branchall branches, crm, notify, f/dodo/custom (empty)
@@ -122,10 +123,16 @@ def test_a_tampered_body_is_rejected(runner, db):
 
 def test_a_failing_sink_is_retried_with_backoff_then_marks_the_inbox_row_failed(db, outbox, sleeps, httpserver,
                                                                                     monkeypatch):
-    # HubSpot answers 400: a client error the step cannot fix, retried by the flow anyway
-    httpserver.expect_request(re.compile(".*")).respond_with_json(
-        {"status": "error", "message": "Property dodo_lifecycle does not exist", "category": "VALIDATION_ERROR"},
-        status=400)
+    # HubSpot answers 400 to a well-formed upsert: a client error the step cannot fix,
+    # retried by the flow anyway. Any other request fails the test (tests/conftest.py).
+    upserts = []
+
+    def hubspot(request):
+        upserts.append(hubspot_upsert(request, "pat-test"))
+        return Response(json.dumps({"status": "error", "message": "Property dodo_lifecycle does not exist",
+                                    "category": "VALIDATION_ERROR"}), 400, content_type="application/json")
+
+    httpserver.expect_request(HUBSPOT_UPSERT, method="POST").respond_with_handler(hubspot)
     monkeypatch.setenv("DODO_HUBSPOT_API_URL", httpserver.url_for("").rstrip("/"))
     cfg = bundle_config(db.url, FIXTURE_SECRET)
     cfg.resources["f/dodo/hubspot"] = {"token": "pat-test"}
@@ -142,6 +149,7 @@ def test_a_failing_sink_is_retried_with_backoff_then_marks_the_inbox_row_failed(
     row = inbox(db, webhook_id("payment.succeeded"))
     assert row["status"] == "failed" and row["failed_step"] == "crm"
     assert "Property dodo_lifecycle does not exist" in row["last_error"]
+    assert len(upserts) == 6 and {kind for kind, _ in upserts} == {"contacts"}  # one request per attempt
 
 
 def test_a_pasted_event_runs_from_the_ui_without_preprocessor(runner, db):

@@ -14,8 +14,10 @@ from f.dodo.lib import replay as rp
 from f.dodo.lib.normalizer import normalize_event
 from local_runner import Runner
 from local_runner.demo import ROOT, bundle_config, quiet_wmill_client
+from tests.standin_checks import hubspot_upsert, slack_post_message
 
 ENTRY = "f/dodo/webhook"
+HUBSPOT_TOKEN, SLACK_TOKEN = "pat-test", "xoxb-test"
 
 
 @pytest.fixture
@@ -29,6 +31,7 @@ def services(httpserver, monkeypatch):
     state = {"hubspot_up": True, "slack_up": True, "hubspot": [], "slack": []}
 
     def hubspot(request):
+        hubspot_upsert(request, HUBSPOT_TOKEN)
         if not state["hubspot_up"]:
             return Response(json.dumps({"status": "error", "message": "Property dodo_mrr does not exist",
                                         "category": "VALIDATION_ERROR"}), 400, content_type="application/json")
@@ -37,6 +40,7 @@ def services(httpserver, monkeypatch):
                         200, content_type="application/json")
 
     def slack(request):
+        slack_post_message(request, SLACK_TOKEN)
         if not state["slack_up"]:
             return Response(json.dumps({"ok": False, "error": "channel_not_found"}), 200,
                             content_type="application/json")
@@ -56,8 +60,8 @@ def services(httpserver, monkeypatch):
 def runner(db, outbox, services):
     quiet_wmill_client()
     cfg = bundle_config(db.url, FIXTURE_SECRET)
-    cfg.resources["f/dodo/hubspot"] = {"token": "pat-test"}
-    cfg.resources["f/dodo/slack"] = {"token": "xoxb-test"}
+    cfg.resources["f/dodo/hubspot"] = {"token": HUBSPOT_TOKEN}
+    cfg.resources["f/dodo/slack"] = {"token": SLACK_TOKEN}
     return Runner(ROOT, cfg, sleep=lambda _s: None, random=lambda: 0.5)
 
 

@@ -19,6 +19,7 @@ from f.dodo import revenue_report as entry
 from f.dodo.lib import reports
 from f.dodo.lib.store import record_delivery
 from tests.iso4217 import major
+from tests.standin_checks import slack_post_message
 from tests.ops_stream import START, build_stream
 
 PER_YEAR = {"Day": 365, "Week": 52, "Month": 12, "Year": 1}
@@ -184,7 +185,7 @@ def test_sends_slack_and_email_once_per_day(loaded, stream, httpserver, monkeypa
 
     def slack(request):
         from werkzeug.wrappers import Response
-        posts.append(json.loads(request.data))
+        posts.append(slack_post_message(request, "xoxb-test", channel="#revenue"))
         return Response(json.dumps({"ok": True, "ts": "1.2"}), 200, content_type="application/json")
 
     httpserver.expect_request("/chat.postMessage", method="POST").respond_with_handler(slack)

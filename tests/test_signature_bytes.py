@@ -38,14 +38,14 @@ def flip_last(d: bytes) -> bytes:
 
 # Each alteration keeps a well-formed `v1,<base64>` entry, so only the comparison refuses it.
 ALTERED = {
-    "last byte flipped": flip_last,
-    "first byte flipped": lambda d: bytes([d[0] ^ 0x80]) + d[1:],
-    "truncated by one byte": lambda d: d[:-1],
-    "truncated to half": lambda d: d[:16],
-    "truncated to two bytes": lambda d: d[:2],
-    "one byte appended": lambda d: d + b"\x00",
-    "a second signature appended": lambda d: d + d,
-    "two-byte prefix then zeros": lambda d: d[:2] + bytes(30),
+    "last-byte-flipped": flip_last,
+    "first-byte-flipped": lambda d: bytes([d[0] ^ 0x80]) + d[1:],
+    "truncated-by-one-byte": lambda d: d[:-1],
+    "truncated-to-half": lambda d: d[:16],
+    "truncated-to-two-bytes": lambda d: d[:2],
+    "one-byte-appended": lambda d: d + b"\x00",
+    "a-second-signature-appended": lambda d: d + d,
+    "two-byte-prefix-then-zeros": lambda d: d[:2] + bytes(30),
     "empty": lambda d: b"",
 }
 
@@ -139,7 +139,7 @@ def rotating_runner(db, outbox, sleeps):
     return Runner(ROOT, cfg, sleep=sleeps.append, random=lambda: 0.5)
 
 
-FLOW_ALTERED = ("last byte flipped", "truncated by one byte", "one byte appended")
+FLOW_ALTERED = ("last-byte-flipped", "truncated-by-one-byte", "one-byte-appended")
 
 
 @pytest.mark.parametrize("which", SECRETS)

@@ -76,3 +76,38 @@ def test_each_notification_and_crm_entry_exactly_once(report):
     assert report["duplicate_side_effects"] == 0
     assert report["lost_side_effects"] == 0
     assert report["ok"]
+
+
+def test_the_soak_stand_ins_take_the_bundles_requests_and_refuse_malformed_ones():
+    """The soak counts what its stand-ins refuse (bad_requests must stay 0): they check
+    method, auth and body shape, so a malformed send cannot pass as delivered."""
+    import httpx
+
+    from bench.soak_standins import SLACK_TOKEN, TWILIO_SID, TWILIO_TOKEN, HttpStandIns
+    from f.dodo.lib import channels
+
+    http = HttpStandIns()
+    try:
+        twilio = {"accountSid": TWILIO_SID, "token": TWILIO_TOKEN, "from_number": "+15550009999"}
+        channels.send_sms(twilio, to="+15551234567", body="[msg_ok1] hi", api_url=http.url)
+        channels.send_slack({"text": "[msg_ok2] hi", "blocks": [{"type": "section"}]}, token=SLACK_TOKEN,
+                            channel="#x", api_url=f"{http.url}/api")
+        assert (http.sms["msg_ok1"], http.slack["msg_ok2"], http.bad_requests) == (1, 1, [])
+        sms = f"{http.url}/2010-04-01/Accounts/{TWILIO_SID}/Messages.json"
+        form = {"To": "+15551234567", "From": "+15550009999", "Body": "[msg_bad] x"}
+        refused = [
+            httpx.post(sms, auth=(TWILIO_SID, "wrong"), data=form),
+            httpx.post(sms, data=form),
+            httpx.post(sms, auth=(TWILIO_SID, TWILIO_TOKEN), json=form),
+            httpx.post(sms, auth=(TWILIO_SID, TWILIO_TOKEN), data={**form, "From": None}),
+            httpx.get(sms, auth=(TWILIO_SID, TWILIO_TOKEN)),
+            httpx.post(f"{http.url}/api/chat.postMessage", json={"text": "[msg_bad] x"},
+                       headers={"Authorization": f"Bearer {SLACK_TOKEN}"}),
+            httpx.post(f"{http.url}/api/chat.postMessage", json={"channel": "#x", "text": "[msg_bad] x", "blocks": []},
+                       headers={"Authorization": "Bearer xoxb-other"}),
+            httpx.post(f"{http.url}/api/other", json={}),
+        ]
+        assert [r.status_code for r in refused] == [400] * len(refused)
+        assert len(http.bad_requests) == len(refused) and "msg_bad" not in http.sms | http.slack
+    finally:
+        http.close()

@@ -1,0 +1,45 @@
+"""Request checks shared by the HTTP stand-ins: method, path, auth and body shape as each
+provider documents them. A failed check raises AssertionError inside the handler;
+pytest-httpserver answers 500 and records it, and tests/conftest.py's `httpserver`
+fixture fails the test with it (a client retrying the 500, or code absorbing it, would
+otherwise hide a malformed request).
+"""
+from __future__ import annotations
+
+import re
+
+HUBSPOT_UPSERT = re.compile(r"^/crm/v3/objects/(contacts|notes)/batch/upsert$")
+BLOCK_TYPES = {"section", "context", "header", "divider", "image", "actions", "rich_text"}
+
+
+def slack_post_message(request, token: str, channel: str | None = None) -> dict:
+    """Slack chat.postMessage (api.slack.com/methods/chat.postMessage): POST, bot token as
+    Bearer, a JSON body with `channel`, `text` and Block Kit `blocks`. Returns the body."""
+    assert request.method == "POST" and request.path.endswith("/chat.postMessage"), request.path
+    assert request.headers.get("Authorization") == f"Bearer {token}"
+    assert request.headers.get("Content-Type", "").startswith("application/json")
+    body = request.get_json()
+    assert isinstance(body, dict) and set(body) == {"channel", "text", "blocks"}, body
+    assert isinstance(body["text"], str) and body["text"].strip()
+    assert isinstance(body["channel"], str) and body["channel"] and (channel is None or body["channel"] == channel)
+    assert isinstance(body["blocks"], list) and all(isinstance(b, dict) and b.get("type") in BLOCK_TYPES
+                                                    for b in body["blocks"]), body["blocks"]
+    return body
+
+
+def hubspot_upsert(request, token: str) -> tuple[str, dict]:
+    """HubSpot CRM v3 batch upsert (developers.hubspot.com, objects/{type}/batch/upsert): POST,
+    private-app token as Bearer, `{"inputs": [{"idProperty", "id", "properties"}]}` with
+    string property values. Returns the object type and the one input."""
+    match = HUBSPOT_UPSERT.match(request.path)
+    assert request.method == "POST" and match, f"{request.method} {request.path}"
+    assert request.headers.get("Authorization") == f"Bearer {token}"
+    assert request.headers.get("Content-Type", "").startswith("application/json")
+    body = request.get_json()
+    assert isinstance(body, dict) and set(body) == {"inputs"} and len(body["inputs"]) == 1, body
+    (item,) = body["inputs"]
+    assert set(item) == {"idProperty", "id", "properties"}, item
+    assert all(isinstance(v, str) for v in item["properties"].values()), item["properties"]
+    id_property = {"contacts": "email", "notes": "dodo_event_id"}[match.group(1)]
+    assert item["idProperty"] == id_property and item["id"] == item["properties"].get(id_property, item["id"])
+    return match.group(1), item
