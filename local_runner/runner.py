@@ -14,13 +14,16 @@ the preprocessor and the failure module, and each sub-flow called by path.
 """
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import decimal
+import hashlib
 import importlib
 import importlib.util
 import inspect
 import json
 import random
+import types
 import sys
 import threading
 import time
@@ -37,6 +40,7 @@ import yaml
 from . import bun, deep, js, passthrough, wmill_local
 from .config import Config
 
+_SAME = object()  # "not given" / "no cached result"
 MAX_RETRY_INTERVAL_S = 6 * 3600  # Windmill caps a retry delay (MAX_RETRY_INTERVAL)
 KEEP_STARTED = 10_000  # finished flows started by scripts, kept for their result lookups
 
@@ -51,44 +55,85 @@ class UnsupportedFlow(RunnerError):
 
 # ---------------------------------------------------------------- flow validation
 
+# Keys of OpenFlow as Windmill deserialises them (backend/windmill-types/src/flows.rs@002ac89f:
+# FlowValue, FlowModule, FlowModuleValue, Branch, StopAfterIf, Retry, InputTransform). A key
+# the runner does not implement is refused by name with its reason (`_UNSUPPORTED`);
+# keys the Windmill UI saves but that change nothing here are accepted.
 _FLOW_KEYS = {"summary", "description", "schema", "value"}
-_VALUE_KEYS = {"modules", "failure_module", "preprocessor_module", "same_worker"}
-_MODULE_KEYS = {"id", "summary", "value", "retry", "stop_after_if", "skip_if", "sleep",
-                "timeout", "continue_on_error"}
+_VALUE_KEYS = {"modules", "failure_module", "preprocessor_module", "same_worker", "flow_env", "skip_expr",
+               "preserve_step_tags"}
+_MODULE_KEYS = {"id", "summary", "value", "retry", "stop_after_if", "skip_if", "sleep", "timeout",
+                "continue_on_error", "cache_ttl", "priority", "delete_after_use", "input_transforms",
+                "mock"}
 _TYPE_KEYS = {
-    "script": {"type", "path", "input_transforms"},
-    "rawscript": {"type", "content", "language", "input_transforms", "lock", "path"},
+    "script": {"type", "path", "input_transforms", "hash", "tag_override", "is_trigger"},
+    "rawscript": {"type", "content", "language", "input_transforms", "lock", "path", "tag", "is_trigger",
+                  "concurrency_settings", "assets", "concurrent_limit", "concurrency_time_window_s",
+                  "custom_concurrency_key"},
     "flow": {"type", "path", "input_transforms"},
     "branchone": {"type", "branches", "default"},
     "branchall": {"type", "branches", "parallel"},
     "forloopflow": {"type", "iterator", "modules", "skip_failures", "parallel", "parallelism"},
+    "whileloopflow": {"type", "modules", "skip_failures"},
     "identity": {"type"},
 }
-_BRANCH_KEYS = {"branchone": {"summary", "expr", "modules"},
-                "branchall": {"summary", "skip_failure", "modules"}}
+# a branchone branch may carry the branchall keys (the UI saves them; Branch has them)
+_BRANCH_KEYS = {"branchone": {"summary", "expr", "modules", "skip_failure", "parallel"},
+                "branchall": {"summary", "skip_failure", "modules", "parallel", "expr"}}
 _RETRY_KEYS = {"constant": {"attempts", "seconds"},
                "exponential": {"attempts", "multiplier", "seconds", "random_factor"}}
+PYTHON = ("python3",)
+TYPESCRIPT = ("bun", "deno", "nativets", "bunnative")
+# Why each refused key is refused (UnsupportedFlow names it with this reason).
+_UNSUPPORTED = {
+    "suspend": "approval steps wait for a resume request the local runner cannot receive",
+    "stop_after_all_iters_if": "not implemented in the local runner",
+    "mock": "mocked steps are a Windmill UI testing aid, not implemented in the local runner",
+    "cache_ttl": "a flow-level result cache is not implemented in the local runner (a step's cache_ttl is)",
+}
+_DEFAULT_ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 
-def _refuse(where: str, keys) -> None:
-    raise UnsupportedFlow(f"{where}: unsupported key(s) {sorted(keys)}")
+def _refuse(where: str, keys, reason: str | None = None) -> None:
+    raise UnsupportedFlow(f"{where}: unsupported key(s) {sorted(keys)}" + (f": {reason}" if reason else ""))
 
 
 def _check_keys(where: str, obj: dict, allowed: set) -> None:
     extra = set(obj) - allowed
     if extra:
-        _refuse(where, extra)
+        reasons = sorted({_UNSUPPORTED[k] for k in extra if _UNSUPPORTED.get(k)})
+        _refuse(where, extra, "; ".join(reasons) or None)
+
+
+def _check_transform(where: str, t) -> None:
+    kind = t.get("type") if isinstance(t, dict) else None
+    if kind == "static":
+        _check_keys(where, t, {"type", "value", "expr"})  # a static's stale `expr` is ignored
+    elif kind == "javascript":
+        _check_keys(where, t, {"type", "expr", "value"})  # a stale `value` beside `expr` is ignored
+    else:
+        _refuse(where, [f"type: {kind}"])
 
 
 def _check_transforms(where: str, transforms: dict) -> None:
     for name, t in (transforms or {}).items():
-        kind = t.get("type")
-        if kind == "static":
-            _check_keys(f"{where}.input_transforms.{name}", t, {"type", "value"})
-        elif kind == "javascript":
-            _check_keys(f"{where}.input_transforms.{name}", t, {"type", "expr"})
-        else:
-            _refuse(f"{where}.input_transforms.{name}", [f"type: {kind}"])
+        _check_transform(f"{where}.input_transforms.{name}", t)
+
+
+def _language_refusal(language: str | None) -> str | None:
+    if language in PYTHON or language is None:
+        return None
+    if language in TYPESCRIPT:
+        return None if _typescript() else "TypeScript steps need local_runner/bun.py (Bun), not present"
+    return f"the local runner runs python3 and TypeScript ({', '.join(TYPESCRIPT)}) steps only"
+
+
+def _typescript():
+    try:
+        from . import bun  # noqa: PLC0415 - optional: the Bun executor
+    except ImportError:
+        return None
+    return bun
 
 
 def validate_modules(where: str, modules: list) -> None:
@@ -97,39 +142,50 @@ def validate_modules(where: str, modules: list) -> None:
 
 
 def validate_module(where: str, m: dict) -> None:
+    if "id" not in m:
+        # more_serde::default_id: a module saved without `id` gets a random 6-character one
+        m["id"] = "".join(random.choice(_DEFAULT_ID_CHARS) for _ in range(6))
     _check_keys(where, m, _MODULE_KEYS)
+    if (m.get("mock") or {}).get("enabled"):
+        _refuse(where, ["mock"], _UNSUPPORTED["mock"])
     v = m.get("value") or {}
     kind = v.get("type")
     if kind not in _TYPE_KEYS:
         _refuse(where, [f"type: {kind}"])
     _check_keys(where, v, _TYPE_KEYS[kind])
     _check_transforms(where, v.get("input_transforms"))
-    if kind == "rawscript" and v.get("language") not in ("python3", None, *bun.LANGUAGES):
-        _refuse(where, [f"language: {v.get('language')}"])
+    if kind == "rawscript" and (reason := _language_refusal(v.get("language"))):
+        _refuse(where, [f"language: {v.get('language')}"], reason)
+    if kind == "forloopflow" and isinstance(v.get("iterator"), dict):
+        _check_transform(f"{where}.iterator", v["iterator"])
     if "retry" in m and m["retry"]:
         _check_keys(f"{where}.retry", m["retry"], set(_RETRY_KEYS) | {"retry_if"})
         for k, sub in m["retry"].items():
             if sub:
                 _check_keys(f"{where}.retry.{k}", sub, _RETRY_KEYS.get(k, {"expr"}))
     if m.get("stop_after_if"):
-        _check_keys(f"{where}.stop_after_if", m["stop_after_if"], {"expr", "skip_if_stopped", "error_message"})
+        _check_keys(f"{where}.stop_after_if", m["stop_after_if"],
+                    {"expr", "skip_if_stopped", "error_message", "error_include_result"})
     if m.get("skip_if"):
         _check_keys(f"{where}.skip_if", m["skip_if"], {"expr"})
     for t in ("sleep", "timeout"):
-        if t in m and m[t] is not None and not isinstance(m[t], (int, dict)):
-            _refuse(where, [t])
+        if m.get(t) is not None and not isinstance(m[t], (int, float, dict)):
+            _refuse(where, [t], f"{t} must be a number or an input transform")
+        if isinstance(m.get(t), dict):
+            _check_transform(f"{where}.{t}", m[t])
+    if m.get("timeout") is not None and kind not in ("script", "rawscript"):
+        _refuse(where, ["timeout"], "Windmill sets a timeout on the pushed sub-flow job, whose expiry the "
+                                    "local runner does not model; put it on the script steps")
     if kind in _BRANCH_KEYS:
         for i, b in enumerate(v.get("branches") or []):
             _check_keys(f"{where}.branches[{i}]", b, _BRANCH_KEYS[kind])
             validate_modules(f"{where}.branches[{i}]", b.get("modules"))
         validate_modules(f"{where}.default", v.get("default"))
-    if kind == "forloopflow":
+    if kind in ("forloopflow", "whileloopflow"):
         validate_modules(where, v.get("modules"))
 
 
-def validate_flow(where: str, flow: dict) -> None:
-    _check_keys(where, flow, _FLOW_KEYS)
-    value = flow.get("value") or {}
+def validate_flow_value(where: str, value: dict) -> None:
     _check_keys(f"{where}.value", value, _VALUE_KEYS)
     validate_modules(where, value.get("modules"))
     for special in ("failure_module", "preprocessor_module"):
@@ -137,6 +193,11 @@ def validate_flow(where: str, flow: dict) -> None:
             validate_module(f"{where}.{special}", value[special])
             if value[special]["value"]["type"] not in ("script", "rawscript"):
                 _refuse(f"{where}.{special}", [f"type: {value[special]['value']['type']}"])
+
+
+def validate_flow(where: str, flow: dict) -> None:
+    _check_keys(where, flow, _FLOW_KEYS)
+    validate_flow_value(where, flow.get("value") or {})
 
 
 # ---------------------------------------------------------------- records
@@ -178,11 +239,16 @@ class Run:
 
 
 class StepFailed(Exception):
-    """A step failed; `result` is Windmill's error result {"error": {...}}."""
+    """A module failed; `result` is what Windmill records for it: the job's error result
+    {"error": {...}}, or for a loop or branchall the array of its sub-job results
+    (worker_flow.rs retrieve_flow_jobs_results). `handled`: a failure module already
+    ran for it (inside a branch or iteration sub-flow), so no enclosing flow runs one
+    again (has_triggered_error_handler); `retryable`: False for an EarlyStopError."""
 
-    def __init__(self, result: dict, step_id: str | None, handled: bool = False):
-        super().__init__(result.get("error", {}).get("message"))
-        self.result, self.step_id, self.handled = result, step_id, handled
+    def __init__(self, result: Any, step_id: str | None, handled: bool = False, retryable: bool = True):
+        err = result.get("error") if isinstance(result, dict) else None
+        super().__init__((err or {}).get("message") if isinstance(err, dict) else "module failed")
+        self.result, self.step_id, self.handled, self.retryable = result, step_id, handled, retryable
 
 
 class StoppedEarly(Exception):
@@ -192,10 +258,21 @@ class StoppedEarly(Exception):
         self.result, self.skipped = result, skipped
 
 
+def execution_error(message: str) -> dict:
+    """An error the flow engine itself raises (Error::ExecutionErr)."""
+    return {"error": {"name": "ExecutionErr", "message": message}}
+
+
+def derive_error(failed: Any) -> dict:
+    """The `error` a failure module receives: windmill-jseval's ERROR_SETUP applied to
+    the failed result (one failed item of an array: its `.error`; several: MultipleErrors)."""
+    return js.evaluate("error", {"previous_result": failed})
+
+
 def error_result(exc: BaseException) -> dict:
     """Windmill's result for a Python exception: {"error": {name, message, stack}}."""
     if isinstance(exc, bun.TsScriptFailed):  # a TypeScript step's own error object
-        return {"error": exc.error}
+        return {"error": dict(exc.error)}
     return {"error": {
         "name": type(exc).__name__,
         "message": str(exc),
@@ -273,24 +350,30 @@ class _Scope:
     results: dict
     log: list
     failure_module: dict | None
+    flow_env: dict | None = None
+    preview: bool = False  # a RawFlow job (run_flow_value)
 
 
 class Runner:
     """Runs flows and scripts of the repository at `root`.
 
     `sleep(seconds)` is called for retry delays and step `sleep`s (tests pass a
-    recorder); `random()` gives the retry jitter.
+    recorder); `random()` gives the retry jitter; `clock()` dates cached step results.
     """
 
     def __init__(self, root: str | Path = ".", config: Config | None = None, *,
                  sleep: Callable[[float], None] = time.sleep,
                  random: Callable[[], float] = random.random,
                  max_parallel: int = 8,
-                 on_progress: Callable[[str, int], None] | None = None):
+                 on_progress: Callable[[str, int], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 max_while_iterations: int = 10_000):
         self.root = Path(root).resolve()
         self.config = config or Config.from_env()
-        self.sleep, self.random = sleep, random
+        self.sleep, self.random, self.clock = sleep, random, clock
         self.max_parallel = max_parallel
+        self.max_while_iterations = max_while_iterations  # a runaway while loop fails instead of hanging
+        self._cache: dict[str, tuple[float, Any]] = {}  # step results kept for their cache_ttl
         self.on_progress = on_progress  # (job id, percent) for each wmill.set_progress
         self._flows: dict[str, dict] = {}
         self._modules: dict[str, Any] = {}
@@ -329,8 +412,6 @@ class Runner:
             mod = self._modules.get(path)
         if mod is None:
             if not (self.root / f"{path}.py").exists():
-                if ts := bun.script_file(self.root, path):
-                    return ts
                 raise RunnerError(f"no script at {path}")
             mod = importlib.import_module(path.replace("/", "."))
             with self._lock:
@@ -338,17 +419,24 @@ class Runner:
         return mod
 
     def _inline_module(self, flow_path: str, content: str):
-        if not content.startswith("!inline "):
-            raise UnsupportedFlow(f"{flow_path}: rawscript content must be '!inline <file>'")
-        file = self.flow_file(flow_path).parent / content.removeprefix("!inline ").strip()
-        key = str(file)
+        """A python3 rawscript: `!inline <file>` beside the flow, or the code itself."""
+        if content.startswith("!inline "):
+            file = self.flow_file(flow_path).parent / content.removeprefix("!inline ").strip()
+            key, source, filename = str(file), None, str(file)
+        else:
+            key = "code:" + hashlib.sha256(content.encode()).hexdigest()
+            source, filename = content, f"<rawscript {key[5:17]}>"
         with self._lock:
             mod = self._modules.get(key)
         if mod is None:
             name = "_wm_inline_" + uuid.uuid5(uuid.NAMESPACE_URL, key).hex
-            spec = importlib.util.spec_from_file_location(name, file)
-            mod = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(mod)
+            if source is None:
+                spec = importlib.util.spec_from_file_location(name, filename)
+                mod = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(mod)
+            else:
+                mod = types.ModuleType(name)
+                exec(compile(source, filename, "exec"), mod.__dict__)  # noqa: S102 - the step's own code
             with self._lock:
                 self._modules[key] = mod
         return mod
@@ -373,12 +461,27 @@ class Runner:
             self._forget(log)
         return Run(job_id, path, success, result, skipped, log)
 
+    def run_flow_value(self, value: dict, args: dict | None = None, *, path: str = "preview") -> Run:
+        """Run an OpenFlow `value` given in memory, as Windmill runs a RawFlow job (a flow
+        preview; Windmill's own tests push their flows this way). `path` names it in the
+        job records; `!inline` rawscripts are not available to it."""
+        validate_flow_value(path, value)
+        job_id = str(uuid.uuid4())
+        log: list[Job] = []
+        job = self._start(log, "flowpreview", path, None, job_id, job_id=job_id)
+        try:
+            success, result, skipped = self._flow_job({"value": value}, path, job, dict(args or {}), None, log,
+                                                      preview=True)
+        finally:
+            self._forget(log)
+        return Run(job_id, path, success, result, skipped, log)
+
     def run_script(self, path: str, args: dict | None = None) -> Run:
         job_id = str(uuid.uuid4())
         log: list[Job] = []
         job = self._start(log, "script", path, None, job_id, job_id=job_id)
         try:
-            result = self._call(self._script_module(path), "main", self.config.interpolate(args or {}), job, path)
+            result = self._script_code(path)("main", self.config.interpolate(args or {}), job, path)
             self._finish(job, True, result)
         except Exception as e:  # noqa: BLE001 - a script error is the job's result
             self._finish(job, False, error_result(e))
@@ -438,19 +541,30 @@ class Runner:
 
     # -- flows
 
-    def _flow_job(self, flow, path, job: Job, args, event, log) -> tuple[bool, Any, bool]:
+    def _flow_job(self, flow, path, job: Job, args, event, log, preview=False) -> tuple[bool, Any, bool]:
         value = flow["value"]
-        scope = _Scope(path, job.id, job.root, args, {}, log, value.get("failure_module"))
+        scope = _Scope(path, job.id, job.root, args, {}, log, value.get("failure_module"), value.get("flow_env"),
+                       preview)
+        return self._run_flow_value(value.get("modules") or [], scope, job, event=event,
+                                    preprocessor=value.get("preprocessor_module"), skip_expr=value.get("skip_expr"))
+
+    def _run_flow_value(self, modules, scope: "_Scope", job: Job, *, event=None, preprocessor=None,
+                        skip_expr=None, first_previous=_SAME) -> tuple[bool, Any, bool]:
+        """One flow job (a flow by path, or a branch / iteration sub-flow): its modules,
+        then its failure module if one failed. Returns (success, result, skipped)."""
         try:
             if event is not None:
-                pre = value["preprocessor_module"]
-                out = self._script_step(pre, scope, {"event": event}, job.id, kind="preprocessor",
+                out = self._script_step(preprocessor, scope, {"event": event}, job.id, kind="preprocessor",
                                         flow_input={"event": event})
                 # worker_flow.rs: an object result becomes the args, null -> {}, else {"value": r}
                 scope.flow_input = out if isinstance(out, dict) else ({} if out is None else {"value": out})
-            modules = value.get("modules") or []
+            if skip_expr and self._bool(skip_expr, scope, scope.flow_input, {}, "skip_expr"):
+                # push_next_flow_job: the flow's skip_expr ends it at once, "stopped early"
+                self._finish(job, True, "stopped early", True)
+                return True, "stopped early", True
             # worker_flow.rs: a flow without modules returns its args
-            result = self._run_modules(modules, scope, scope.flow_input, job.id) if modules else scope.flow_input
+            result = (self._run_modules(modules, scope, scope.flow_input, job.id, first_previous)
+                      if modules else scope.flow_input)
             self._finish(job, True, result)
             return True, result, False
         except StoppedEarly as s:
@@ -464,11 +578,14 @@ class Runner:
 
     def _failure(self, scope: _Scope, failed: StepFailed, job: Job) -> tuple[bool, Any, bool]:
         """Run the failure module. worker_flow.rs: the flow still fails unless the
-        module returns {recover: true}; the flow's result is the module's result."""
-        err = dict(failed.result.get("error") or {}, step_id=failed.step_id)
+        module returns {recover: true}; the flow's result is the module's result. Its
+        `previous_result` is the failed result; `error` is derived from it (windmill-jseval)."""
+        err = derive_error(failed.result)
+        if isinstance(err, dict) and failed.step_id and "step_id" not in err:
+            err = dict(err, step_id=failed.step_id)
         try:
-            out = self._script_step(scope.failure_module, scope, {"error": err}, job.id, kind="failure",
-                                    previous=failed.result, extra_scope={"error": err})
+            out = self._run_attempts(scope.failure_module, scope, scope.flow_input, failed.result, job.id,
+                                     kind="failure", base_args={"error": err})
         except StepFailed as f2:
             self._finish(job, False, f2.result)
             return False, f2.result, False
@@ -476,57 +593,136 @@ class Runner:
         self._finish(job, ok, out)
         return ok, out, False
 
-    def _run_modules(self, modules, scope: _Scope, flow_input, parent, previous=None):
-        prev = flow_input if previous is None else previous  # step 0 sees the flow args
-        for m in modules:
+    def _run_modules(self, modules, scope: _Scope, flow_input, parent, first_previous=_SAME):
+        prev = flow_input if first_previous is _SAME else first_previous  # step 0 sees the flow args
+        for i, m in enumerate(modules):
+            if i:
+                self._sleep_between(modules[i - 1], scope, flow_input, prev)
             prev = self._run_module(m, scope, flow_input, prev, parent)
         return prev
 
-    def _expr_scope(self, scope: _Scope, flow_input, previous, **extra) -> dict:
-        return {"flow_input": flow_input, "results": scope.results, "previous_result": previous, **extra}
+    def _context(self, scope: _Scope, previous, **extra) -> dict:
+        return {"results": scope.results, "previous_result": previous, **extra}
+
+    def _eval(self, expr: str, scope: _Scope, flow_input, context: dict, what: str):
+        """An expression's value: passed through where Windmill's worker passes the stored
+        JSON through (local_runner/passthrough.py), else evaluated in JavaScript with only
+        the scope it reads. Its failure fails the module (ExecutionErr) instead of escaping
+        the runner (worker_flow.rs transform_input: "Error during isolated evaluation of
+        expression")."""
+        try:
+            whole = {**context, "flow_input": flow_input}
+            value = passthrough.lookup(expr, whole)
+            if value is not passthrough.MISSING:
+                return value
+            return js.evaluate(expr, self._narrow(expr, whole), flow_input=None, flow_env=scope.flow_env)
+        except js.ExpressionError as e:
+            raise StepFailed(execution_error(
+                f"Error during isolated evaluation of expression `{expr}`:\n{e}"), what) from None
+
+    @staticmethod
+    def _narrow(expr: str, whole: dict) -> dict:
+        """passthrough.narrow, keeping `previous_result` for an expression that derives
+        `error` from it (windmill-jseval adds it when the text mentions `error`)."""
+        narrowed = passthrough.narrow(expr, whole)
+        if "error" in expr and "previous_result" in whole:
+            narrowed["previous_result"] = whole["previous_result"]
+        return narrowed
+
+    def _bool(self, expr: str, scope: _Scope, flow_input, context: dict, what: str) -> bool:
+        """worker_flow.rs compute_bool_from_expr: Boolean(expr), with result =
+        previous_result = the value under test."""
+        try:
+            narrowed = self._narrow(expr, {**context, "flow_input": flow_input})
+            return js.truthy(expr, narrowed, flow_input=None, flow_env=scope.flow_env)
+        except js.ExpressionError as e:
+            raise StepFailed(execution_error(f"Error during evaluation of expression `{expr}`:\n{e}"), what) from None
 
     def _run_module(self, m: dict, scope: _Scope, flow_input, previous, parent):
-        sid = m.get("id")
-        if m.get("skip_if") and js.truthy(m["skip_if"]["expr"], self._expr_scope(scope, flow_input, previous)):
+        sid = m["id"]
+        if m.get("skip_if") and self._bool(m["skip_if"]["expr"], scope, flow_input,
+                                           self._context(scope, previous, result=previous), sid):
             # a skipped step runs as an identity job passing previous_result through
             job = self._start(scope.log, "identity", f"{scope.path}/{sid}", parent, scope.root, step_id=sid)
             result = self._finish(job, True, previous, skipped=True)
             scope.results[sid] = result
             return result
         try:
-            result = self._dispatch(m, scope, flow_input, previous, parent)
+            result = self._run_attempts(m, scope, flow_input, previous, parent)
         except StepFailed as f:
-            if m.get("continue_on_error"):
+            if m.get("continue_on_error") and f.retryable:
                 scope.results[sid] = f.result
                 return f.result
             raise
         scope.results[sid] = result
-        stop = m.get("stop_after_if")
-        if stop and js.truthy(stop["expr"], self._expr_scope(scope, flow_input, previous, result=result)):
-            msg = stop.get("error_message")
-            if msg is not None:
-                # worker_flow.rs get_stop_after_if_data: the flow fails with this message
-                message = msg or f"stop after if: {stop['expr']}"
-                raise StepFailed({"error": {"name": "StopAfterIf", "message": message}}, sid, handled=True)
-            raise StoppedEarly(result, bool(stop.get("skip_if_stopped")))
-        self._sleep_after(m, scope, flow_input, result)
+        self._stop_after_if(m, scope, flow_input, result)
         return result
 
-    def _sleep_after(self, m, scope, flow_input, result):
+    def _stop_after_if(self, m, scope, flow_input, result):
+        """worker_flow.rs update_flow_status_after_job_completion_internal: evaluated with
+        result = previous_result = the module's result, never for a branchall or a
+        parallel loop module; with `error_message` the module fails with EarlyStopError
+        (the failure module runs, no retry)."""
+        stop = m.get("stop_after_if")
+        v = m["value"]
+        if not stop or v["type"] == "branchall" or (v["type"] == "forloopflow" and v.get("parallel")):
+            return
+        if not self._bool(stop["expr"], scope, flow_input, self._context(scope, result, result=result), m["id"]):
+            return
+        msg = stop.get("error_message")
+        if msg is not None:  # get_stop_after_if_data
+            message = msg or f"stop after if: {stop['expr']}"
+            raise StepFailed({"error": {"name": "EarlyStopError", "message": message}}, m["id"], retryable=False)
+        raise StoppedEarly(result, bool(stop.get("skip_if_stopped")))
+
+    def _sleep_between(self, m, scope, flow_input, previous):
+        """push_next_flow_job: before a step, the previous module's `sleep` (a number or an
+        input transform seeing result = previous_result, without `results`) delays it; an
+        integer is seconds, a float seconds with millisecond precision."""
         s = m.get("sleep")
         if s is None:
             return
         if isinstance(s, dict):
-            s = s["value"] if s.get("type") == "static" else js.evaluate(
-                s["expr"], self._expr_scope(scope, flow_input, result, result=result))
+            if s.get("type") == "static":
+                s = s.get("value")
+            else:
+                s = self._eval(s.get("expr") or "", scope, flow_input,
+                               {"result": previous, "previous_result": previous}, m["id"])
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or s < 0:
+            raise StepFailed(execution_error(f"Expected an integer, found: {json.dumps(s)}"), m["id"])
         if s:
             self.sleep(float(s))
 
+    def _run_attempts(self, m, scope: _Scope, flow_input, previous, parent, *, kind=None, base_args=None):
+        """Run a module, retrying it per its `retry` whatever its type (worker_flow.rs
+        evaluate_retry / next_retry): a retried loop or branchall starts again from its
+        first iteration or branch; a retried script reuses its first arguments
+        (get_args_from_id) and sees previous_result = its failed result."""
+        retry = m.get("retry")
+        fail_count = 0
+        args = None
+        while True:
+            try:
+                if m["value"]["type"] in ("script", "rawscript"):
+                    if args is None:
+                        args = dict(base_args or {})
+                        args.update(self._transform(m["value"].get("input_transforms"), scope, flow_input,
+                                                    previous, m["id"] or kind))
+                    return self._script_step(m, scope, args, parent, kind=kind, flow_input=flow_input,
+                                             attempt=fail_count)
+                return self._dispatch(m, scope, flow_input, previous, parent)
+            except StepFailed as f:
+                if not f.retryable or not self._retry_wanted(retry, f.result, scope, flow_input):
+                    raise
+                delay = self._retry_delay(retry, fail_count)
+                if delay is None:
+                    raise
+                fail_count += 1
+                previous = f.result
+                self.sleep(delay)
+
     def _dispatch(self, m, scope, flow_input, previous, parent):
         kind = m["value"]["type"]
-        if kind in ("script", "rawscript"):
-            args = self._transform(m["value"].get("input_transforms"), scope, flow_input, previous)
-            return self._script_step(m, scope, args, parent, flow_input=flow_input, previous=previous)
         if kind == "identity":
             job = self._start(scope.log, "identity", f"{scope.path}/{m['id']}", parent, scope.root, step_id=m["id"])
             return self._finish(job, True, previous)
@@ -538,63 +734,101 @@ class Runner:
             return self._branchall(m, scope, flow_input, previous, parent)
         if kind == "forloopflow":
             return self._forloop(m, scope, flow_input, previous, parent)
+        if kind == "whileloopflow":
+            return self._whileloop(m, scope, flow_input, previous, parent)
         raise UnsupportedFlow(f"{scope.path}.{m.get('id')}: type {kind}")
 
-    def _transform(self, transforms, scope, flow_input, previous, **extra) -> dict:
+    def _transform(self, transforms, scope, flow_input, previous, sid) -> dict:
+        """worker_flow.rs transform_input: statics as they are (a static without value is
+        null), expressions with `params` (always {}), `previous_result` and `results`."""
         out = {}
+        context = self._context(scope, previous, params={})
         for name, t in (transforms or {}).items():
             if t["type"] == "static":
                 out[name] = t.get("value")
             else:
-                out[name] = passthrough.evaluate(t["expr"], self._expr_scope(scope, flow_input, previous, **extra))
+                out[name] = self._eval(t.get("expr") or "", scope, flow_input, context, sid)
         return out
 
-    # -- script steps with retries
+    # -- script steps
 
-    def _script_step(self, m, scope: _Scope, args, parent, *, kind=None, flow_input=None, previous=None,
-                     extra_scope=None):
+    def _script_step(self, m, scope: _Scope, args, parent, *, kind=None, flow_input=None, attempt=0):
         v, sid = m["value"], m.get("id") or kind
-        if kind in ("preprocessor", "failure") and v.get("input_transforms"):
-            args = {**args, **self._transform(v["input_transforms"], scope, flow_input or scope.flow_input,
-                                              previous, **(extra_scope or {}))}
         if v["type"] == "script":
-            mod, label, job_kind = self._script_module(v["path"]), v["path"], "script"
-        elif v.get("language") in bun.LANGUAGES:
-            mod, label, job_kind = bun.rawscript(self.flow_file(scope.path).parent, v["content"]), f"{scope.path}/{sid}", "rawscript"
+            code, label, job_kind = self._script_code(v["path"]), v["path"], "script"
         else:
-            mod, label, job_kind = self._inline_module(scope.path, v["content"]), f"{scope.path}/{sid}", "rawscript"
-        fn_name = "preprocessor" if kind == "preprocessor" and hasattr(mod, "preprocessor") else "main"
-        timeout = m.get("timeout")
-        fail_count = 0
-        while True:
-            job = self._start(scope.log, kind or job_kind, label, parent, scope.root, step_id=sid, attempt=fail_count)
-            try:
-                call = lambda: self._call(mod, fn_name, self.config.interpolate(args), job, scope.path)
-                result = self._with_timeout(call, timeout) if timeout else call()
-                return self._finish(job, True, result)
-            except Exception as e:  # noqa: BLE001 - the error is the job's result
-                failed = self._finish(job, False, error_result(e))
-            if not self._retry_wanted(m.get("retry"), failed, flow_input or scope.flow_input):
-                raise StepFailed(failed, sid)
-            delay = self._retry_delay(m.get("retry"), fail_count)
-            if delay is None:
-                raise StepFailed(failed, sid)
-            fail_count += 1
-            self.sleep(delay)
+            code, label, job_kind = self._raw_code(scope.path, v), v.get("path") or f"{scope.path}/{sid}", "rawscript"
+        fn_name = "preprocessor" if kind == "preprocessor" else "main"
+        timeout = self._timeout(m, scope, flow_input)
+        cache_key = self._cache_key(m, label, v, args)
+        if cache_key and (hit := self._cache_get(cache_key)) is not _SAME:
+            job = self._start(scope.log, kind or job_kind, label, parent, scope.root, step_id=sid, attempt=attempt)
+            return self._finish(job, True, hit)
+        job = self._start(scope.log, kind or job_kind, label, parent, scope.root, step_id=sid, attempt=attempt)
+        try:
+            call = lambda: code(fn_name, self.config.interpolate(args), job, scope.path)  # noqa: E731
+            result = self._with_timeout(call, timeout) if timeout else call()
+        except Exception as e:  # noqa: BLE001 - the error is the job's result
+            raise StepFailed(self._finish(job, False, self._error_of(e, sid if kind != "preprocessor" else None)),
+                             sid) from None
+        if cache_key:
+            self._cache_put(cache_key, m["cache_ttl"], result)
+        return self._finish(job, True, result)
 
     @staticmethod
-    def _retry_wanted(retry: dict | None, failed: dict, flow_input) -> bool:
+    def _error_of(e: Exception, sid) -> dict:
+        """The job's error result. Windmill's wrappers add the flow step's id
+        (WM_FLOW_STEP_ID) as `step_id` (python_executor.rs, bun_executor.rs wrappers)."""
+        out = error_result(e)
+        if sid and "step_id" not in out["error"]:
+            out["error"]["step_id"] = sid
+        return out
+
+    def _timeout(self, m, scope, flow_input) -> float | None:
+        """worker_flow.rs evaluated_timeout: a number, or an input transform (an integer
+        of seconds, never negative)."""
+        t = m.get("timeout")
+        if isinstance(t, dict):
+            t = t.get("value") if t.get("type") == "static" else self._eval(
+                t.get("expr") or "", scope, flow_input, {}, m.get("id"))
+        if t is None:
+            return None
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or t < 0:
+            raise StepFailed(execution_error("Timeout value cannot be negative" if isinstance(t, (int, float))
+                                             else f"Error parsing timeout as i32: {json.dumps(t)}"), m.get("id"))
+        return float(t)
+
+    # cache_ttl (worker_flow.rs raw_script_to_payload / script_to_payload pass the module's
+    # cache_ttl to the step job; the worker's cached_result_path keys a cached result by the
+    # script and its arguments and serves it for cache_ttl seconds)
+    def _cache_key(self, m, label, v, args):
+        if not m.get("cache_ttl"):
+            return None
+        return hashlib.sha256(deep.dumps([label, v.get("content") or v.get("path"), args]).encode()).hexdigest()
+
+    def _cache_get(self, key):
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit and hit[0] > self.clock():
+            return hit[1]
+        return _SAME
+
+    def _cache_put(self, key, ttl, result):
+        with self._lock:
+            self._cache[key] = (self.clock() + float(ttl), result)
+
+    def _retry_wanted(self, retry: dict | None, failed: Any, scope: _Scope, flow_input) -> bool:
         """retry.retry_if, evaluated on each failure before any delay (worker_flow.rs
-        evaluate_retry): false means no retry, the step fails now and the flow's failure
-        handling proceeds. Its scope (compute_bool_from_expr, windmill-jseval): `result` and
-        `previous_result` = the failed job's result {"error": {...}}, `error` = its
-        `.error`, and `flow_input`; `results` is not available there. An expression that
-        throws is an error of the flow run (ExpressionError), as any expression's."""
-        cond = (retry or {}).get("retry_if")
+        evaluate_retry): false means no retry. Its scope (compute_bool_from_expr):
+        `result` = `previous_result` = the failed result, `error` derived from it,
+        `flow_input` and `flow_env`; `results` is not available there."""
+        if not retry:
+            return False
+        cond = retry.get("retry_if")
         if not cond:
             return True
-        scope = {"flow_input": flow_input, "result": failed, "previous_result": failed, "error": failed.get("error")}
-        return js.truthy(cond["expr"], scope)
+        return self._bool(cond["expr"], scope, flow_input, {"result": failed, "previous_result": failed},
+                          "retry_if")
 
     def _retry_delay(self, retry: dict | None, fail_count: int) -> float | None:
         """Delay before retry number `fail_count + 1`, or None when retries are spent.
@@ -617,8 +851,7 @@ class Runner:
             return min(max(delay, 0.0), MAX_RETRY_INTERVAL_S)
         return None
 
-    def _with_timeout(self, call, timeout):
-        seconds = timeout["value"] if isinstance(timeout, dict) else timeout
+    def _with_timeout(self, call, seconds):
         box: dict = {}
 
         def target():
@@ -628,142 +861,284 @@ class Runner:
                 box["e"] = e
         t = threading.Thread(target=target, daemon=True)
         t.start()
-        t.join(float(seconds))
+        t.join(seconds)
         if t.is_alive():
-            raise TimeoutError(f"Timeout error: step exceeded {seconds}s")
+            raise TimeoutError(f"Timeout error: step exceeded {seconds:g}s")
         if "e" in box:
             raise box["e"]
         return box["r"]
 
+    def _script_code(self, path: str):
+        """The callable for a script by path: `f/x/y.py`, or `f/x/y.ts` on Bun."""
+        if not (self.root / f"{path}.py").exists():
+            bun = _typescript()
+            ts = bun.script_file(self.root, path) if bun else None
+            if ts is not None:
+                return self._ts_code(ts)
+        mod = self._script_module(path)
+        return lambda fn, args, job, flow_path: self._call(mod, fn, args, job, flow_path)
+
+    def _raw_code(self, flow_path: str, v: dict):
+        if v.get("language") in TYPESCRIPT:
+            return self._ts_code(bun.rawscript(self.flow_file(flow_path).parent, v.get("content") or ""))
+        mod = self._inline_module(flow_path, v.get("content") or "")
+        return lambda fn, args, job, fp: self._call(mod, fn, args, job, fp)
+
+    def _ts_code(self, ts):
+        def run(fn, args, job, flow_path):
+            ctx = self._job_context(job, flow_path)
+            return ts.call(fn, args, ctx, root_job=job.root, step_id=job.step_id, flow_path=flow_path)
+        return run
+
+    def _job_context(self, job: Job, flow_path: str):
+        return wmill_local.JobContext(self.config, job.id, job.parent, f"state/{flow_path}/{job.step_id or 'main'}",
+                                      self._job_view, self.progress, self._start_flow, self.on_progress)
+
     def _call(self, mod, fn_name: str, args: dict, job: Job, flow_path: str):
-        """Call `fn` as Windmill's Python wrapper does: by name, defaults for missing args."""
-        ctx = wmill_local.JobContext(self.config, job.id, job.parent, f"state/{flow_path}/{job.step_id or 'main'}",
-                                     self._job_view, self.progress, self._start_flow, self.on_progress)
-        if isinstance(mod, bun.TsScript):  # TypeScript: a Bun process, as Windmill's bun executor
-            return mod.call(fn_name, args, ctx, root_job=job.root, step_id=job.step_id, flow_path=flow_path)
+        """Call `fn` as Windmill's Python wrapper does: by name, defaults for missing args;
+        a `datetime` / `bytes` parameter given a string gets it parsed / base64-decoded
+        (python_executor.rs wrapper)."""
         fn = getattr(mod, fn_name, None)
         if fn is None:
             raise RunnerError(f"{mod.__name__} has no {fn_name}()")
         kwargs = {}
         for name, p in inspect.signature(fn).parameters.items():
             if name in args:
-                kwargs[name] = args[name]
+                kwargs[name] = _python_arg(p.annotation, args[name])
             elif p.default is inspect.Parameter.empty and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
                 raise TypeError(f"{fn_name}() missing required argument: '{name}'")
-        with wmill_local.running(ctx):
+        with wmill_local.running(self._job_context(job, flow_path)):
             return _jsonable(fn(**kwargs))
 
     # -- composite modules
 
     def _subflow(self, m, scope: _Scope, flow_input, previous, parent):
+        """A `type: flow` step: a flow job of its own. A stop inside it ends that flow
+        only (worker_flow.rs ignores stop_early_override for a flow step), and its own
+        failure module having run does not stop the caller's (has_triggered_error_handler
+        is reset for a flow step)."""
         path = m["value"]["path"]
-        args = self._transform(m["value"].get("input_transforms"), scope, flow_input, previous)
+        args = self._transform(m["value"].get("input_transforms"), scope, flow_input, previous, m["id"])
         flow = self.load_flow(path)
         job = self._start(scope.log, "flow", path, parent, scope.root, step_id=m["id"])
-        ok, result, skipped = self._flow_job(flow, path, job, args, None, scope.log)
+        ok, result, _skipped = self._flow_job(flow, path, job, args, None, scope.log)
         if not ok:
-            # its own failure module already ran: the parent's does not (skip_error_handler)
-            raise StepFailed(result, m["id"], handled=bool(flow["value"].get("failure_module")))
-        if skipped:
-            raise StoppedEarly(result, True)
+            raise StepFailed(result, m["id"])
         return result
+
+    def _sub_scope(self, scope: _Scope, flow_input, own_results: bool = False) -> _Scope:
+        """A branch or iteration sub-flow (RawFlow) carries the flow's failure module
+        (payload_from_modules(..., flow.failure_module, ...)); its steps' results are
+        the root flow's (flow_leaf_jobs), except in a parallel loop, whose iterations
+        are innermost roots of their own."""
+        results = dict(scope.results) if own_results else scope.results
+        return _Scope(scope.path, scope.job_id, scope.root, flow_input, results, scope.log,
+                      scope.failure_module, scope.flow_env, scope.preview)
+
+    def _run_sub(self, modules, scope, flow_input, parent, label, *, own_results=False):
+        """One branch / iteration sub-flow job, its first step seeing its flow input as
+        previous result. Returns (success, result, stopped, skipped, handled)."""
+        job = self._start(scope.log, "flowpreview", f"{scope.path}/{label}", parent, scope.root, step_id=label)
+        sub = self._sub_scope(scope, flow_input, own_results)
+        try:
+            result = self._run_modules(modules, sub, flow_input, job.id)
+        except StoppedEarly as s:
+            self._finish(job, True, s.result, s.skipped)
+            return True, s.result, True, s.skipped, False
+        except StepFailed as f:
+            if f.handled or not sub.failure_module:
+                self._finish(job, False, f.result)
+                return False, f.result, False, False, f.handled
+            ok, result, _ = self._failure(sub, f, job)
+            # the sub-flow's failure module ran: the caller's will not run again, and
+            # the module fails even when it recovered (worker_flow.rs: success && !is_failure_step)
+            return False, result, False, False, True
+        self._finish(job, True, result)
+        return True, result, False, False, False
 
     def _branchone(self, m, scope, flow_input, previous, parent):
         v = m["value"]
         modules, label = v.get("default") or [], f"{m['id']}/default"
+        context = self._context(scope, previous, result=previous)
         for i, b in enumerate(v.get("branches") or []):
-            if js.truthy(b["expr"], self._expr_scope(scope, flow_input, previous)):
+            if self._bool(b.get("expr") or "", scope, flow_input, context, m["id"]):
                 modules, label = b.get("modules") or [], f"{m['id']}/branch-{i}"
                 break
         if not modules:
             # worker_flow.rs payload_from_modules: an empty branch pushes no job
             # (EmptyInnerFlows); the module succeeds with no flow jobs, whose results are []
             return []
-        return self._run_sub(modules, scope, flow_input, previous, parent, label)
-
-    def _run_sub(self, modules, scope, flow_input, previous, parent, label):
-        # a branch or loop iteration is a sub-flow job sharing the parent's results
-        job = self._start(scope.log, "flowpreview", f"{scope.path}/{label}", parent, scope.root, step_id=label)
-        try:
-            # an empty sub-flow returns its args (worker_flow.rs), i.e. the flow input
-            result = self._run_modules(modules, scope, flow_input, job.id, previous) if modules else flow_input
-        except StepFailed as f:
-            self._finish(job, False, f.result)
-            raise
-        except StoppedEarly as s:
-            self._finish(job, True, s.result, s.skipped)
-            raise
-        return self._finish(job, True, result)
+        ok, result, stopped, skipped, handled = self._run_sub(modules, scope, flow_input, parent, label)
+        if not ok:
+            raise StepFailed(result, m["id"], handled=handled)
+        if stopped:  # a stop inside the chosen branch stops the flow with its result
+            raise StoppedEarly(result, skipped)
+        return result
 
     def _branchall(self, m, scope, flow_input, previous, parent):
+        """Each branch a sub-flow job (its first step sees the flow input as previous
+        result); the module's result, on success and failure, is the array of the
+        branch jobs' results in order."""
         v = m["value"]
         branches = v.get("branches") or []
+        if not branches:
+            return []
 
         def one(i):
-            b = branches[i]
-            try:
-                return True, self._run_sub(b.get("modules") or [], scope, flow_input, previous, parent,
-                                           f"{m['id']}/branch-{i}")
-            except StepFailed as f:
-                return False, f
+            return self._run_sub(branches[i].get("modules") or [], scope, flow_input, parent, f"{m['id']}/branch-{i}")
         if v.get("parallel"):
-            with ThreadPoolExecutor(max_workers=min(self.max_parallel, max(1, len(branches)))) as ex:
+            with ThreadPoolExecutor(max_workers=min(self.max_parallel, len(branches))) as ex:
                 outcomes = list(ex.map(one, range(len(branches))))
-        else:
-            outcomes = []
-            for i in range(len(branches)):
-                outcomes.append(one(i))
-                if not outcomes[-1][0] and not branches[i].get("skip_failure"):
-                    break  # sequential: a failing branch without skip_failure stops the module
+            results = [o[1] for o in outcomes]
+            failed = [i for i, o in enumerate(outcomes) if not o[0] and not branches[i].get("skip_failure")]
+            if failed:
+                # parallel: the error handler already ran at the leaves when there is one
+                raise StepFailed(results, m["id"], handled=bool(scope.failure_module))
+            return results
         results = []
-        for i, (ok, out) in enumerate(outcomes):
+        for i in range(len(branches)):
+            ok, result, stopped, skipped, handled = one(i)
+            results.append(result)
+            if stopped:
+                # a stop inside a sequential branchall ends the flow with the branchall's array
+                raise StoppedEarly(results, skipped)
             if not ok and not branches[i].get("skip_failure"):
-                raise StepFailed(out.result, out.step_id, out.handled)
-            results.append(out if ok else out.result)
+                raise StepFailed(results, m["id"], handled=handled)
         return results
+
+    def _iterator(self, m, scope, flow_input, previous):
+        it = m["value"].get("iterator") or {"type": "static", "value": None}
+        if it.get("type") == "static":
+            items = it.get("value")
+        else:
+            items = self._eval(it.get("expr") or "", scope, flow_input,
+                               self._context(scope, previous, result=previous), m["id"])
+        if not isinstance(items, list):
+            raise StepFailed(execution_error(
+                f"Expected an array value in the iterator expression, found: {_serde_not_a_sequence(items)}"), m["id"])
+        return items
 
     def _forloop(self, m, scope, flow_input, previous, parent):
         v = m["value"]
-        it = v["iterator"]
-        items = it["value"] if it["type"] == "static" else js.evaluate(it["expr"], self._expr_scope(scope, flow_input, previous))
-        if not isinstance(items, list):
-            raise StepFailed({"error": {"name": "ExecutionErr", "message": f"Expected an array value in the iterator expression, found: {json.dumps(items)}"}}, m["id"])
+        items = self._iterator(m, scope, flow_input, previous)
+        if not items:
+            return []
         modules = v.get("modules") or []
-        simple = len(modules) == 1 and modules[0]["value"]["type"] in ("script", "rawscript")
-        stopped = threading.Event()
+        if not modules:
+            return []
+        parallel = bool(v.get("parallel"))
+        # worker_flow.rs: a flow preview (RawFlow) never collapses a loop body
+        simple = not parallel and not scope.preview and _is_simple(modules) and not scope.failure_module
 
         def one(index):
-            if stopped.is_set():
-                return None
-            iter_input = {**flow_input, "iter": {"index": index, "value": items[index]}}
-            try:
-                if simple:
-                    return True, self._run_module(modules[0], scope, iter_input, previous, parent)
-                return True, self._run_sub(modules, scope, iter_input, previous, parent, f"{m['id']}/iter-{index}")
-            except StoppedEarly as s:  # a stop inside a loop breaks the loop only
-                stopped.set()
-                return True, s.result
-            except StepFailed as f:
-                return False, f
-        if v.get("parallel"):
-            n = int(v.get("parallelism") or self.max_parallel)
-            with ThreadPoolExecutor(max_workers=max(1, min(n, len(items) or 1))) as ex:
+            iter_input = _with_iter(flow_input, {"index": index, "value": items[index]})
+            if simple:
+                # is_simple_modules: the single script is pushed directly, no sub-flow job;
+                # its transforms see the loop's previous result
+                try:
+                    return True, self._run_module(modules[0], scope, iter_input, previous, parent), False, False, False
+                except StepFailed as f:
+                    return False, f.result, False, False, f.handled
+            return self._run_sub(modules, scope, iter_input, parent, f"{m['id']}/iter-{index}", own_results=parallel)
+        if parallel:
+            n = self._parallelism(v, scope, flow_input, previous, m["id"]) or self.max_parallel
+            with ThreadPoolExecutor(max_workers=max(1, min(n, len(items)))) as ex:
                 outcomes = list(ex.map(one, range(len(items))))
-        else:
-            outcomes = []
-            for i in range(len(items)):
-                o = one(i)
-                if o is None:
-                    break
-                outcomes.append(o)
-                if not o[0] and not v.get("skip_failures"):
-                    break
+            results = [o[1] for o in outcomes]
+            if not v.get("skip_failures") and not all(o[0] for o in outcomes):
+                raise StepFailed(results, m["id"], handled=bool(scope.failure_module))
+            return results
         results = []
-        for o in outcomes:
-            if o is None:
-                continue
-            ok, out = o
+        for i in range(len(items)):
+            ok, result, stopped, _skipped, handled = one(i)
+            results.append(result)
+            if stopped:
+                break  # a stop inside a loop breaks the loop only
             if not ok and not v.get("skip_failures"):
-                raise StepFailed(out.result, out.step_id, out.handled)
-            results.append(out if ok else out.result)
+                raise StepFailed(results, m["id"], handled=handled)
         return results
+
+    def _parallelism(self, v, scope, flow_input, previous, sid) -> int | None:
+        p = v.get("parallelism")
+        if isinstance(p, dict):
+            p = p.get("value") if p.get("type") == "static" else self._eval(
+                p.get("expr") or "", scope, flow_input, {"result": previous, "previous_result": previous}, sid)
+        return int(p) if p else None
+
+    def _whileloop(self, m, scope, flow_input, previous, parent):
+        """worker_flow.rs WhileloopFlow: iterations (sub-flows, flow_input.iter = {index,
+        value: index}) run until a stop_after_if inside one fires; a failed iteration ends
+        it unless skip_failures. Its result is the array of the iterations' results."""
+        v = m["value"]
+        modules = v.get("modules") or []
+        if not modules:
+            return []
+        results = []
+        index = 0
+        while True:
+            iter_input = _with_iter(flow_input, {"index": index, "value": index})
+            ok, result, stopped, _skipped, handled = self._run_sub(modules, scope, iter_input, parent,
+                                                                   f"{m['id']}/iter-{index}")
+            results.append(result)
+            if stopped:
+                return results
+            if not ok and not v.get("skip_failures"):
+                raise StepFailed(results, m["id"], handled=handled)
+            index += 1
+            if index >= self.max_while_iterations:
+                raise StepFailed(execution_error(
+                    f"while loop {m['id']} did not stop after {index} iterations (Runner.max_while_iterations)"),
+                    m["id"])
+
+
+def _with_iter(flow_input: dict, value: dict) -> dict:
+    """worker_flow.rs insert_iter_arg: an enclosing loop's `iter` moves to `iter_parent`
+    (recursively), the new one is `iter`."""
+    args = dict(flow_input)
+    key, val = "iter", value
+    while key in args:
+        args[key], val = val, args[key]
+        key = f"{key}_parent"
+    args[key] = val
+    return args
+
+
+def _is_simple(modules) -> bool:
+    """worker_flow.rs is_simple_modules (without the failure-module condition)."""
+    if len(modules) != 1:
+        return False
+    m = modules[0]
+    return (m["value"]["type"] in ("script", "rawscript")
+            and not any(m.get(k) for k in ("sleep", "suspend", "cache_ttl", "retry", "stop_after_if",
+                                            "stop_after_all_iters_if", "skip_if")))
+
+
+def _serde_not_a_sequence(value) -> str:
+    """serde_json's message for a non-array where Vec<_> is expected."""
+    if isinstance(value, dict):
+        kind = "map"
+    elif isinstance(value, str):
+        kind = f"string {json.dumps(value)}"
+    elif isinstance(value, bool):
+        kind = f"boolean `{str(value).lower()}`"
+    elif isinstance(value, int):
+        kind = f"integer `{value}`"
+    elif isinstance(value, float):
+        kind = f"floating point `{value}`"
+    else:
+        return "invalid type: null, expected a sequence at line 1 column 4"
+    return f"invalid type: {kind}, expected a sequence at line 1 column 0"
+
+
+def _python_arg(annotation, value):
+    if isinstance(value, str) and annotation in (dt.datetime, "datetime"):
+        try:
+            return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
+    if isinstance(value, str) and annotation in (bytes, "bytes"):
+        try:
+            return base64.b64decode(value)
+        except ValueError:
+            return value
+    return value

@@ -69,12 +69,16 @@ def test_branchall_parallel_skip_failure_keeps_error_in_results(runner):
     assert kinds(run).count("flowpreview") == 3
 
 
-# WF: a branch without skip_failure that fails makes the module (and the flow, without a
-# failure module) fail with that error as the result.
+# WF (worker_flow.rs@8f7d467e update_flow_status_after_job_completion_internal): a branch
+# without skip_failure that fails makes the module fail, and the module's result - the
+# flow's, without a failure module - is retrieve_flow_jobs_results: the array of the
+# branch jobs' results so far, the failed one being its error result.
 def test_branchall_failure_without_skip_fails_flow(runner):
     run = runner.run_flow("f/rt/branchall_fail")
     assert not run.success
-    assert run.result["error"]["message"] == "no skip"
+    one, broken = run.result
+    assert one == 11
+    assert broken["error"]["message"] == "no skip" and broken["error"]["step_id"] == "broken"
 
 
 # OA Retry: constant {attempts, seconds} = number of retries after the first run; WF
@@ -146,13 +150,18 @@ def test_stop_after_if_stops_with_step_result(runner):
 
 
 # OA StopAfterIf.error_message: "If set to a non-empty string, the flow stops with this
-# error"; WF: success = ... && stop_early_err_msg.is_none(), and a stop never continues
-# to the failure module (should_continue_flow is false when stop_early).
-def test_stop_after_if_error_message_fails_without_failure_module(runner):
+# error"; WF (worker_flow.rs@8f7d467e): the module fails with {"error": {name:
+# "EarlyStopError", message}} and should_continue_flow = stop_early_err_msg.is_some() &&
+# failure_module.is_some(): the failure module runs, later steps never do.
+def test_stop_after_if_error_message_fails_and_runs_the_failure_module(runner):
     run = runner.run_flow("f/rt/stop_error", {"x": "dup"})
     assert not run.success
-    assert run.result["error"]["message"] == "duplicate delivery"
-    assert "failure" not in kinds(run)
+    assert kinds(run) == ["flow", "script", "failure"]
+    assert run.result == "handler ran"
+    no_handler = runner.run_flow_value({"modules": runner.load_flow("f/rt/stop_error")["value"]["modules"]},
+                                       {"x": "dup"})
+    assert not no_handler.success
+    assert no_handler.result == {"error": {"name": "EarlyStopError", "message": "duplicate delivery"}}
 
 
 # WF: a step whose skip_if is true runs as an identity job (status skipped) that passes
@@ -180,14 +189,15 @@ def test_failure_module_recover_true_succeeds(runner):
 
 # OA ForloopFlow {iterator, skip_failures, parallel}; WF: each iteration gets
 # flow_input.iter = {index, value}; the result is the list of iteration results in order;
-# with skip_failures a failed iteration's entry is its error result. A body of one script
-# is pushed directly (simple loop: no sub-flow job per iteration).
+# with skip_failures a failed iteration's entry is its error result. WF
+# compute_next_flow_transform: is_simple = !FlowPreview && !parallel && is_simple_modules,
+# so a parallel loop pushes one sub-flow job per iteration even for a single script.
 def test_forloop_parallel_skip_failures(runner):
     run = runner.run_flow("f/rt/forloop", {"items": [1, -2, 3]})
     assert run.success
     assert run.result[0] == 2 and run.result[2] == 6
     assert run.result[1]["error"]["message"] == "negative at 1"
-    assert kinds(run) == ["flow", "rawscript", "rawscript", "rawscript"]
+    assert sorted(kinds(run)) == sorted(["flow"] + ["flowpreview", "rawscript"] * 3)
 
 
 # DOCS flows/flow_preprocessor + WF PreprocessorStep: the preprocessor gets the trigger
@@ -233,7 +243,7 @@ def test_variables_resources_state_progress(runner):
     assert runner.progress[script_job.id] == 50
 
 
-@pytest.mark.parametrize("path, key", [("f/rt/unknown_key", "suspend"), ("f/rt/unknown_type", "whileloopflow")])
+@pytest.mark.parametrize("path, key", [("f/rt/unknown_key", "suspend"), ("f/rt/unknown_type", "aiagent")])
 def test_unknown_keys_are_refused(runner, path, key):
     with pytest.raises(UnsupportedFlow, match=key):
         runner.run_flow(path)
