@@ -769,8 +769,7 @@ class Runner:
             call = lambda: code(fn_name, self.config.interpolate(args), job, scope.path)  # noqa: E731
             result = self._with_timeout(call, timeout) if timeout else call()
         except Exception as e:  # noqa: BLE001 - the error is the job's result
-            raise StepFailed(self._finish(job, False, self._error_of(e, sid if kind != "preprocessor" else None)),
-                             sid) from None
+            raise StepFailed(self._finish(job, False, self._error_of(e, sid)), sid) from None
         if cache_key:
             self._cache_put(cache_key, m["cache_ttl"], result)
         return self._finish(job, True, result)
