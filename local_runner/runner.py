@@ -83,7 +83,9 @@ _BRANCH_KEYS = {"branchone": {"summary", "expr", "modules", "skip_failure", "par
 _RETRY_KEYS = {"constant": {"attempts", "seconds"},
                "exponential": {"attempts", "multiplier", "seconds", "random_factor"}}
 PYTHON = ("python3",)
-TYPESCRIPT = ("bun", "deno", "nativets", "bunnative")
+TYPESCRIPT = ("bun", "deno", "bunnative")
+NATIVETS_REFUSAL = ("nativets runs in Windmill's embedded JavaScript runtime, which passes a Date argument "
+                    "as its string; the local runner has Bun only")
 # Why each refused key is refused (UnsupportedFlow names it with this reason).
 _UNSUPPORTED = {
     "suspend": "approval steps wait for a resume request the local runner cannot receive",
@@ -125,6 +127,8 @@ def _language_refusal(language: str | None) -> str | None:
         return None
     if language in TYPESCRIPT:
         return None if _typescript() else "TypeScript steps need local_runner/bun.py (Bun), not present"
+    if language == "nativets":
+        return NATIVETS_REFUSAL
     return f"the local runner runs python3 and TypeScript ({', '.join(TYPESCRIPT)}) steps only"
 
 
@@ -476,15 +480,31 @@ class Runner:
             self._forget(log)
         return Run(job_id, path, success, result, skipped, log)
 
-    def run_script(self, path: str, args: dict | None = None) -> Run:
+    def run_script(self, path: str, args: dict | None = None, *, preprocess: bool = False) -> Run:
+        """Run the script at `path` as a job of its own. With `preprocess`, its
+        `preprocessor` runs first on the arguments and its result becomes them (a script
+        run through the API with its preprocessor, jobs.rs apply_preprocessor)."""
+        return self._run_job("script", path, self._script_code(path), args, preprocess)
+
+    def run_code(self, language: str, content: str, args: dict | None = None) -> Run:
+        """Run code as a job of its own (Windmill's JobPayload::Code: a script preview)."""
+        if reason := _language_refusal(language):
+            raise UnsupportedFlow(f"code: unsupported key(s) ['language: {language}']: {reason}")
+        code = self._raw_code("preview", {"language": language, "content": content})
+        return self._run_job("preview", "preview", code, args, False)
+
+    def _run_job(self, kind, path, code, args, preprocess) -> Run:
         job_id = str(uuid.uuid4())
         log: list[Job] = []
-        job = self._start(log, "script", path, None, job_id, job_id=job_id)
+        job = self._start(log, kind, path, None, job_id, job_id=job_id)
         try:
-            result = self._script_code(path)("main", self.config.interpolate(args or {}), job, path)
-            self._finish(job, True, result)
+            args = self.config.interpolate(args or {})
+            if preprocess:
+                out = code("preprocessor", args, job, path)
+                args = out if isinstance(out, dict) else ({} if out is None else {"value": out})
+            self._finish(job, True, code("main", args, job, path))
         except Exception as e:  # noqa: BLE001 - a script error is the job's result
-            self._finish(job, False, error_result(e))
+            self._finish(job, False, self._error_of(e, None))
         finally:
             self._forget(log)
         return Run(job_id, path, job.success, job.result, False, log)
