@@ -60,7 +60,7 @@ class UnsupportedFlow(RunnerError):
 # the runner does not implement is refused by name with its reason (`_UNSUPPORTED`);
 # keys the Windmill UI saves but that change nothing here are accepted.
 _FLOW_KEYS = {"summary", "description", "schema", "value"}
-_VALUE_KEYS = {"modules", "failure_module", "preprocessor_module", "same_worker", "flow_env", "skip_expr",
+_VALUE_KEYS = {"modules", "failure_module", "preprocessor_module", "same_worker", "flow_env", "skip_expr", "schema",
                "preserve_step_tags"}
 _MODULE_KEYS = {"id", "summary", "value", "retry", "stop_after_if", "skip_if", "sleep", "timeout",
                 "continue_on_error", "cache_ttl", "priority", "delete_after_use", "input_transforms",
@@ -889,11 +889,12 @@ class Runner:
 
     def _script_code(self, path: str):
         """The callable for a script by path: `f/x/y.py`, or `f/x/y.ts` on Bun."""
-        if not (self.root / f"{path}.py").exists():
+        if not (self.root / f"{path}.py").exists() and (self.root / f"{path}.ts").exists():
             bun = _typescript()
-            ts = bun.script_file(self.root, path) if bun else None
-            if ts is not None:
-                return self._ts_code(ts)
+            if bun is None:
+                raise UnsupportedFlow(f"{path}: unsupported key(s) ['language: typescript']: "
+                                      + _language_refusal("bun"))
+            return self._ts_code(bun.script_file(self.root, path))
         mod = self._script_module(path)
         return lambda fn, args, job, flow_path: self._call(mod, fn, args, job, flow_path)
 
