@@ -75,6 +75,12 @@ def should_add_return(expr: str) -> bool:
 _MISSING = object()
 
 
+def try_exact_property_access(expr: str, flow_input: Any = None, flow_env: Any = None) -> list:
+    """windmill-jseval try_exact_property_access, as [found, value]."""
+    value = exact_property(expr, flow_input, flow_env)
+    return [False, None] if value is _MISSING else [True, value]
+
+
 def exact_property(expr: str, flow_input: Any, flow_env: Any) -> Any:
     """windmill-jseval try_exact_property_access: the value of `flow_input.KEY`,
     `flow_input["KEY"]` or `flow_env.KEY` when the key exists, else `_MISSING`."""

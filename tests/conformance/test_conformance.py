@@ -158,7 +158,8 @@ def test_windmill_case(source, case, tmp_path):
     if kind == "helper":
         fn = getattr(js, case["function"])
         for arg, expected in case["calls"]:
-            assert fn(arg) == expected, f"{where}: {case['function']}({arg!r})"
+            args = arg if case.get("spread") else [arg]
+            assert fn(*args) == expected, f"{where}: {case['function']}({arg!r})"
         return
     _write_repo(tmp_path, case)
     sleeps: list[float] = []
