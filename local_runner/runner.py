@@ -83,7 +83,7 @@ _BRANCH_KEYS = {"branchone": {"summary", "expr", "modules", "skip_failure", "par
 _RETRY_KEYS = {"constant": {"attempts", "seconds"},
                "exponential": {"attempts", "multiplier", "seconds", "random_factor"}}
 PYTHON = ("python3",)
-TYPESCRIPT = ("bun", "deno", "bunnative")
+TYPESCRIPT = (*bun.LANGUAGES, "bunnative")  # on Bun (local_runner/bun.py); bunnative: Bun without npm installs
 NATIVETS_REFUSAL = ("nativets runs in Windmill's embedded JavaScript runtime, which passes a Date argument "
                     "as its string; the local runner has Bun only")
 # Why each refused key is refused (UnsupportedFlow names it with this reason).
@@ -123,21 +123,11 @@ def _check_transforms(where: str, transforms: dict) -> None:
 
 
 def _language_refusal(language: str | None) -> str | None:
-    if language in PYTHON or language is None:
+    if language in PYTHON or language in TYPESCRIPT or language is None:
         return None
-    if language in TYPESCRIPT:
-        return None if _typescript() else "TypeScript steps need local_runner/bun.py (Bun), not present"
     if language == "nativets":
         return NATIVETS_REFUSAL
     return f"the local runner runs python3 and TypeScript ({', '.join(TYPESCRIPT)}) steps only"
-
-
-def _typescript():
-    try:
-        from . import bun  # noqa: PLC0415 - optional: the Bun executor
-    except ImportError:
-        return None
-    return bun
 
 
 def validate_modules(where: str, modules: list) -> None:
@@ -889,12 +879,8 @@ class Runner:
 
     def _script_code(self, path: str):
         """The callable for a script by path: `f/x/y.py`, or `f/x/y.ts` on Bun."""
-        if not (self.root / f"{path}.py").exists() and (self.root / f"{path}.ts").exists():
-            bun = _typescript()
-            if bun is None:
-                raise UnsupportedFlow(f"{path}: unsupported key(s) ['language: typescript']: "
-                                      + _language_refusal("bun"))
-            return self._ts_code(bun.script_file(self.root, path))
+        if not (self.root / f"{path}.py").exists() and (ts := bun.script_file(self.root, path)):
+            return self._ts_code(ts)
         mod = self._script_module(path)
         return lambda fn, args, job, flow_path: self._call(mod, fn, args, job, flow_path)
 

@@ -21,10 +21,8 @@ import quickjs
 import yaml
 
 from local_runner import Config, Runner, UnsupportedFlow, js
-from local_runner import runner as runner_module
 
 CASES = Path(__file__).parent / "cases"
-TS_REFUSAL = "TypeScript steps need local_runner/bun.py"
 
 
 def _documents():
@@ -42,26 +40,8 @@ def _cases():
             yield pytest.param(doc["source"], case, id=f"{file.stem}::{name}")
 
 
-def _languages(value) -> set:
-    """Every rawscript / code language in a case."""
-    found = set()
-    if isinstance(value, dict):
-        if isinstance(value.get("language"), str):
-            found.add(value["language"])
-        for v in value.values():
-            found |= _languages(v)
-    elif isinstance(value, list):
-        for v in value:
-            found |= _languages(v)
-    return found
-
-
 def expected_refusal(case) -> str | None:
-    if case.get("refused"):
-        return case["refused"]
-    if _languages(case) & set(runner_module.TYPESCRIPT) and runner_module._typescript() is None:
-        return TS_REFUSAL
-    return None
+    return case.get("refused")
 
 
 class ScriptedTcpServer:
