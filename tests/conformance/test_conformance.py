@@ -143,7 +143,8 @@ def test_windmill_case(source, case, tmp_path):
         return
     _write_repo(tmp_path, case)
     sleeps: list[float] = []
-    runner = Runner(tmp_path, Config(variables={}, resources={}), sleep=sleeps.append, random=lambda: 0.5)
+    config = Config(variables=dict(case.get("variables") or {}), resources=dict(case.get("resources") or {}))
+    runner = Runner(tmp_path, config, sleep=sleeps.append, random=lambda: 0.5)
     refusal = expected_refusal(case)
     for i, run in enumerate(case["runs"]):
         server = ScriptedTcpServer(run["tcp"]) if "tcp" in run else None
@@ -181,3 +182,14 @@ def test_every_windmill_test_is_a_case_or_excluded_with_a_reason():
         covered = {c["test"] for c in doc["cases"]} | set(doc.get("excluded") or {})
         assert tests == covered, f"{file.name}: not covered {sorted(tests - covered)}, unknown {sorted(covered - tests)}"
         assert all(doc["excluded"][t] for t in doc.get("excluded") or {}), f"{file.name}: an exclusion without reason"
+
+
+def test_readme_counts_match_the_cases():
+    """README's "Conformance with Windmill" table is the suite's own count."""
+    cases = [c for _, doc in _documents() for c in doc["cases"]]
+    refused = sum(1 for c in cases if c.get("refused"))
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    table = readme[readme.index("## Conformance with Windmill"):]
+    assert f"| refused by name, with the reason | {refused} |" in table
+    assert f"| pass (Python and Bun TypeScript steps, expressions) | {len(cases) - refused} |" in table
+    assert f"| total | {len(cases)} |" in table
