@@ -6,7 +6,10 @@ SDK 1.123.0 resources): `GET /payments|/subscriptions|/refunds|/disputes` take
 `created_at_gte` / `created_at_lte` (inclusive) and answer `{"items": [...]}`, newest
 first; list items are summaries (the fields of the SDK's *ListResponse / RefundListItem
 models); `GET /<kind>/<id>` answers the full object. Every request must carry
-`Authorization: Bearer <key>`.
+`Authorization: Bearer <key>`. `page_number` is capped (the SDK's PaymentListParams:
+"Capped to bound OFFSET-based deep pagination"; Dodo does not publish the cap): past
+`max_page_number` the stand-in answers 422, and a query parameter the SDK's list params
+do not have is an assertion (surfaced by `httpserver.check_assertions()`).
 
 Webhook endpoints (dodopayments SDK `resources/webhooks/webhooks.py`, types
 `webhook_create_params`, `webhook_update_params`, `webhook_details`, pagination
@@ -45,6 +48,11 @@ LIST_MODELS = {
 ID_KEYS = {"payments": "payment_id", "subscriptions": "subscription_id", "refunds": "refund_id",
            "disputes": "dispute_id"}
 API_KEY = "test_dodo_api_key"
+# Query parameters of the SDK's *ListParams used here (filters such as status are allowed too).
+LIST_PARAMS = {"page_size", "page_number", "created_at_gte", "created_at_lte", "customer_id", "status",
+               "brand_id", "product_id", "subscription_id", "currency", "payment_id", "dispute_status",
+               "dispute_stage"}
+MAX_PAGE_NUMBER = 9  # the stand-in's cap (the real one is unpublished)
 
 
 def _time(text: str) -> datetime:
@@ -53,8 +61,9 @@ def _time(text: str) -> datetime:
 
 class DodoApi:
     def __init__(self, httpserver, objects: dict[str, dict[str, dict]] | None = None,
-                 environment: str = "test_mode"):
+                 environment: str = "test_mode", max_page_number: int = MAX_PAGE_NUMBER):
         self.objects = objects or {kind: {} for kind in LIST_MODELS}  # kind -> id -> full object
+        self.max_page_number = max_page_number
         self.environment = environment
         self.requests: list[tuple[str, dict]] = []
         self.url = httpserver.url_for("/").rstrip("/")
@@ -92,9 +101,13 @@ class DodoApi:
             self.requests.append((request.path, dict(request.args)))
             if (denied := self._auth(request)) is not None:
                 return denied
+            assert set(request.args) <= LIST_PARAMS, sorted(set(request.args) - LIST_PARAMS)
             size, number = int(request.args.get("page_size", 10)), int(request.args.get("page_number", 0))
             if not (1 <= size <= 100) or number < 0:
                 return Response(json.dumps({"code": "INVALID_REQUEST"}), 422, content_type="application/json")
+            if number > self.max_page_number:
+                return Response(json.dumps({"code": "INVALID_REQUEST", "message": "page_number is too large: "
+                                            "narrow the created_at range"}), 422, content_type="application/json")
             items = sorted(self.objects[kind].values(), key=lambda o: o["created_at"], reverse=True)
             if "created_at_gte" in request.args:
                 items = [o for o in items if _time(o["created_at"]) >= _time(request.args["created_at_gte"])]

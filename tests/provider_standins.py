@@ -24,6 +24,10 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import ssl
+import subprocess
+import tempfile
+from pathlib import Path
 from urllib.parse import parse_qs
 
 from aiosmtpd.controller import Controller
@@ -140,20 +144,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) TLS contexts: a throwaway self-signed certificate for 127.0.0.1
+    (the openssl CLI, as tests/test_doctor_live.py makes its own); the client context
+    trusts only it. Install the client one as the bundle's (`channels._tls`) to talk to a
+    STARTTLS stand-in."""
+    with tempfile.TemporaryDirectory() as d:
+        cert, key = Path(d, "cert.pem"), Path(d, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+        server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server.load_cert_chain(cert, key)
+        client = ssl.create_default_context(cafile=str(cert))
+    return server, client
+
+
 class SmtpServer:
     """aiosmtpd on loopback. Refuses RCPT for addresses in `refuse` (550 5.1.1) and accepts
-    the others; with `auth=True` it offers AUTH without TLS and records each login."""
+    the others; with `auth=True` it offers AUTH and records each login: over plain text,
+    or, with `tls` (a server context from `tls_contexts`), only after STARTTLS."""
 
-    def __init__(self, refuse: set[str] = frozenset(), auth: bool = False):
+    def __init__(self, refuse: set[str] = frozenset(), auth: bool = False, tls: ssl.SSLContext | None = None):
         self.messages: list[tuple[str, list[str], bytes]] = []
         self.logins: list[str] = []
         self.refuse = set(refuse)
         self.port = free_port()
-        kwargs = {"authenticator": self._authenticate, "auth_require_tls": False} if auth else {}
+        kwargs = {"authenticator": self._authenticate, "auth_require_tls": tls is not None} if auth else {}
+        if tls is not None:
+            kwargs["tls_context"] = tls
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port, **kwargs)
 
     def _authenticate(self, server, session, envelope, mechanism, auth_data):
-        self.logins.append(mechanism)
+        self.logins.append(f"{mechanism} tls={session.ssl is not None}")
         return AuthResult(success=True)
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):

@@ -20,7 +20,8 @@ from werkzeug import Response
 from f.dodo.lib import channels, db, ledger, render, reports, routing
 from f.dodo.lib.money import EXPONENTS
 from f.dodo.lib.notify import NotifyError, Transports, notify, send_digest
-from tests.provider_standins import SLACK_TOKEN, TWILIO, SlackApi, SmtpServer, TwilioApi, block_errors, free_port
+from tests.provider_standins import (SLACK_TOKEN, TWILIO, SlackApi, SmtpServer, TwilioApi, block_errors, free_port,
+                                     tls_contexts)
 
 
 @pytest.fixture(autouse=True)
@@ -301,6 +302,17 @@ def test_no_password_in_cleartext_when_the_server_offers_no_starttls():
                                 text="t", html="<p>t</p>", message_id="<m@dodo-bundle>")
         assert smtp.logins == [] and smtp.messages == []
     assert "s3cret" not in str(info.value)
+
+
+def test_a_login_goes_over_starttls_when_the_server_offers_it(monkeypatch):
+    server_tls, client_tls = tls_contexts()
+    monkeypatch.setattr(channels, "_tls", client_tls)
+    with SmtpServer(auth=True, tls=server_tls) as smtp:
+        resource = {"host": "127.0.0.1", "port": smtp.port, "user": "bundle", "password": "s3cret"}
+        sent = channels.send_email(resource, sender="a@shop.example", to=["ops@shop.example"], subject="s",
+                                   text="t", html="<p>t</p>", message_id="<m@dodo-bundle>")
+        assert smtp.logins == ["PLAIN tls=True"] and len(smtp.messages) == 1
+    assert sent == {"status": "sent", "external_id": "<m@dodo-bundle>"}
 
 
 # --- 6. Slack incoming webhooks cannot choose a channel -------------------------------------

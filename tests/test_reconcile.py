@@ -21,6 +21,14 @@ ENTITY_TABLES = {"payments": "payment_id", "refunds": "refund_id", "disputes": "
 BOOKKEEPING = {"event_type", "event_at", "event_webhook_id", "updated_at", "first_seen_at"}
 
 
+@pytest.fixture(autouse=True)
+def standin_checks(httpserver):
+    """A request the Dodo API would refuse for its shape fails the test."""
+    yield
+    httpserver.check_assertions()
+    httpserver.check_handler_errors()
+
+
 @pytest.fixture(scope="module")
 def stream():
     return build_stream()
@@ -168,3 +176,39 @@ def test_a_state_that_comes_back_is_recorded_again(make_db, httpserver, stream):
     assert [r["action"] for r in result["drift"]] == ["recorded"]
     assert db.conn.execute("SELECT status FROM subscriptions WHERE subscription_id = %s", [sub_id]).fetchone()[0] \
         == "active"
+
+
+def many_payments(n: int, start: datetime, step: timedelta) -> dict:
+    return {f"pay_{i:05d}": {"payment_id": f"pay_{i:05d}", "business_id": BUSINESS, "status": "succeeded",
+                             "currency": "JPY", "total_amount": 1000, "created_at": iso(start + step * i),
+                             "customer": None} for i in range(n)}
+
+
+def test_a_history_deeper_than_the_page_cap_is_walked_in_created_at_windows(make_db, httpserver):
+    """1,300 payments, 2.6 times what MAX_PAGES pages of one window reach: the listing
+    splits its created_at window instead of paging past the API's cap."""
+    payments = many_payments(1300, datetime(2026, 3, 1, tzinfo=timezone.utc), timedelta(minutes=7))
+    api = DodoApi(httpserver, {"payments": payments, "subscriptions": {}, "refunds": {}, "disputes": {}},
+                  max_page_number=4)  # pages 0..4: what MAX_PAGES (5) reads
+    db = make_db()
+    with rec.client_from_resource(api.resource) as client:
+        result = rec.reconcile(db.conn, client, kinds=("payments",), full=True, dry_run=True, now=AFTER_STREAM)
+    assert result["summary"][0]["listed"] == 1300
+    assert sorted(r["id"] for r in result["drift"]) == sorted(payments)  # each once
+    lists = [q for p, q in api.requests if p == "/payments"]
+    assert all(int(q["page_number"]) < rec.MAX_PAGES for q in lists)
+    assert len({(q["created_at_gte"], q["created_at_lte"]) for q in lists}) > 2  # several windows
+    assert all("created_at_gte" in q and "created_at_lte" in q for q in lists)
+
+
+def test_more_objects_in_one_instant_than_the_cap_reaches_is_a_clear_error(make_db, httpserver):
+    at = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    payments = many_payments(rec.MAX_PAGES * rec.PAGE_SIZE + 1, at, timedelta(0))
+    api = DodoApi(httpserver, {"payments": payments, "subscriptions": {}, "refunds": {}, "disputes": {}},
+                  max_page_number=4)  # pages 0..4: what MAX_PAGES (5) reads
+    db = make_db()
+    with rec.client_from_resource(api.resource) as client:
+        with pytest.raises(rec.ListingError, match=r"more than 500 payments were created within one millisecond \(2026-02-28T23:59:59\.9"):
+            rec.reconcile(db.conn, client, kinds=("payments",), full=True, dry_run=True, now=AFTER_STREAM)
+    # Bounded: ~38 halvings from 2020 to a millisecond, each 5 full pages and an empty half.
+    assert len(api.requests) < 300

@@ -17,6 +17,12 @@ different, and record it through the same code as a webhook
 
 Listing pages through `page_number`/`page_size` by hand: the SDK's auto-pager computes
 the next page as `(page_number or 1) + 1`, which skips page 1 of Dodo's 0-based pages.
+`page_number` is capped (dodopayments 1.123.0 types/payment_list_params.py: "Capped to
+bound OFFSET-based deep pagination"; the cap is not published), so no listing pages
+deep: it walks `created_at` windows (`created_at_gte`/`created_at_lte`, inclusive, on
+every list endpoint's params) of at most MAX_PAGES pages each, and splits a window in
+two when it is that full. Every loop is bounded (MAX_REQUESTS a listing; a window
+narrower than a millisecond that is still full is an error, not a loop).
 The raw JSON (`with_raw_response`) is recorded, not the SDK models, so fields newer than
 the SDK are kept, as they are for webhooks.
 """
@@ -35,6 +41,14 @@ from psycopg.types.json import Jsonb
 from f.dodo.lib.store import record_delivery
 
 PAGE_SIZE = 100  # the API's maximum
+MAX_PAGES = 5  # pages read in one created_at window before it is split: page_number stays under the cap
+MAX_REQUESTS = 10_000  # list requests in one listing: a bound, never reached in practice
+FLOOR = datetime(2020, 1, 1, tzinfo=timezone.utc)  # before Dodo Payments' first object: "everything"
+AHEAD = timedelta(days=1)  # a listing's window ends this far past the run's start (clock skew)
+
+
+class ListingError(RuntimeError):
+    """A listing cannot be completed within the API's page cap and this module's bounds."""
 
 
 @dataclass(frozen=True)
@@ -73,19 +87,40 @@ def client_from_resource(resource: dict, **kwargs: Any) -> DodoPayments:
     return DodoPayments(**opts, **kwargs)
 
 
-def list_objects(client: DodoPayments, family: Family, since: datetime | None) -> Iterator[dict]:
-    """Every object of `family` created at or after `since` (all when None), as raw JSON."""
+def list_objects(client: DodoPayments, family: Family, since: datetime | None,
+                 until: datetime | None = None) -> Iterator[dict]:
+    """Every object of `family` created in [since, until] (None: from FLOOR; to now plus
+    AHEAD), each once, as raw JSON, walking created_at windows (module docstring)."""
     api = getattr(client.with_raw_response, family.kind)
-    page = 0
-    while True:
-        params: dict[str, Any] = {"page_number": page, "page_size": PAGE_SIZE}
-        if since is not None:
-            params["created_at_gte"] = since
-        items = api.list(**params).json().get("items") or []
-        yield from items
-        if len(items) < PAGE_SIZE:
-            return
-        page += 1
+    windows = [(since or FLOOR, until or datetime.now(timezone.utc) + AHEAD)]
+    seen: set[str] = set()
+    requests = 0
+    while windows:
+        low, high = windows.pop()
+        for page in range(MAX_PAGES):
+            requests += 1
+            if requests > MAX_REQUESTS:
+                raise ListingError(f"listing {family.kind} took more than {MAX_REQUESTS} requests")
+            items = api.list(page_number=page, page_size=PAGE_SIZE, created_at_gte=low,
+                             created_at_lte=high).json().get("items") or []
+            for item in items:
+                if item[family.id_key] not in seen:
+                    seen.add(item[family.id_key])
+                    yield item
+            if len(items) < PAGE_SIZE:
+                break
+        else:  # MAX_PAGES full pages: more may follow, beyond what page_number may reach
+            windows += _halves(family, low, high)
+
+
+def _halves(family: Family, low: datetime, high: datetime) -> list[tuple[datetime, datetime]]:
+    """The two halves of a full window (inclusive bounds: the middle instant is in both)."""
+    if high - low < timedelta(milliseconds=1):
+        raise ListingError(f"more than {MAX_PAGES * PAGE_SIZE} {family.kind} were created within one "
+                           f"millisecond ({low.isoformat()} to {high.isoformat()}): the API's page cap "
+                           "does not let them be listed")
+    middle = low + (high - low) / 2
+    return [(middle, high), (low, middle)]
 
 
 def fetch_object(client: DodoPayments, family: Family, object_id: str) -> dict:
@@ -197,7 +232,7 @@ def reconcile(
     for kind in kinds:
         family = BY_KIND[kind]
         since = None if (full or kind in full_kinds) else window_start(read_cursor(conn, kind), lookback_days)
-        items = list(list_objects(client, family, since))
+        items = list(list_objects(client, family, since, max(started, datetime.now(timezone.utc)) + AHEAD))
         stored = stored_objects(conn, family, [i[family.id_key] for i in items])
         counts = {"kind": kind, "since": since.isoformat() if since else "all", "listed": len(items),
                   "missing": 0, "different": 0, "recorded": 0, "kept_newer": 0, "duplicate": 0, "failed": 0}
