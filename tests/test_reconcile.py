@@ -153,7 +153,8 @@ def test_differences_compares_instants_and_loose_amounts():
 def test_entry_script_reads_resources(make_db, httpserver, stream):
     db = make_db()
     api = DodoApi(httpserver, {"payments": {}, "subscriptions": {}, "refunds": {}, "disputes": stream.final["disputes"]})
-    out = entry.main(db.resource, api.resource, kinds=["disputes"], schema=db.schema)
+    # heal_sinks=False: the sinks need the workspace (tests/test_reconcile_heal.py runs them)
+    out = entry.main(db.resource, api.resource, kinds=["disputes"], schema=db.schema, heal_sinks=False)
     parts = out["render_all"]
     assert list(out) == ["render_all"] and "Reconciliation" in parts[0]["markdown"]
     assert len(parts[1]["table-row-object"]) == len(stream.final["disputes"])

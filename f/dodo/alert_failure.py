@@ -15,14 +15,13 @@
 # wmill==1.850.0
 """Workspace error handler: tell a person about a failed delivery (once), with the replay command."""
 
-import os
 from typing import Optional
 
 import wmill
 
-from f.dodo.lib import alerting, channels, ledger, routing as rules
+from f.dodo.lib import alerting, heal, ledger
 from f.dodo.lib import workspace as ws
-from f.dodo.lib.notify import Transports, notify
+from f.dodo.lib.notify import notify
 
 
 def main(
@@ -47,12 +46,8 @@ def main(
                                    error=error, schedule_path=schedule_path)
         if event is None:
             return {"alerted": False, "why": "a rejected (unsigned or forged) request pages nobody"}
-        found = {name: wmill.get_resource(p, none_if_undefined=True) for name, p in ws.INTEGRATIONS.items()}
-        transports = Transports(slack=found["slack"], smtp=found["smtp"], twilio=found["twilio"],
-                                slack_webhook_url=ws.optional_variable(ws.SLACK_WEBHOOK_URL),
-                                slack_api=os.environ.get("DODO_SLACK_API_URL", channels.SLACK_API),
-                                twilio_api=os.environ.get("DODO_TWILIO_API_URL", channels.TWILIO_API))
-        routing = alerting.with_alert_rules(rules.load(ws.optional_variable(ws.NOTIFY_ROUTING)))
+        _, routing, transports = heal.workspace_sinks()
+        routing = alerting.with_alert_rules(routing)
         sent = notify(conn, event, routing, transports)
         return {"alerted": True, **sent}
     finally:

@@ -21,6 +21,7 @@
 from typing import Optional
 
 from f.dodo.lib import db as pg
+from f.dodo.lib import heal
 from f.dodo.lib import reconcile as rec
 from f.dodo.lib import setup
 from f.dodo.lib.resources import dodo_payments, postgresql
@@ -34,11 +35,14 @@ def main(
     dry_run: bool = False,
     kinds: Optional[list[str]] = None,
     schema: str = "dodo",
+    heal_sinks: bool = True,
 ) -> dict:
     unknown = sorted(set(kinds or ()) - set(rec.BY_KIND))
     if unknown:
         raise ValueError(f"unknown kinds {unknown}: use {sorted(rec.BY_KIND)}")
     with setup.dodo_api_errors(dodo), rec.client_from_resource(dodo) as client, pg.connect(db, schema) as conn:
+        # what webhooks missed also reaches the CRM and notifications, once (delivery ledger)
+        on_recorded = heal.sinks(conn, *heal.workspace_sinks()) if heal_sinks and not dry_run else None
         result = rec.reconcile(conn, client, kinds=tuple(kinds or rec.BY_KIND), lookback_days=lookback_days,
-                               full=full, dry_run=dry_run)
+                               full=full, dry_run=dry_run, on_recorded=on_recorded)
     return rec.rich_result(result)

@@ -33,7 +33,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from dodopayments import DodoPayments
 from psycopg.types.json import Jsonb
@@ -220,12 +220,15 @@ def reconcile(
     full_kinds: tuple[str, ...] = ("subscriptions",),
     dry_run: bool = False,
     now: datetime | None = None,
+    on_recorded: Callable[[str, dict], str] | None = None,
 ) -> dict:
     """One reconciliation; returns {"summary": [...], "drift": [...]} (rows for tables).
 
     `full` lists everything; `full_kinds` are listed in full on every run (a
     subscription changes state for its whole life, long after its creation date).
-    `dry_run` records nothing and keeps the cursors.
+    `dry_run` records nothing and keeps the cursors. `on_recorded(webhook_id, envelope)`
+    runs for each synthetic event that changed Postgres (f/dodo/lib/heal.py: the CRM and
+    notification sinks, once per event through the ledger); its text joins the action.
     """
     started = now or datetime.now(timezone.utc)
     summary, drift = [], []
@@ -243,7 +246,8 @@ def reconcile(
                 continue
             missing = oid not in stored
             counts["missing" if missing else "different"] += 1
-            action = "would record" if dry_run else _record(conn, client, family, oid, started, counts)
+            action = "would record" if dry_run else _record(conn, client, family, oid, started, counts,
+                                                               on_recorded)
             drift.append({
                 "kind": kind, "id": oid, "drift": "missing" if missing else "different",
                 "fields": "" if missing else ", ".join(diff),
@@ -256,14 +260,16 @@ def reconcile(
     return {"summary": summary, "drift": drift}
 
 
-def _record(conn, client: DodoPayments, family: Family, oid: str, started: datetime, counts: dict) -> str:
+def _record(conn, client: DodoPayments, family: Family, oid: str, started: datetime, counts: dict,
+            on_recorded: Callable[[str, dict], str] | None = None) -> str:
     obj = fetch_object(client, family, oid)
     webhook_id, envelope = synthetic_event(family, obj, started, None)
     result = record_delivery(conn, envelope, webhook_id)
     if result["status"] == "duplicate":
         # This state was reconciled before, yet Postgres differs: it went A -> B -> A and the
         # event back to A was lost. Record it again under this run's own id.
-        result = record_delivery(conn, envelope, f"{webhook_id}@{int(started.timestamp())}")
+        webhook_id = f"{webhook_id}@{int(started.timestamp())}"
+        result = record_delivery(conn, envelope, webhook_id)
     if result["status"] == "failed":
         counts["failed"] += 1
         return "failed: " + str(result.get("error", ""))[:200]
@@ -274,7 +280,7 @@ def _record(conn, client: DodoPayments, family: Family, oid: str, started: datet
         counts["kept_newer"] += 1
         return "kept newer state"
     counts["recorded"] += 1
-    return "recorded"
+    return "recorded" + (f"; {on_recorded(webhook_id, envelope)}" if on_recorded else "")
 
 
 def rich_result(result: dict) -> dict:
