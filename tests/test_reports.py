@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from xml.etree import ElementTree
 import functools
 import json
 import socket
@@ -146,22 +147,37 @@ def _png_size(data: bytes) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-def test_rich_result_markdown_and_png(loaded, stream):
+def test_rich_result_markdown_and_svg(loaded, stream):
     day = busiest_day(stream)
-    out = reports.rich_result(reports.build(loaded.conn, day))
+    r = reports.build(loaded.conn, day)
+    out = reports.rich_result(r)
     assert list(out) == ["render_all"]
-    md, png, table = out["render_all"]
+    md, svg, table = out["render_all"]
     assert day.isoformat() in md["markdown"] and "| Currency |" in md["markdown"]
     for row in expected(stream, day)["rows"]:
         assert f"| {row['currency']} | {row['gross']} | {row['refunds']} |" in md["markdown"]
-    data = base64.b64decode(png["png"]["content"])
-    width, height = _png_size(data)
-    assert width >= 320 and height > 100
-    # The image decodes: IDAT inflates to height rows of (filter byte + 3 * width).
-    idat = data.index(b"IDAT")
-    length = struct.unpack(">I", data[idat - 4:idat])[0]
-    assert len(zlib.decompress(data[idat + 4:idat + 4 + length])) == height * (1 + 3 * width)
+    root = ElementTree.fromstring(svg["svg"])  # well-formed, standalone SVG
+    assert root.tag == "{http://www.w3.org/2000/svg}svg" and root.get("viewBox")
+    bars = root.findall("{http://www.w3.org/2000/svg}rect")[1:]
+    assert len(bars) == sum(len(v) for v in r.series.values())
     assert table["table-row-object"] == expected(stream, day)["rows"]
+    assert svg["svg"] in reports.email_message(r)["html"]  # the e-mail carries the same chart inline
+
+
+def test_chart_labels_use_each_currencys_decimals():
+    from f.dodo.lib.svgchart import revenue_chart  # noqa: PLC0415
+
+    last = date(2026, 5, 30)
+    svg = revenue_chart({"JPY": [0] * 29 + [123456], "KWD": [1234] + [0] * 29, "USD": [0] * 29 + [1999]}, last,
+                        "Gross revenue")
+    root = ElementTree.fromstring(svg)
+    texts = ["".join(t.itertext()) for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    titles = [t.text for t in root.iter("{http://www.w3.org/2000/svg}title")]
+    assert "JPY · 30-day gross 123,456 JPY" in texts and "200,000" in texts  # axis top: a round 2 x 10^5
+    assert "KWD · 30-day gross 1.234 KWD" in texts and "2.000" in texts
+    assert "USD · 30-day gross 19.99 USD" in texts and "20.00" in texts and "10.00" in texts
+    assert "2026-05-30: 123,456 JPY" in titles and "2026-05-01: 1.234 KWD" in titles
+    assert texts.count("May 30") == 3 and "May 29" not in texts  # no label crowds the last day's
 
 
 def _free_port() -> int:

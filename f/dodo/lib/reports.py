@@ -12,14 +12,13 @@ subscription's current ones).
 
 from __future__ import annotations
 
-import base64
 import html
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 
 from f.dodo.lib import channels, ledger, render
-from f.dodo.lib.chart import bar_chart
+from f.dodo.lib.svgchart import revenue_chart
 from f.dodo.lib.money import EXPONENTS
 
 OPEN_DISPUTES = ("dispute_opened", "dispute_challenged")
@@ -165,17 +164,16 @@ def markdown(r: Report) -> str:
     return "\n".join(lines)
 
 
-def chart_png(r: Report) -> bytes:
-    first = r.day - timedelta(days=CHART_DAYS - 1)
-    series = {cur: [Decimal(v).scaleb(-EXPONENTS.get(cur, 2)) for v in values] for cur, values in r.series.items()}
-    return bar_chart(series, first.isoformat(), r.day.isoformat(), f"GROSS REVENUE PER DAY, LAST {CHART_DAYS} DAYS")
+def chart_svg(r: Report) -> str:
+    """The 30-day gross revenue chart as SVG (f/dodo/lib/svgchart.py)."""
+    return revenue_chart(r.series, r.day, f"Gross revenue per day, last {CHART_DAYS} days (UTC)")
 
 
 def rich_result(r: Report) -> dict:
-    """The Windmill rich result: markdown table, PNG chart of 30 days, and the rows."""
+    """The Windmill rich result: markdown table, SVG chart of 30 days, and the rows."""
     return {"render_all": [
         {"markdown": markdown(r)},
-        {"png": {"content": base64.b64encode(chart_png(r)).decode()}},
+        {"svg": chart_svg(r)},
         {"table-row-object": rows(r)},
     ]}
 
@@ -205,7 +203,8 @@ def email_message(r: Report) -> dict:
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(row[k]))}</td>" for k, _ in COLUMNS) + "</tr>"
                    for row in table)
     page = (f"<h3>{html.escape(title(r))}</h3><p>New subscriptions: {r.new_subscriptions} · churned: "
-            f"{r.churned_subscriptions}</p><table border=\"1\" cellpadding=\"4\"><tr>{head}</tr>{body}</table>")
+            f"{r.churned_subscriptions}</p><table border=\"1\" cellpadding=\"4\"><tr>{head}</tr>{body}</table>"
+            f"<div>{chart_svg(r)}</div>")  # inline SVG: mail clients that strip it still show the table
     return {"subject": title(r), "text": markdown(r), "html": page}
 
 
