@@ -28,9 +28,6 @@ import os
 import time
 import uuid
 
-from psycopg import sql
-from psycopg.types.json import Jsonb
-
 from f.dodo.lib import db, store
 from f.dodo.lib.normalizer import normalize_event
 from local_runner.pg_server import start_server
@@ -80,7 +77,7 @@ def _floor_params(e: dict) -> dict:
     c = e.get("data", {}).get("customer") or {}
     return {"w": e["webhook_id"], "type": e["event_type"], "cat": e["category"], "bus": e["business_id"],
             "ent": e["entity_id"], "cus": e["customer_id"], "at": e["occurred_at"],
-            "payload": Jsonb(store.delivery_of(e)), "data": Jsonb(e["data"]),
+            "payload": db.Json(store.delivery_of(e)), "data": db.Json(e["data"]),
             "email": c.get("email"), "name": c.get("name")}
 
 
@@ -93,7 +90,7 @@ def _measure(url: str, n: int, rounds: int) -> dict:
     insert = b"INSERT INTO bare (webhook_id, payload) VALUES (%s, %s)"
 
     def bare(e: dict) -> None:
-        conn.execute(insert, [e["webhook_id"], Jsonb(store.delivery_of(e))], prepare=True)
+        conn.execute(insert, [e["webhook_id"], db.Json(store.delivery_of(e))], prepare=True)
 
     def record(e: dict) -> None:
         store.record_event(conn, e)
@@ -122,7 +119,7 @@ def _measure(url: str, n: int, rounds: int) -> dict:
         got = dict(conn.execute("SELECT webhook_id, status FROM webhook_events WHERE webhook_id LIKE 'msg_soak_%'"))
         assert got == {e["webhook_id"]: inbox[e["webhook_id"]] for e in stream}, "realistic mix: inbox differs"
     finally:
-        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+        conn.execute(f"DROP SCHEMA {db.ident(schema)} CASCADE")
         conn.close()
     b, s, f, m = max(base), max(rec), max(low), max(real)
     return {"record_event_per_s": round(s[0]), "bare_insert_per_s": round(b[0]), "ratio": round(s[0] / b[0], 3),

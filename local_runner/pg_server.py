@@ -15,7 +15,7 @@ that directory is needed. Data is throw-away by default (a temp dir under /tmp d
 stop; pass ``data_dir`` to keep it) and fsync is off unless ``durable=True``.
 
     with start_server() as pg:
-        psycopg.connect(pg.url)
+        db.connect(pg.url)  # f.dodo.lib.db
 """
 from __future__ import annotations
 

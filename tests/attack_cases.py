@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import httpx
-import psycopg
 
 from fixture_data import FIXTURE_SECRET, envelope, sign
 from f.dodo.lib import db as dblib
@@ -469,6 +468,6 @@ def start_pg_schema(pg_url: str) -> None:
 
 
 def drop_pg_schema(pg_url: str) -> None:
-    with psycopg.connect(pg_url, autocommit=True) as c:
+    with dblib.connect(pg_url, migrate=False) as c:
         c.execute(f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE')
     dblib.forget_migrated(SCHEMA)

@@ -21,9 +21,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from f.dodo.lib import db as dblib
 from local_runner.pg_server import PgServer, start_server
@@ -47,14 +45,14 @@ class Db:
     """A schema on the session server: `conn` (autocommit, search_path = schema)."""
     url: str
     schema: str
-    conn: psycopg.Connection
+    conn: dblib.Connection
 
     @property
     def resource(self) -> dict:
         """The Windmill `postgresql` resource dict for this server (for entry scripts' `db`)."""
         return dblib.dsn_to_resource(self.url)
 
-    def connect(self, **kwargs) -> psycopg.Connection:
+    def connect(self, **kwargs) -> dblib.Connection:
         """Another connection to the same schema (the caller closes it)."""
         return dblib.connect(self.url, self.schema, **kwargs)
 
@@ -64,8 +62,8 @@ def random_schema(prefix: str = "t") -> str:
 
 
 def drop_schema(url: str, schema: str) -> None:
-    with psycopg.connect(url, autocommit=True) as c:
-        c.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    with dblib.connect(url, migrate=False) as c:
+        c.execute(f"DROP SCHEMA IF EXISTS {dblib.ident(schema)} CASCADE")
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import psycopg
 import pytest
 import yaml
 
+from f.dodo.lib import db as dblib
 from f.dodo.lib.db import dsn_to_resource
 from f.dodo.lib.normalizer import normalize_event
 from local_runner import Config, Runner
@@ -54,7 +54,7 @@ def test_shipped_flow_is_empty_and_the_entry_flow_calls_it():
 
 @pytest.fixture
 def inventory(pg_url):
-    with psycopg.connect(pg_url, autocommit=True) as conn:
+    with dblib.connect(pg_url, migrate=False) as conn:
         conn.execute("DROP TABLE IF EXISTS public.inventory, public.inventory_moves")
         conn.execute(EXAMPLE_SQL)
         conn.execute("INSERT INTO public.inventory VALUES ('pdt_1', 10), ('pdt_2', 5)")

@@ -15,11 +15,9 @@ import ssl
 import subprocess
 import uuid
 
-import psycopg
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
-from psycopg import sql
 from werkzeug.wrappers import Request, Response
 
 from f.dodo.lib import db as pg
@@ -179,11 +177,10 @@ def test_revoked_slack_and_hubspot_tokens(db, httpserver):
 
 def test_role_that_cannot_write_fails_with_the_grant(db, pg_url):
     role = f"ro_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-        admin.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(db.schema), sql.Identifier(role)))
-        admin.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(
-            sql.Identifier(db.schema), sql.Identifier(role)))
+    with pg.connect(pg_url, migrate=False) as admin:
+        admin.execute(f"CREATE ROLE {pg.ident(role)} LOGIN")
+        admin.execute(f"GRANT USAGE ON SCHEMA {pg.ident(db.schema)} TO {pg.ident(role)}")
+        admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {pg.ident(db.schema)} TO {pg.ident(role)}")
     try:
         resource = dict(db.resource, user=role)
         c = run({}, {"f/dodo/postgres": resource}, db.schema, None)["f/dodo/postgres"]
@@ -191,9 +188,9 @@ def test_role_that_cannot_write_fails_with_the_grant(db, pg_url):
         assert "INSERT on customers" in c.detail and "SELECT on" not in c.detail
         assert c.fix.startswith("GRANT SELECT, INSERT, UPDATE") and db.schema in c.fix
     finally:
-        with psycopg.connect(pg_url, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+        with pg.connect(pg_url, migrate=False) as admin:
+            admin.execute(f"DROP OWNED BY {pg.ident(role)}")
+            admin.execute(f"DROP ROLE {pg.ident(role)}")
 
 
 def test_smtp_without_tls_fails_before_sending_the_password(db):

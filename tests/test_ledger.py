@@ -10,9 +10,9 @@ import threading
 import time
 import uuid
 
-import psycopg
 import pytest
 
+from f.dodo.lib import db as dblib
 from f.dodo.lib import db, ledger
 from local_runner.pg_server import start_server
 
@@ -23,7 +23,7 @@ def ledger_schema(pg_url):
     schema = f"ledger_{uuid.uuid4().hex[:8]}"
     db.connect(pg_url, schema).close()
     yield schema
-    with psycopg.connect(pg_url, autocommit=True) as conn:
+    with dblib.connect(pg_url, migrate=False) as conn:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 import copy
 import threading
 
-import psycopg
 import pytest
-from psycopg.types.json import Jsonb
 
+from f.dodo.lib import db as dblib
 from f.dodo.lib import store
 from f.dodo.lib.normalizer import normalize_event
 from tests.fixture_data import envelope
@@ -128,13 +127,13 @@ def test_a_dropped_connection_leaves_nothing_and_the_retry_applies_once(db):
     before = snapshot(db.conn)
 
     victim = db.connect(autocommit=False)
-    victim.execute("SELECT record_event(%s::jsonb)", [Jsonb(call)])  # applied, not committed
+    victim.execute("SELECT record_event(%s::jsonb)", [dblib.Json(call)])  # applied, not committed
     waiting: list = []
     retry = threading.Thread(target=lambda: waiting.append(store.record_delivery(db.connect(), env, "msg_drop")))
     retry.start()  # the concurrent retry blocks on the uncommitted inbox row
 
     db.conn.execute("SELECT pg_terminate_backend(%s)", [victim.info.backend_pid])
-    with pytest.raises(psycopg.OperationalError):
+    with pytest.raises(dblib.OperationalError):
         victim.commit()
     retry.join(timeout=60)
     assert waiting and waiting[0]["status"] == "recorded"  # the retry applied it once
@@ -149,9 +148,9 @@ def test_a_dropped_connection_leaves_nothing_and_the_retry_applies_once(db):
 def test_a_killed_transaction_alone_leaves_no_trace(db):
     env = envelope("payment.succeeded")
     victim = db.connect(autocommit=False)
-    victim.execute("SELECT record_event(%s::jsonb)", [Jsonb(store.build_call(normalize_event(env, "msg_k")))])
+    victim.execute("SELECT record_event(%s::jsonb)", [dblib.Json(store.build_call(normalize_event(env, "msg_k")))])
     db.conn.execute("SELECT pg_terminate_backend(%s)", [victim.info.backend_pid])
-    with pytest.raises(psycopg.OperationalError):
+    with pytest.raises(dblib.OperationalError):
         victim.commit()
     assert all(rows == [] for rows in snapshot(db.conn).values())
     assert db.conn.execute("SELECT count(*) FROM webhook_events").fetchone()[0] == 0

@@ -18,11 +18,11 @@ import time
 import json
 from collections import Counter
 
-import psycopg
 import pytest
 import yaml
 from fixture_data import FIXTURE_SECRET, envelope, resign, sign
 
+from f.dodo.lib import db as dblib
 from f.dodo import store_event
 from local_runner.demo import ROOT
 from test_flows_e2e import steps, trigger_event, webhook_id
@@ -53,7 +53,7 @@ class RecordFault:
             if fault:
                 self.results.append(real(**kwargs))  # committed
                 if fault == "drop":
-                    raise psycopg.OperationalError("server closed the connection unexpectedly")
+                    raise dblib.OperationalError("server closed the connection unexpectedly")
                 # "kill": the worker is gone; Windmill runs the zombie job again, same arguments
             self.results.append(real(**kwargs))
             return self.results[-1]

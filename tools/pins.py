@@ -70,7 +70,7 @@ def third_party_modules(path: Path, root: Path = ROOT, seen: set | None = None) 
 
 
 def declared_extras(root: Path = ROOT) -> dict[str, frozenset]:
-    """Extras requirements.in asks for (psycopg[binary]: Windmill workers need no libpq then)."""
+    """Extras requirements.in asks for (e.g. pydantic[email]); none today."""
     extras = {}
     for line in (root / "requirements.in").read_text().splitlines():
         line = line.split("#", 1)[0].strip()

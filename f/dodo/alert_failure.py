@@ -6,8 +6,7 @@
 # httpcore==1.0.9
 # httpx==0.28.1
 # idna==3.20
-# psycopg-binary==3.3.9
-# psycopg==3.3.9
+# psycopg2-binary==2.9.13
 # pydantic==2.14.3
 # pydantic_core==2.50.4
 # typing-inspection==0.4.5

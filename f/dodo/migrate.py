@@ -1,7 +1,5 @@
 # requirements:
-# psycopg-binary==3.3.9
-# psycopg==3.3.9
-# typing_extensions==4.16.0
+# psycopg2-binary==2.9.13
 """Apply pending database migrations (the store also does this on first use)."""
 
 

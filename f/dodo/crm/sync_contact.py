@@ -5,8 +5,7 @@
 # httpcore==1.0.9
 # httpx==0.28.1
 # idna==3.20
-# psycopg-binary==3.3.9
-# psycopg==3.3.9
+# psycopg2-binary==2.9.13
 # typing_extensions==4.16.0
 """Sync one normalised Dodo event to HubSpot, once per delivery.
 

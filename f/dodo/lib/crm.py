@@ -20,10 +20,7 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Iterator
 
-import psycopg
-from psycopg.pq import TransactionStatus
-
-from f.dodo.lib import ledger
+from f.dodo.lib import db, ledger
 from f.dodo.lib.channels import to_outbox
 from f.dodo.lib.hubspot import HubSpot
 from f.dodo.lib.money import EXPONENTS, exponent, format_major
@@ -215,10 +212,10 @@ def _unlock(conn, key: str) -> None:
     if conn.closed:
         return
     try:
-        if conn.info.transaction_status == TransactionStatus.INERROR:
+        if conn.info.transaction_status == db.TX_INERROR:
             conn.rollback()  # a failed statement inside the block: the unlock must still run
         conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
-    except psycopg.OperationalError:
+    except (db.OperationalError, db.InterfaceError):
         pass  # the connection died: its session, and the lock, are gone
 
 

@@ -15,7 +15,7 @@ import re
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 
-from psycopg import sql
+from f.dodo.lib.db import ident
 
 # kind -> (table, id column, columns of the table; customer_email comes from customers)
 KINDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -55,11 +55,9 @@ def query_rows(conn, kind: str, first: date, last: date) -> tuple[tuple[str, ...
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
     table, key, columns = KINDS[kind]
-    select = [sql.SQL("c.email") if c == "customer_email" else sql.SQL("t.{}").format(sql.Identifier(c))
-              for c in columns]
-    query = sql.SQL("""SELECT {cols} FROM {table} t LEFT JOIN customers c USING (customer_id)
-                        WHERE t.created_at >= %s AND t.created_at < %s ORDER BY t.created_at, t.{key}""").format(
-        cols=sql.SQL(", ").join(select), table=sql.Identifier(table), key=sql.Identifier(key))
+    select = ["c.email" if c == "customer_email" else f"t.{ident(c)}" for c in columns]
+    query = f"""SELECT {", ".join(select)} FROM {ident(table)} t LEFT JOIN customers c USING (customer_id)
+                WHERE t.created_at >= %s AND t.created_at < %s ORDER BY t.created_at, t.{ident(key)}"""
     start = datetime.combine(first, time(0), tzinfo=timezone.utc)
     end = datetime.combine(last + timedelta(days=1), time(0), tzinfo=timezone.utc)
     return columns, conn.execute(query, [start, end]).fetchall()

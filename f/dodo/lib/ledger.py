@@ -43,10 +43,6 @@ import time
 import uuid
 from typing import Any, Callable
 
-import psycopg
-from psycopg.pq import TransactionStatus
-from psycopg.types.json import Jsonb
-
 from f.dodo.lib import db
 from f.dodo.lib.errors import OutcomeUnknown
 
@@ -60,7 +56,7 @@ PATIENCE_S = 120.0  # how long recording an outcome keeps reconnecting (a Postgr
 # {"status": "sent"|"skipped", "external_id": ..., "detail": {...}, "error": <a warning
 # kept in last_error, e.g. recipients an SMTP server refused>}.
 Send = Callable[..., Any]  # send() or, with_attempt, send(attempt)
-Connect = Callable[[], psycopg.Connection]
+Connect = Callable[[], db.Connection]
 
 _CLAIM = """
 INSERT INTO delivery_ledger AS d (webhook_id, sink, channel, status, attempts, claim, claimed_at, lease_until)
@@ -121,7 +117,7 @@ def deliver_once(conn, webhook_id: str, sink: str, channel: str, send: Send, *,
         return result
     if conn.closed and not conn.broken:
         raise ValueError("deliver_once got a closed connection")
-    if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+    if not conn.closed and conn.info.transaction_status != db.TX_IDLE:
         raise ValueError("deliver_once needs a connection outside any transaction: the claim commits first")
     key = {"w": webhook_id, "s": sink, "c": channel, "claim": uuid.uuid4().hex}
     with _Link(conn, reconnect or _reconnector(conn), patience) as link:
@@ -132,7 +128,7 @@ def deliver_once(conn, webhook_id: str, sink: str, channel: str, send: Send, *,
         detail = result.pop("detail")
         link.run(_RECORD, key | {"status": result["status"], "error": result["error"],
                                  "external_id": result["external_id"],
-                                 "detail": None if detail is None else Jsonb(detail),
+                                 "detail": None if detail is None else db.Json(detail),
                                  "ok": result["status"] in DONE}, fetch=False)
     return result
 
@@ -200,7 +196,7 @@ class _Link:
                 if not self.conn.autocommit:
                     self.conn.commit()
                 return row
-            except psycopg.OperationalError:
+            except db.OperationalError:
                 if time.monotonic() + delay > deadline:
                     raise
                 time.sleep(delay)
@@ -214,16 +210,9 @@ class _Link:
 
 
 def _reconnector(conn) -> Connect:
-    def reconnect() -> psycopg.Connection:
-        # Read when needed (a lost connection still knows them, and reading costs ~0.1 ms):
-        # the parameters, search_path in `options`, and the password that info.dsn leaves out.
-        params = conn.info.get_parameters()
-        if conn.info.password:
-            params["password"] = conn.info.password
-        params.setdefault("connect_timeout", "5")
-        return psycopg.connect(**params, autocommit=True)
-
-    return reconnect
+    # Read when needed (a lost connection still knows them): the parameters, search_path
+    # in `options`, and the password.
+    return lambda: db.reconnect(conn)
 
 
 def enqueue(conn, webhook_id: str, sink: str, channel: str, detail: dict) -> bool:
@@ -231,7 +220,7 @@ def enqueue(conn, webhook_id: str, sink: str, channel: str, detail: dict) -> boo
     with conn.transaction():
         cur = conn.execute("INSERT INTO delivery_ledger (webhook_id, sink, channel, detail) "
                            "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                           (webhook_id, sink, channel, Jsonb(detail)))
+                           (webhook_id, sink, channel, db.Json(detail)))
         return cur.rowcount == 1
 
 

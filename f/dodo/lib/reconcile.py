@@ -36,8 +36,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
 
 from dodopayments import DodoPayments
-from psycopg.types.json import Jsonb
 
+from f.dodo.lib import db
 from f.dodo.lib.store import record_delivery
 
 PAGE_SIZE = 100  # the API's maximum
@@ -193,7 +193,7 @@ def write_cursor(conn, kind: str, at: datetime, result: dict) -> None:
         """INSERT INTO reconcile_cursor (kind, cursor_at, last_run_at, last_result) VALUES (%s, %s, now(), %s)
            ON CONFLICT (kind) DO UPDATE SET cursor_at = excluded.cursor_at, last_run_at = now(),
                                             last_result = excluded.last_result""",
-        [kind, at, Jsonb(result)],
+        [kind, at, db.Json(result)],
     )
 
 

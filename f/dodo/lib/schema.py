@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import re
 
-from psycopg import sql
+from f.dodo.lib import db  # (db imports this module: use db.* at call time only)
 
 MIGRATIONS = (
     "v001_tables",
@@ -48,7 +48,7 @@ def applied(conn, schema: str = "dodo") -> list[int]:
     check_schema(schema)
     if conn.execute("SELECT to_regclass(%s)", [f"{schema}.schema_migrations"]).fetchone()[0] is None:
         return []
-    query = sql.SQL("SELECT version FROM {}.schema_migrations ORDER BY version").format(sql.Identifier(schema))
+    query = f"SELECT version FROM {db.ident(schema)}.schema_migrations ORDER BY version"
     return [v for (v,) in conn.execute(query)]
 
 
@@ -59,15 +59,15 @@ def migrate(conn, schema: str = "dodo") -> list[str]:
     lets one apply and the others then find nothing pending.
     """
     check_schema(schema)
-    ident = sql.Identifier(schema)
+    ident = db.ident(schema)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"dodo.migrate:{schema}"])
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
-        conn.execute(sql.SQL("""CREATE TABLE IF NOT EXISTS {}.schema_migrations (
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident}")
+        conn.execute(f"""CREATE TABLE IF NOT EXISTS {ident}.schema_migrations (
             version integer PRIMARY KEY, name text NOT NULL,
-            applied_at timestamptz NOT NULL DEFAULT now())""").format(ident))
+            applied_at timestamptz NOT NULL DEFAULT now())""")
         done = set(applied(conn, schema))
-        conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(ident))
+        conn.execute(f"SET LOCAL search_path TO {ident}")
         names = []
         for version, name, text in migrations():
             if version in done:

@@ -32,11 +32,8 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 
-import psycopg
-from psycopg import sql
-from psycopg.types.json import Jsonb
-
 from f.dodo.lib import probe
+from f.dodo.lib import db
 from f.dodo.lib.errors import EventError, MissingField
 from f.dodo.lib.money import EXPONENTS, format_major, parse_minor
 
@@ -339,12 +336,12 @@ def build_call(event: dict) -> dict:
 
 
 @functools.cache
-def _function(schema: str | None) -> bytes:
-    name = sql.Identifier(schema, "record_event") if schema else sql.Identifier("record_event")
-    return sql.SQL("SELECT {}(%s::jsonb)").format(name).as_bytes(None)
+def _function(schema: str | None) -> str:
+    name = db.ident(schema, "record_event") if schema else db.ident("record_event")
+    return f"SELECT {name}(%s::jsonb)"
 
 
-def record_event(conn: psycopg.Connection, event: dict, *, schema: str | None = None,
+def record_event(conn: db.Connection, event: dict, *, schema: str | None = None,
                  attempt: str | None = None) -> dict:
     """Record one normalised event (see the module docstring for the result).
 
@@ -359,7 +356,7 @@ def record_event(conn: psycopg.Connection, event: dict, *, schema: str | None = 
     try:
         result = _call(conn, call, schema)
         return dict(result, test=True) if call.get("test") else result
-    except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+    except (db.DataError, db.IntegrityError) as exc:
         if "error" in call:
             raise
         error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"[:ERROR_MAX]
@@ -368,9 +365,9 @@ def record_event(conn: psycopg.Connection, event: dict, *, schema: str | None = 
         return _call(conn, dict(bare, payload=_storable(call["payload"]), error=error, step=STEP), schema)
 
 
-def _call(conn: psycopg.Connection, call: dict, schema: str | None) -> dict:
+def _call(conn: db.Connection, call: dict, schema: str | None) -> dict:
     query = _function(schema)
-    arg = Jsonb(call, dumps=_dumps)
+    arg = db.Json(call, dumps=_dumps)
     if conn.autocommit:  # the function call is itself one transaction: one round trip
         return conn.execute(query, [arg], prepare=True).fetchone()[0]
     with conn.transaction():
@@ -398,7 +395,7 @@ def _text(value: str | None) -> str | None:
     return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
 
 
-def record_delivery(conn: psycopg.Connection, envelope: dict, webhook_id: str | None = None, *,
+def record_delivery(conn: db.Connection, envelope: dict, webhook_id: str | None = None, *,
                     schema: str | None = None, attempt: str | None = None) -> dict:
     """Normalise a raw Dodo delivery and record it; a delivery the normaliser rejects
     (e.g. a missing required id) is recorded in the inbox as failed with its error."""
@@ -420,11 +417,11 @@ def record_delivery(conn: psycopg.Connection, envelope: dict, webhook_id: str | 
     return record_event(conn, event, schema=schema, attempt=attempt)
 
 
-def _inbox(schema: str | None) -> sql.Composable:
-    return sql.Identifier(schema, "webhook_events") if schema else sql.Identifier("webhook_events")
+def _inbox(schema: str | None) -> str:
+    return db.ident(schema, "webhook_events") if schema else db.ident("webhook_events")
 
 
-def mark_failed(conn: psycopg.Connection, webhook_id: str, error: str, step: str, *,
+def mark_failed(conn: db.Connection, webhook_id: str, error: str, step: str, *,
                 event: dict | None = None, schema: str | None = None) -> dict:
     """Mark an inbox row failed with its error and the failing step (the flow's failure
     module). The row is created if the event never reached the store. Returns
@@ -432,31 +429,31 @@ def mark_failed(conn: psycopg.Connection, webhook_id: str, error: str, step: str
     ev = event if isinstance(event, dict) else {}
     event_type = _str(ev.get("event_type")) or _str(ev.get("type")) or "unknown"
     occurred = _time(ev, "occurred_at") or _time(ev, "timestamp")
-    query = sql.SQL("""
+    query = """
         INSERT INTO {t} (webhook_id, event_type, category, occurred_at, payload, status, last_error, failed_step)
         VALUES (%(w)s, %(type)s, %(cat)s, %(at)s, %(payload)s, 'failed', %(err)s, %(step)s)
         ON CONFLICT (webhook_id) DO UPDATE SET status = 'failed', last_error = excluded.last_error,
             failed_step = excluded.failed_step, processed_at = NULL
-        RETURNING webhook_id, status, attempts""").format(t=_inbox(schema))
+        RETURNING webhook_id, status, attempts""".format(t=_inbox(schema))
     params = {"w": _text(webhook_id), "type": _text(event_type), "cat": category_of(event_type), "at": occurred,
-              "payload": Jsonb(delivery_of(ev) if "category" in ev else ev, dumps=_dumps),
+              "payload": db.Json(delivery_of(ev) if "category" in ev else ev, dumps=_dumps),
               "err": _text(str(error)[:ERROR_MAX]), "step": _text(step)}
     with conn.transaction():
         w, status, attempts = conn.execute(query, params).fetchone()
     return {"webhook_id": w, "status": status, "attempts": attempts}
 
 
-def reset_for_replay(conn: psycopg.Connection, webhook_ids: list[str] | None = None, *,
+def reset_for_replay(conn: db.Connection, webhook_ids: list[str] | None = None, *,
                      schema: str | None = None, limit: int = 100) -> list[dict]:
     """Move failed inbox rows back to `received` so the next delivery of each applies
     again; returns their {webhook_id, payload, attempts}. All failed rows (oldest first,
     up to `limit`) when `webhook_ids` is None."""
-    query = sql.SQL("""
+    query = """
         UPDATE {t} SET status = 'received', last_error = NULL, failed_step = NULL
          WHERE webhook_id IN (SELECT webhook_id FROM {t} WHERE status = 'failed'
                                  AND (%(ids)s::text[] IS NULL OR webhook_id = ANY(%(ids)s))
                                ORDER BY received_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
-        RETURNING webhook_id, payload, attempts""").format(t=_inbox(schema))
+        RETURNING webhook_id, payload, attempts""".format(t=_inbox(schema))
     with conn.transaction():
         rows = conn.execute(query, {"ids": webhook_ids, "limit": limit}).fetchall()
     return [{"webhook_id": w, "payload": p, "attempts": a} for w, p, a in rows]
