@@ -46,3 +46,18 @@ def hubspot_upsert(request, token: str) -> tuple[str, dict]:
     id_property = {"contacts": "email", "notes": "dodo_event_id"}[match.group(1)]
     assert item["idProperty"] == id_property and item["id"] == item["properties"].get(id_property, item["id"])
     return match.group(1), item
+
+
+def twilio_message(request, account_sid: str, token: str) -> dict:
+    """Twilio's Messages resource (twilio.com/docs/messaging/api/message-resource): POST to
+    /2010-04-01/Accounts/{sid}/Messages.json, HTTP basic auth (sid, token), a form with To,
+    Body and one of From / MessagingServiceSid. Returns the form."""
+    assert request.method == "POST", request.method
+    assert request.path.endswith(f"/2010-04-01/Accounts/{account_sid}/Messages.json"), request.path
+    auth = request.authorization
+    assert auth is not None and auth.type == "basic" and (auth.username, auth.password) == (account_sid, token)
+    assert request.headers.get("Content-Type") == "application/x-www-form-urlencoded"
+    form = request.form.to_dict()
+    assert set(form) <= {"To", "From", "MessagingServiceSid", "Body"} and form.get("To") and form.get("Body"), form
+    assert bool(form.get("From")) != bool(form.get("MessagingServiceSid")), form
+    return form

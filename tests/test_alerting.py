@@ -13,6 +13,7 @@ from werkzeug.wrappers import Request, Response
 
 from local_runner import Runner
 from local_runner.demo import ROOT, bundle_config, quiet_wmill_client
+from tests.standin_checks import slack_post_message
 
 TOKEN = "xoxb-alerts"
 
@@ -27,8 +28,7 @@ def slack(httpserver, monkeypatch):
     posted = []
 
     def handle(request: Request) -> Response:
-        assert request.headers["Authorization"] == f"Bearer {TOKEN}"
-        posted.append(request.get_json())
+        posted.append(slack_post_message(request, TOKEN))
         return Response(json.dumps({"ok": True, "ts": f"17.{len(posted)}"}), content_type="application/json")
 
     httpserver.expect_request("/api/chat.postMessage", method="POST").respond_with_handler(handle)

@@ -16,6 +16,7 @@ from werkzeug import Response
 
 from f.dodo.lib import channels, db, ledger, render, routing
 from f.dodo.lib.notify import NotifyError, Transports, notify, plan
+from tests.standin_checks import slack_post_message, twilio_message
 
 SLACK_TOKEN = "xoxb-test-token"
 TWILIO = {"accountSid": "AC0123456789abcdef0123456789abcdef", "token": "twilio-secret",
@@ -108,7 +109,11 @@ def test_slack_incoming_webhook(httpserver):
 
 
 def test_slack_api_error_fails_without_retry(httpserver):
-    httpserver.expect_request("/api/chat.postMessage").respond_with_json({"ok": False, "error": "channel_not_found"})
+    def not_found(request):
+        slack_post_message(request, SLACK_TOKEN, channel="#nope")
+        return Response(json.dumps({"ok": False, "error": "channel_not_found"}), content_type="application/json")
+
+    httpserver.expect_request("/api/chat.postMessage", method="POST").respond_with_handler(not_found)
     with pytest.raises(channels.DeliveryError, match="channel_not_found"):
         channels.send_slack({"text": "x", "blocks": []}, token=SLACK_TOKEN, channel="#nope",
                             api_url=httpserver.url_for("/api"), sleep=lambda s: None)
@@ -173,8 +178,12 @@ def test_twilio_messages_api(httpserver):
 
 def test_twilio_error_carries_its_code(httpserver):
     path = f"/2010-04-01/Accounts/{TWILIO['accountSid']}/Messages.json"
-    httpserver.expect_request(path).respond_with_json(
-        {"code": 21211, "message": "The 'To' number is not a valid phone number.", "status": 400}, status=400)
+    def invalid_to(request):
+        twilio_message(request, TWILIO["accountSid"], TWILIO["token"])
+        return Response(json.dumps({"code": 21211, "message": "The 'To' number is not a valid phone number.",
+                                    "status": 400}), status=400, content_type="application/json")
+
+    httpserver.expect_request(path, method="POST").respond_with_handler(invalid_to)
     with pytest.raises(channels.DeliveryError, match="21211"):
         channels.send_sms(TWILIO, to="+15557654321", body="x", api_url=httpserver.url_for(""))
 
