@@ -334,3 +334,35 @@ def test_webhook_mode_refuses_a_rule_that_names_a_channel(conn, httpserver):
     sent = notify(conn, event(), rules, Transports(slack={"token": SLACK_TOKEN}, slack_webhook_url=url,
                                                    slack_api=slack.url))
     assert sent["channels"]["slack"]["status"] == "sent" and len(slack.posted) == 1
+
+
+def test_replay_resends_an_unknown_send_only_with_resend_unknown(conn, slack):
+    """The event was processed (its step succeeded) with its Slack post of unknown outcome:
+    a plain replay neither selects nor resends it; `resend_unknown` selects it, releases the
+    send, and the re-run entry flow posts it again."""
+    from f.dodo.lib import replay as rp
+    from f.dodo.lib.normalizer import normalize_event
+    from f.dodo.lib.store import record_delivery
+    from tests.fixture_data import envelope
+
+    body, webhook_id = envelope("dispute.opened"), f"msg_{uuid.uuid4().hex[:8]}"
+    assert record_delivery(conn, body, webhook_id)["status"] == "recorded"
+    conn.execute("UPDATE webhook_events SET status = 'processed' WHERE webhook_id = %s", (webhook_id,))
+    t = Transports(slack={"token": SLACK_TOKEN}, slack_api=slack.url, sleep=lambda s: None)
+    rules = routing.load(SLACK_ONLY)
+    slack.queue = [Response("{}", status=502, content_type="application/json")]
+    assert notify(conn, normalize_event(body, webhook_id), rules, t)["channels"]["slack"]["status"] == "unknown"
+
+    def run(args):  # the entry flow's notify branch, as Windmill would run it for the replay
+        return True, notify(conn, normalize_event(args["event"], args["webhook_id"]), rules, t), "job-1"
+
+    plain = rp.Selection(webhook_ids=(webhook_id,), statuses=("failed", "received"))
+    assert rp.select(conn, plain) == []
+    forced = rp.select(conn, rp.Selection(webhook_ids=(webhook_id,), resend_unknown=True))
+    assert [r["webhook_id"] for r in forced] == [webhook_id]
+    assert rp.describe(conn, forced[0])["unknown"] == "notify/slack"
+    rp.replay(conn, forced, run)  # without the flag: still unknown, nothing posted
+    assert len(slack.posted) == 1 and [r["status"] for r in ledger.rows(conn, webhook_id)] == ["unknown"]
+    (done,) = rp.replay(conn, forced, run, resend_unknown=True)
+    assert len(slack.posted) == 2 and [r["status"] for r in ledger.rows(conn, webhook_id)] == ["sent"]
+    assert done["sent_now"] == "notify/slack" and done["unknown"] == ""

@@ -32,7 +32,8 @@ then dies (or Postgres stays unreachable longer than `patience`) before 'sent' i
 written, the row stays 'sending' until its lease expires, and the next attempt sends
 again. The lease must outlast the slowest send, retries included (LEASE_S); a sender
 still alive past its lease can race the one that reclaimed it. Likewise a provider that
-accepted but whose answer was lost (a timeout) is recorded 'failed' and sent again.
+accepted but whose answer was lost (a timeout) is recorded 'failed' and sent again,
+unless the send raises OutcomeUnknown (Slack, Twilio: recorded 'unknown', see above).
 """
 
 from __future__ import annotations
