@@ -62,7 +62,7 @@ class UnsupportedFlow(RunnerError):
 _FLOW_KEYS = {"summary", "description", "schema", "value"}
 _VALUE_KEYS = {"modules", "failure_module", "preprocessor_module", "same_worker", "flow_env", "skip_expr", "schema",
                "preserve_step_tags"}
-_MODULE_KEYS = {"id", "summary", "value", "retry", "stop_after_if", "skip_if", "sleep", "timeout",
+_MODULE_KEYS = {"id", "summary", "value", "retry", "stop_after_if", "stop_after_all_iters_if", "skip_if", "sleep", "timeout",
                 "continue_on_error", "cache_ttl", "priority", "delete_after_use", "input_transforms",
                 "mock"}
 _TYPE_KEYS = {
@@ -89,7 +89,6 @@ NATIVETS_REFUSAL = ("nativets runs in Windmill's embedded JavaScript runtime, wh
 # Why each refused key is refused (UnsupportedFlow names it with this reason).
 _UNSUPPORTED = {
     "suspend": "approval steps wait for a resume request the local runner cannot receive",
-    "stop_after_all_iters_if": "not implemented in the local runner",
     "mock": "mocked steps are a Windmill UI testing aid, not implemented in the local runner",
     "cache_ttl": "a flow-level result cache is not implemented in the local runner (a step's cache_ttl is)",
 }
@@ -159,6 +158,11 @@ def validate_module(where: str, m: dict) -> None:
                 _check_keys(f"{where}.retry.{k}", sub, _RETRY_KEYS.get(k, {"expr"}))
     if m.get("stop_after_if"):
         _check_keys(f"{where}.stop_after_if", m["stop_after_if"],
+                    {"expr", "skip_if_stopped", "error_message", "error_include_result"})
+    if m.get("stop_after_all_iters_if"):
+        if kind not in ("forloopflow", "whileloopflow", "branchall"):
+            _refuse(where, ["stop_after_all_iters_if"], "it applies to loops and branchall only")
+        _check_keys(f"{where}.stop_after_all_iters_if", m["stop_after_all_iters_if"],
                     {"expr", "skip_if_stopped", "error_message", "error_include_result"})
     if m.get("skip_if"):
         _check_keys(f"{where}.skip_if", m["skip_if"], {"expr"})
@@ -666,17 +670,22 @@ class Runner:
             raise
         scope.results[sid] = result
         self._stop_after_if(m, scope, flow_input, result)
+        self._stop_after_if(m, scope, flow_input, result, key="stop_after_all_iters_if")
         return result
 
-    def _stop_after_if(self, m, scope, flow_input, result):
-        """worker_flow.rs update_flow_status_after_job_completion_internal: evaluated with
-        result = previous_result = the module's result, never for a branchall or a
-        parallel loop module; with `error_message` the module fails with EarlyStopError
+    def _stop_after_if(self, m, scope, flow_input, result, key="stop_after_if"):
+        """worker_flow.rs update_flow_status_after_job_completion_internal: stop_after_if is
+        evaluated with result = previous_result = the module's result, never for a branchall
+        or a parallel loop module; with `error_message` the module fails with EarlyStopError
         (the failure module runs, no retry)."""
-        stop = m.get("stop_after_if")
+        stop = m.get(key)
         v = m["value"]
-        if not stop or v["type"] == "branchall" or (v["type"] == "forloopflow" and v.get("parallel")):
+        if not stop:
             return
+        if key == "stop_after_if" and v["type"] in ("branchall", "forloopflow", "whileloopflow"):
+            return  # never on a branchall; on a loop, per iteration (_loop_breaks)
+        # stop_after_all_iters_if (evaluate_stop_after_all_iters_if): once a loop or branchall
+        # is done, with result = previous_result = the array of its iterations' results
         if not self._bool(stop["expr"], scope, flow_input, self._context(scope, result, result=result), m["id"]):
             return
         msg = stop.get("error_message")
@@ -1062,7 +1071,22 @@ class Runner:
                 break  # a stop inside a loop breaks the loop only
             if not ok and not v.get("skip_failures"):
                 raise StepFailed(results, m["id"], handled=handled)
+            if ok and self._loop_breaks(m, scope, flow_input, result, results):
+                break
         return results
+
+    def _loop_breaks(self, m, scope, flow_input, result, results) -> bool:
+        """A sequential loop module's own stop_after_if, evaluated after each successful
+        iteration with result = that iteration's result and `all_iters` = the results so
+        far: true ends the loop, never the flow (worker_flow.rs: `if stop_early && is_loop`
+        resets the stop once the loop is done)."""
+        stop = m.get("stop_after_if")
+        if not stop:
+            return False
+        context = self._context(scope, result, result=result)
+        if "all_iters" in stop["expr"]:
+            context["all_iters"] = list(results)
+        return self._bool(stop["expr"], scope, flow_input, context, m["id"])
 
     def _parallelism(self, v, scope, flow_input, previous, sid) -> int | None:
         p = v.get("parallelism")
@@ -1073,8 +1097,9 @@ class Runner:
 
     def _whileloop(self, m, scope, flow_input, previous, parent):
         """worker_flow.rs WhileloopFlow: iterations (sub-flows, flow_input.iter = {index,
-        value: index}) run until a stop_after_if inside one fires; a failed iteration ends
-        it unless skip_failures. Its result is the array of the iterations' results."""
+        value: index}) run until a stop_after_if inside one, or the loop's own, fires; a
+        failed iteration ends it unless skip_failures. Its result is the array of the
+        iterations' results."""
         v = m["value"]
         modules = v.get("modules") or []
         if not modules:
@@ -1090,6 +1115,8 @@ class Runner:
                 return results
             if not ok and not v.get("skip_failures"):
                 raise StepFailed(results, m["id"], handled=handled)
+            if ok and self._loop_breaks(m, scope, flow_input, result, results):
+                return results
             index += 1
             if index >= self.max_while_iterations:
                 raise StepFailed(execution_error(
