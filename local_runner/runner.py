@@ -557,7 +557,10 @@ class Runner:
 
     def _flow_job(self, flow, path, job: Job, args, event, log, preview=False) -> tuple[bool, Any, bool]:
         value = flow["value"]
-        scope = _Scope(path, job.id, job.root, args, {}, log, value.get("failure_module"), value.get("flow_env"),
+        # worker_flow.rs: a trigger run's args are {"event": ...} until its preprocessor
+        # succeeds (the failure module of a failed preprocessor sees them)
+        flow_args = {"event": event} if event is not None else args
+        scope = _Scope(path, job.id, job.root, flow_args, {}, log, value.get("failure_module"), value.get("flow_env"),
                        preview)
         return self._run_flow_value(value.get("modules") or [], scope, job, event=event,
                                     preprocessor=value.get("preprocessor_module"), skip_expr=value.get("skip_expr"))
