@@ -11,8 +11,12 @@ to each job through WM_STATE_PATH / WM_JOB_ID.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import threading
+import uuid
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -173,6 +177,39 @@ class LocalWindmill(wc.Windmill):
     def get_progress(self, job_id: str | None = None):
         ctx = current()
         return super().get_progress(job_id or (ctx and ctx.job_id))
+
+    # The pinned client posts uploads with a bare httpx.post to {base_url}/w/{ws}/job_helpers/
+    # upload_s3_file (wmill/client.py write_s3_file), outside this client's transport: the
+    # workspace object storage is served here instead, with the same arguments and result.
+    def write_s3_file(self, s3object, file_content, s3_resource_path=None, content_type=None,
+                      content_disposition=None):
+        key = (s3object or {}).get("s3") if isinstance(s3object, dict) else s3object
+        key = key or f"wmill_uploads/{uuid.uuid4().hex}"
+        path = _object_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as out:
+            if isinstance(file_content, bytes):
+                out.write(file_content)
+            else:
+                shutil.copyfileobj(file_content, out, 1 << 20)  # streamed, as the client streams it
+        return {"s3": key, "storage": (s3object or {}).get("storage") if isinstance(s3object, dict) else None}
+
+    def load_s3_file(self, s3object, s3_resource_path=None) -> bytes:
+        key = s3object.get("s3") if isinstance(s3object, dict) else s3object
+        return _object_path(key).read_bytes()
+
+
+def object_store() -> Path:
+    """The workspace object storage stand-in: a directory (DODO_OBJECT_STORE, default
+    var/object_store), one file per key."""
+    return Path(os.environ.get("DODO_OBJECT_STORE") or os.path.join("var", "object_store"))
+
+
+def _object_path(key: str) -> Path:
+    parts = [p for p in str(key).split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise ValueError(f"invalid object key {key!r}")
+    return object_store().joinpath(*parts)
 
 
 _install_lock = threading.Lock()
