@@ -36,6 +36,8 @@ ENV_RESOURCES = {
     "f/dodo/smtp": {"host": "SMTP_HOST", "port": "SMTP_PORT", "user": "SMTP_USER", "password": "SMTP_PASSWORD"},
     "f/dodo/twilio": {"accountSid": "TWILIO_ACCOUNT_SID", "token": "TWILIO_AUTH_TOKEN",
                       "from_number": "TWILIO_FROM", "messaging_service_sid": "TWILIO_MESSAGING_SERVICE_SID"},
+    "f/dodo/posthog": {"api_key": "POSTHOG_API_KEY", "host": "POSTHOG_HOST"},
+    "f/dodo/segment": {"write_key": "SEGMENT_WRITE_KEY", "base_url": "SEGMENT_API_URL"},
 }
 POSTGRES_RESOURCE = "f/dodo/postgres"
 

@@ -61,3 +61,60 @@ def twilio_message(request, account_sid: str, token: str) -> dict:
     assert set(form) <= {"To", "From", "MessagingServiceSid", "Body"} and form.get("To") and form.get("Body"), form
     assert bool(form.get("From")) != bool(form.get("MessagingServiceSid")), form
     return form
+
+
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
+DECIMAL = re.compile(r"^-?\d+(\.\d+)?$")
+
+
+def _exact_money(props: dict) -> None:
+    for key in ("revenue", "amount", "mrr"):
+        if key in props:
+            assert isinstance(props[key], str) and DECIMAL.match(props[key]), (key, props[key])
+            assert isinstance(props.get("currency"), str) and len(props["currency"]) == 3, props
+
+
+def posthog_capture(request, api_key: str) -> dict:
+    """PostHog capture API (posthog.com/docs/api/capture): POST /i/v0/e/ (or /capture/),
+    JSON `{api_key, event, distinct_id, properties?, timestamp?, uuid?}`; the project key
+    in the body, no auth header. The bundle's uuid is a UUID and its money decimal strings.
+    Returns the body."""
+    assert request.method == "POST" and request.path in ("/i/v0/e/", "/capture/"), request.path
+    assert request.headers.get("Content-Type", "").startswith("application/json")
+    body = request.get_json()
+    assert isinstance(body, dict) and set(body) <= {"api_key", "event", "distinct_id", "properties",
+                                                    "timestamp", "uuid"}, body
+    assert body.get("api_key") == api_key, "api_key"
+    assert isinstance(body.get("event"), str) and body["event"], body
+    assert isinstance(body.get("distinct_id"), str) and body["distinct_id"], body
+    assert UUID.match(body.get("uuid", "")), body.get("uuid")
+    assert ISO.match(body.get("timestamp", "")), body.get("timestamp")
+    assert isinstance(body.get("properties", {}), dict)
+    _exact_money(body.get("properties", {}))
+    return body
+
+
+def segment_call(request, write_key: str) -> tuple[str, dict]:
+    """Segment HTTP Tracking API (segment.com/docs/.../http-api): POST /v1/identify or
+    /v1/track, HTTP Basic auth with the write key as user name and an empty password, a
+    JSON body with userId or anonymousId, messageId, timestamp; track: `event` and
+    `properties`; identify: `traits`. Returns (call, body)."""
+    assert request.method == "POST" and request.path in ("/v1/identify", "/v1/track"), request.path
+    auth = request.authorization
+    assert auth is not None and auth.type == "basic" and (auth.username, auth.password or "") == (write_key, "")
+    assert request.headers.get("Content-Type", "").startswith("application/json")
+    body = request.get_json()
+    call = request.path.rsplit("/", 1)[1]
+    allowed = {"userId", "anonymousId", "messageId", "timestamp", "context", "integrations"} | (
+        {"event", "properties"} if call == "track" else {"traits"})
+    assert isinstance(body, dict) and set(body) <= allowed, body
+    assert body.get("userId") or body.get("anonymousId"), body
+    assert isinstance(body.get("messageId"), str) and body["messageId"], body
+    assert ISO.match(body.get("timestamp", "")), body.get("timestamp")
+    if call == "track":
+        assert isinstance(body.get("event"), str) and body["event"], body
+        _exact_money(body.get("properties", {}))
+    else:
+        assert isinstance(body.get("traits"), dict), body
+    return call, body

@@ -20,6 +20,10 @@ SLACK_WEBHOOK_URL = "f/dodo/slack_webhook_url"
 INTEGRATIONS = {"hubspot": "f/dodo/hubspot", "slack": "f/dodo/slack", "smtp": "f/dodo/smtp",
                 "twilio": "f/dodo/twilio"}
 
+# The per-event destinations the CRM step also delivers to (f/dodo/lib/destinations.py):
+# one flow input `destinations` {name: $res:...} holding those that exist.
+DESTINATIONS = {"posthog": "f/dodo/posthog", "segment": "f/dodo/segment"}
+
 
 def optional_variable(path: str) -> str | None:
     """A variable that may not exist: None when Windmill answers 404."""
@@ -39,8 +43,14 @@ def set_secret(path: str, value: str) -> None:
 def integration_refs() -> dict:
     """References to the optional integrations that exist. interpolated=False keeps a
     resource's own secrets as `$var:` references instead of reading them here."""
-    found = {name: f"$res:{path}" for name, path in INTEGRATIONS.items()
-             if wmill.get_resource(path, none_if_undefined=True, interpolated=False) is not None}
+    found = {name: f"$res:{path}" for name, path in INTEGRATIONS.items() if _exists(path)}
+    destinations = {name: f"$res:{path}" for name, path in DESTINATIONS.items() if _exists(path)}
+    if destinations:
+        found["destinations"] = destinations
     if optional_variable(SLACK_WEBHOOK_URL):
         found["slack_webhook_url"] = f"$var:{SLACK_WEBHOOK_URL}"
     return found
+
+
+def _exists(resource_path: str) -> bool:
+    return wmill.get_resource(resource_path, none_if_undefined=True, interpolated=False) is not None

@@ -1,0 +1,63 @@
+"""The per-event destinations beside the CRM: analytics (PostHog, Segment-spec), email
+campaigns (Mailchimp) and calendar (Google Calendar), run in turn inside the CRM step.
+
+Each configured destination is delivered once per delivery through the ledger (its own
+row: sink, channel below), so a retried step or a replay sends only what did not go out;
+one that fails does not stop the others, and the step fails after trying them all
+(`DestinationsFailed`) so Windmill retries it and the inbox row is marked for replay.
+An unconfigured destination is skipped without a ledger row, a request or a job.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from f.dodo.lib import analytics, crm, ledger, retry
+from f.dodo.lib.errors import ConfigError
+
+# name (the flow input's key and resource f/dodo/<name>) -> (ledger sink, required fields)
+DESTINATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "posthog": ("analytics", ("api_key",)),
+    "segment": ("analytics", ("write_key",)),
+}
+
+
+class DestinationsFailed(RuntimeError):
+    """One or more destinations failed for this delivery (each recorded in the ledger)."""
+
+
+def _sender(name: str) -> Callable[..., dict]:
+    return {"posthog": analytics.send_posthog, "segment": analytics.send_segment}[name]
+
+
+def check(name: str, resource: dict) -> None:
+    """A configured resource that lacks a required field fails with the fix, before any call."""
+    missing = [f for f in DESTINATIONS[name][1] if not resource.get(f)]
+    if missing:
+        raise ConfigError(f"f/dodo/{name}", f"resource has no {', '.join(missing)}",
+                          f"edit the resource f/dodo/{name} and set {', '.join(missing)}")
+
+
+def deliver(conn, event: dict, resources: dict | None, *, sleep: retry.Sleep = time.sleep,
+            failed: list[str] | None = None) -> dict:
+    """Deliver `event` to every configured destination once; {name: ledger result}.
+
+    `resources`: {name: resource or None} (the flow's `destinations` input). Raises
+    DestinationsFailed after all were tried when any failed or is in progress, naming
+    them and the `failed` the caller already had (the CRM's error)."""
+    key = crm.note_id(event)
+    results = {}
+    for name, resource in (resources or {}).items():
+        if name not in DESTINATIONS or not resource:
+            continue
+
+        def send(name=name, resource=resource) -> dict:
+            check(name, resource)
+            return _sender(name)(resource, event, key, sleep=sleep)
+
+        results[name] = ledger.deliver_once(conn, key, DESTINATIONS[name][0], name, send)
+    bad = {n: r.get("error") or r["status"] for n, r in results.items() if r["status"] in ("failed", "in_progress")}
+    if bad:
+        raise DestinationsFailed("; ".join((failed or []) + [f"{n}: {why}" for n, why in bad.items()]))
+    return results
