@@ -40,7 +40,7 @@ import yaml
 from . import bun, deep, js, passthrough, wmill_local
 from .config import Config
 
-_SAME = object()  # "not given" / "no cached result"
+_SAME = object()  # "no cached result"
 MAX_RETRY_INTERVAL_S = 6 * 3600  # Windmill caps a retry delay (MAX_RETRY_INTERVAL)
 KEEP_STARTED = 10_000  # finished flows started by scripts, kept for their result lookups
 
@@ -566,7 +566,7 @@ class Runner:
                                     preprocessor=value.get("preprocessor_module"), skip_expr=value.get("skip_expr"))
 
     def _run_flow_value(self, modules, scope: "_Scope", job: Job, *, event=None, preprocessor=None,
-                        skip_expr=None, first_previous=_SAME) -> tuple[bool, Any, bool]:
+                        skip_expr=None) -> tuple[bool, Any, bool]:
         """One flow job (a flow by path, or a branch / iteration sub-flow): its modules,
         then its failure module if one failed. Returns (success, result, skipped)."""
         try:
@@ -580,8 +580,7 @@ class Runner:
                 self._finish(job, True, "stopped early", True)
                 return True, "stopped early", True
             # worker_flow.rs: a flow without modules returns its args
-            result = (self._run_modules(modules, scope, scope.flow_input, job.id, first_previous)
-                      if modules else scope.flow_input)
+            result = self._run_modules(modules, scope, scope.flow_input, job.id) if modules else scope.flow_input
             self._finish(job, True, result)
             return True, result, False
         except StoppedEarly as s:
@@ -610,8 +609,8 @@ class Runner:
         self._finish(job, ok, out)
         return ok, out, False
 
-    def _run_modules(self, modules, scope: _Scope, flow_input, parent, first_previous=_SAME):
-        prev = flow_input if first_previous is _SAME else first_previous  # step 0 sees the flow args
+    def _run_modules(self, modules, scope: _Scope, flow_input, parent):
+        prev = flow_input  # step 0 sees the flow args
         for i, m in enumerate(modules):
             if i:
                 self._sleep_between(modules[i - 1], scope, flow_input, prev)
