@@ -80,7 +80,7 @@ def run(quick: bool) -> dict:
     pg_server = start_server()
     work = Path(tempfile.mkdtemp(prefix="bench_cold_"))
     try:
-        dblib.connect(pg_server.url, "dodo").close()  # migrated once, as `make serve` does at start
+        dblib.connect(pg_server.url, "dodo", migrate=True).close()  # migrated once, as `make serve` does at start
         pg = dblib.dsn_to_resource(pg_server.url)
         routing = yaml.safe_load((ROOT / "f/dodo/notify_routing.variable.yaml").read_text())["value"]
         mocked = work / "mocked_api.json"  # what the preprocessor reads through wmill

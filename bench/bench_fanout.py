@@ -72,7 +72,7 @@ def _fanout_us(events: list[dict], n: int) -> dict:
     server = start_server()  # DATABASE_URL, else the system or wheel Postgres
     dsn = server.url
     schema = f"bench_{uuid.uuid4().hex[:8]}"
-    conn = db.connect(dsn, schema)
+    conn = db.connect(dsn, schema, migrate=True)
     try:
         rules = routing.load({"email_to": ["ops@shop.example"], "sms_to": ["+15557654321"],
                               "rules": [{"match": "*", "channels": ["slack", "email", "sms"]}]})

@@ -83,7 +83,7 @@ def _floor_params(e: dict) -> dict:
 
 def _measure(url: str, n: int, rounds: int) -> dict:
     schema = f"bench_{uuid.uuid4().hex[:8]}"
-    conn = db.connect(url, schema)
+    conn = db.connect(url, schema, migrate=True)
     conn.execute("CREATE TABLE bare (webhook_id text PRIMARY KEY, payload jsonb NOT NULL)")
     for t in ("webhook_events", "payments", "customers"):
         conn.execute(f"CREATE TABLE floor_{t} (LIKE {t} INCLUDING ALL)")

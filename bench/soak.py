@@ -489,7 +489,7 @@ def run(s: Settings, out=print) -> dict:
         replay_s = time.monotonic() - t_replay
         out(f"replay: {replayed} in {replay_s:.1f}s")
 
-        with dblib.connect(config.get_resource("f/dodo/postgres"), "dodo") as conn:
+        with dblib.connect(config.get_resource("f/dodo/postgres"), "dodo", migrate=True) as conn:
             inbox = inbox_check(conn, sim.truth)
             diffs = state_diffs(conn, sim.truth)
         effects = side_effects(sim.truth, http, smtp)

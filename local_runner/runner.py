@@ -268,14 +268,16 @@ def derive_error(failed: Any) -> dict:
 
 
 def error_result(exc: BaseException) -> dict:
-    """Windmill's result for a Python exception: {"error": {name, message, stack}}."""
+    """Windmill's result for a Python exception: {"error": {name, message, stack, extra}},
+    `extra` being the exception's instance attributes when it has any (the Python wrapper,
+    backend/windmill-worker/src/python_executor.rs@94bbd518: `extra = e.__dict__`,
+    dumped with default=str)."""
     if isinstance(exc, bun.TsScriptFailed):  # a TypeScript step's own error object
         return {"error": dict(exc.error)}
-    return {"error": {
-        "name": type(exc).__name__,
-        "message": str(exc),
-        "stack": _stack(exc),
-    }}
+    error = {"name": type(exc).__name__, "message": str(exc), "stack": _stack(exc)}
+    if vars(exc):
+        error["extra"] = json.loads(json.dumps(vars(exc), default=str))
+    return {"error": error}
 
 
 def _stack(exc: BaseException) -> str:

@@ -512,12 +512,12 @@ def make_server(app: App, host: str = "127.0.0.1", port: int = 8000, *,
 
 
 def apply_migrations(config, schema: str | None = None) -> str:
-    """Apply the bundle's pending migrations once at start: f.dodo.lib.db.connect
-    migrates on first connect (schema: `schema`, else $DODO_SCHEMA, else "dodo")."""
+    """Apply the bundle's pending migrations once at start, as the owner's f/dodo/migrate
+    would (schema: `schema`, else $DODO_SCHEMA, else "dodo"): the jobs only check the version."""
     from f.dodo.lib import db  # noqa: PLC0415 - the bundle's own library
 
     schema = schema or os.environ.get("DODO_SCHEMA", "dodo")
-    db.connect(config.get_resource("f/dodo/postgres"), schema).close()
+    db.connect(config.get_resource("f/dodo/postgres"), schema, migrate=True).close()
     return f"migrations: applied to schema {schema}"
 
 

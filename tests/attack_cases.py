@@ -464,7 +464,7 @@ def run_all(pg_url: str, outbox: str, cases: list[Case] = CASES) -> dict:
 
 
 def start_pg_schema(pg_url: str) -> None:
-    dblib.connect(pg_url, SCHEMA).close()
+    dblib.connect(pg_url, SCHEMA, migrate=True).close()
 
 
 def drop_pg_schema(pg_url: str) -> None:

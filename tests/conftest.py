@@ -79,7 +79,7 @@ def make_db(pg_url):
 
     def make(schema: str | None = None, migrate: bool = True) -> Db:
         schema = schema or random_schema()
-        handle = Db(pg_url, schema, dblib.connect(pg_url, schema, migrate=migrate))
+        handle = Db(pg_url, schema, dblib.connect(pg_url, schema, migrate=migrate, check=False))
         made.append(handle)
         return handle
 

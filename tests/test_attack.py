@@ -11,7 +11,7 @@ import re
 import time
 
 import pytest
-from attack_cases import (CASES, SECRETS, TEST_BODY_LIMIT, Harness, changed_rows, drop_pg_schema,
+from attack_cases import (CASES, SCHEMA, SECRETS, TEST_BODY_LIMIT, Harness, changed_rows, drop_pg_schema,
                           foreign_changes, redact, start_pg_schema, stored_text, valid, _signed)
 
 from f.dodo.lib.inert import defuse
@@ -60,7 +60,14 @@ def test_a_replayed_delivery_is_a_duplicate_that_changes_nothing(harness):
     again = _signed(first.body.decode(), first.ids, ts=int(time.time()) + 1)  # Dodo's retry: new timestamp
     status, _, job = harness.deliver(again, "webhook")
     assert status == 201 and job["success"] and job["result"]["status"] == "duplicate"
-    assert changed_rows(before, harness.snapshot()) == {}
+    after = harness.snapshot()
+    # the inbox counts the delivery (attempts 1 -> 2); nothing else changes
+    assert set(changed_rows(before, after)) == {"webhook_events"}
+    attempts = harness.conn.execute(f'SELECT attempts FROM "{SCHEMA}".webhook_events WHERE webhook_id = %s',
+                                    [first.ids["msg"]]).fetchone()[0]
+    assert job["result"]["attempts"] == attempts == 2
+    before.pop("webhook_events"), after.pop("webhook_events")
+    assert changed_rows(before, after) == {}
 
 
 def test_injected_text_reaches_slack_and_hubspot_inert(harness):

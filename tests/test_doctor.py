@@ -24,7 +24,7 @@ def table(result: dict) -> dict[str, dict]:
 
 
 def checks(variables: dict, resources: dict, schema: str, probe: bool = True) -> dict[str, doctor.Check]:
-    found = doctor.check_all(variables.get, resources.get, lambda r: pg.connect(r, schema, migrate=False),
+    found = doctor.check_all(variables.get, resources.get, lambda r: pg.connect(r, schema, check=False),
                              schema=schema, probe=probe)
     return {c.name: c for c in found}
 

@@ -111,7 +111,7 @@ SCHEDULES = [{"path": "f/dodo/revenue_report", "enabled": True,
 
 
 def run(variables, resources, schema, live):
-    found = doctor.check_all(variables.get, resources.get, lambda r: pg.connect(r, schema, migrate=False),
+    found = doctor.check_all(variables.get, resources.get, lambda r: pg.connect(r, schema, check=False),
                              schema=schema, live=live)
     return {c.name: c for c in found}
 

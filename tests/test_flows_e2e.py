@@ -123,14 +123,17 @@ def test_a_tampered_body_is_rejected(runner, db):
 
 def test_a_failing_sink_is_retried_with_backoff_then_marks_the_inbox_row_failed(db, outbox, sleeps, httpserver,
                                                                                     monkeypatch):
-    # HubSpot answers 400 to a well-formed upsert: a client error the step cannot fix,
-    # retried by the flow anyway. Any other request fails the test (tests/conftest.py).
+    # HubSpot stays rate-limited (429 of its rolling window, here 0 ms long): transient, so the
+    # flow retries the step (a 4xx other than 429 fails at once: tests/test_fail_fast.py).
+    # Any other request fails the test (tests/conftest.py).
     upserts = []
 
     def hubspot(request):
         upserts.append(hubspot_upsert(request, "pat-test"))
-        return Response(json.dumps({"status": "error", "message": "Property dodo_lifecycle does not exist",
-                                    "category": "VALIDATION_ERROR"}), 400, content_type="application/json")
+        return Response(json.dumps({"status": "error", "message": "You have reached your secondly limit.",
+                                    "errorType": "RATE_LIMIT", "category": "RATE_LIMITS",
+                                    "policyName": "TEN_SECONDLY_ROLLING"}), 429,
+                        headers={"X-HubSpot-RateLimit-Interval-Milliseconds": "0"}, content_type="application/json")
 
     httpserver.expect_request(HUBSPOT_UPSERT, method="POST").respond_with_handler(hubspot)
     monkeypatch.setenv("DODO_HUBSPOT_API_URL", httpserver.url_for("").rstrip("/"))
@@ -148,8 +151,8 @@ def test_a_failing_sink_is_retried_with_backoff_then_marks_the_inbox_row_failed(
     assert len(failure) == 1 and failure[0].success
     row = inbox(db, webhook_id("payment.succeeded"))
     assert row["status"] == "failed" and row["failed_step"] == "crm"
-    assert "Property dodo_lifecycle does not exist" in row["last_error"]
-    assert len(upserts) == 6 and {kind for kind, _ in upserts} == {"contacts"}  # one request per attempt
+    assert "HubSpot 429 RATE_LIMITS: You have reached your secondly limit." in row["last_error"]
+    assert len(upserts) == 6 * 5 and {kind for kind, _ in upserts} == {"contacts"}  # 5 requests per attempt
 
 
 def test_a_pasted_event_runs_from_the_ui_without_preprocessor(runner, db):

@@ -315,6 +315,7 @@ def test_sync_contact_entry_script_once_per_delivery(hub, httpserver, monkeypatc
 
     monkeypatch.setenv("DODO_HUBSPOT_API_URL", httpserver.url_for(""))
     schema = f"crm_{uuid.uuid4().hex[:8]}"
+    db.connect(pg_url, schema, migrate=True).close()  # the owner's step (f/dodo/migrate)
     ev = payment(webhook_id=f"msg_{schema}")
     first = sync_contact.main(ev, {"token": TOKEN}, db.dsn_to_resource(pg_url), schema)
     again = sync_contact.main(ev, {"token": TOKEN}, db.dsn_to_resource(pg_url), schema)
@@ -362,6 +363,7 @@ def test_steps_share_one_http_client_and_each_request_carries_its_own_token(hub,
     monkeypatch.setenv("DODO_HUBSPOT_API_URL", httpserver.url_for(""))
     httpserver.expect_request("/crm/v3/objects/deals/7", method="GET").respond_with_json({"id": "7"})
     schema = f"crm_{uuid.uuid4().hex[:8]}"
+    db.connect(pg_url, schema, migrate=True).close()  # the owner's step (f/dodo/migrate)
     for n in range(3):
         result = sync_contact.main(payment(webhook_id=f"msg_{schema}_{n}"), {"token": TOKEN},
                                    db.dsn_to_resource(pg_url), schema)

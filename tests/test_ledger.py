@@ -21,7 +21,7 @@ from local_runner.pg_server import start_server
 def ledger_schema(pg_url):
     """A fresh, fully migrated schema (the ledger is migration v010)."""
     schema = f"ledger_{uuid.uuid4().hex[:8]}"
-    db.connect(pg_url, schema).close()
+    db.connect(pg_url, schema, migrate=True).close()
     yield schema
     with dblib.connect(pg_url, migrate=False) as conn:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
@@ -188,7 +188,7 @@ def own_server():
 @pytest.fixture
 def restartable(own_server):
     schema = f"restart_{uuid.uuid4().hex[:8]}"
-    with db.connect(own_server.url, schema) as c:
+    with db.connect(own_server.url, schema, migrate=True) as c:
         yield own_server, c, schema
 
 

@@ -222,7 +222,7 @@ def test_invalid_routing_names_what_is_wrong():
 @pytest.fixture
 def db_conn(pg_url):
     schema = f"notify_{uuid.uuid4().hex[:8]}"
-    with db.connect(pg_url, schema) as c:
+    with db.connect(pg_url, schema, migrate=True) as c:
         yield c
         c.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
@@ -315,6 +315,7 @@ def test_send_entry_script_with_variable_and_resources(httpserver, smtp_server, 
     httpserver.expect_request("/api/chat.postMessage").respond_with_handler(slack_ok)
     rules = json.dumps({"email_to": ["ops@shop.example"], "rules": routing.DEFAULT_RULES})
     schema = f"send_{uuid.uuid4().hex[:8]}"
+    db.connect(pg_url, schema, migrate=True).close()  # the owner's step (f/dodo/migrate)
     ev = event()
     pg = db.dsn_to_resource(pg_url)
     result = send.main(ev, rules, {"token": SLACK_TOKEN}, smtp, None, pg, None, schema)

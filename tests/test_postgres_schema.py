@@ -78,7 +78,7 @@ def recorded(pg_url):
 
     unique = make_stream(500, seed=3)
     schema = random_schema("views")
-    conn = dblib.connect(pg_url, schema)
+    conn = dblib.connect(pg_url, schema, migrate=True)
     for wid, env in reversed(unique):
         assert store.record_delivery(conn, env, wid)["status"] == "recorded"
     yield Db(pg_url, schema, conn), Model(unique)

@@ -143,7 +143,7 @@ def test_a_redelivery_is_a_new_attempt_and_still_a_duplicate(runner, db, outbox,
     assert again.success and again.skipped and again.result["status"] == "duplicate"
     assert steps(again) == ["flow", "preprocessor", "normalize", "record"]
     assert outbox.read_text() == before
-    assert inbox(db, wid) == ("processed", 1, key_of(first))  # the recording run's key stays
+    assert inbox(db, wid) == ("processed", 2, key_of(first))  # two deliveries; the recording run's key stays
 
 
 def test_ui_runs_carry_no_key_and_stay_duplicate_per_webhook_id(runner, db, outbox, fault):

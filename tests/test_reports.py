@@ -16,9 +16,10 @@ from fractions import Fraction
 import pytest
 from aiosmtpd.controller import Controller
 
-from f.dodo import revenue_report as entry
 from f.dodo.lib import reports
 from f.dodo.lib.store import record_delivery
+from local_runner import Config, Runner
+from local_runner.demo import ROOT, quiet_wmill_client
 from tests.iso4217 import major
 from tests.standin_checks import slack_post_message
 from tests.ops_stream import START, build_stream
@@ -195,6 +196,19 @@ class _Inbox:
         return "250 OK"
 
 
+def run_report(**args):
+    """f/dodo/revenue_report as a job in a workspace with no optional integration (the
+    script looks them up: the Windmill client answers only inside a job)."""
+    quiet_wmill_client()
+    return Runner(ROOT, Config()).run_script("f/dodo/revenue_report", args)
+
+
+def report(**args) -> dict:
+    run = run_report(**args)
+    assert run.success, run.result
+    return run.result
+
+
 def test_sends_slack_and_email_once_per_day(loaded, stream, httpserver, monkeypatch, tmp_path):
     day = busiest_day(stream)
     posts = []
@@ -215,8 +229,8 @@ def test_sends_slack_and_email_once_per_day(loaded, stream, httpserver, monkeypa
                     routing=json.dumps({"slack_channel": "#revenue", "email_from": "bot@example.com",
                                         "email_to": ["owner@example.com"], "rules": []}),
                     schema=loaded.schema)
-        first = entry.main(**args)
-        second = entry.main(**args)
+        first = report(**args)
+        second = report(**args)
     finally:
         smtpd.stop()
     assert list(first) == ["render_all"] and list(second) == ["render_all"]
@@ -232,14 +246,15 @@ def test_sends_slack_and_email_once_per_day(loaded, stream, httpserver, monkeypa
 def test_day_defaults_to_yesterday_and_rejects_bad_dates(make_db, monkeypatch, tmp_path):
     monkeypatch.setenv("DODO_OUTBOX", str(tmp_path / "outbox.jsonl"))
     db = make_db()
-    out = entry.main(db=db.resource, schema=db.schema)
+    out = report(db=db.resource, schema=db.schema)
     yesterday = (datetime.now(timezone.utc) - timedelta(days=1)).date().isoformat()
     assert yesterday in out["render_all"][0]["markdown"]
     assert "No revenue" in out["render_all"][0]["markdown"]
     sent = [json.loads(line) for line in (tmp_path / "outbox.jsonl").read_text().splitlines()]
     assert [s["kind"] for s in sent] == ["slack"]  # no Slack configured: the outbox; no recipients: no email
-    with pytest.raises(ValueError, match="YYYY-MM-DD"):
-        entry.main(db=db.resource, day="yesterday", schema=db.schema)
+    bad = run_report(db=db.resource, day="yesterday", schema=db.schema)
+    assert not bad.success and bad.result["error"]["name"] == "ValueError"
+    assert "YYYY-MM-DD" in bad.result["error"]["message"]
 
 
 def test_a_channel_another_worker_is_sending_fails_the_run(make_db, monkeypatch, tmp_path):

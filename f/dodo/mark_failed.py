@@ -31,5 +31,5 @@ def main(message: str, step_id: str, db: postgresql, event: Optional[dict] = Non
         return {"status": "rejected", "error": message}
     event = event if isinstance(event, dict) else {}
     error = f"{name}: {message}" if name and not message.startswith(name) else message
-    with pg.connect(db, schema) as conn:
+    with pg.connect(db, schema, check=False) as conn:  # record the failure even when the schema is behind
         return store.mark_failed(conn, inbox_key(event, webhook_id), error, step_id or "unknown", event=event)

@@ -23,12 +23,13 @@ from f.dodo.lib import db as pg
 from f.dodo.lib import heal
 from f.dodo.lib import reconcile as rec
 from f.dodo.lib import setup
+from f.dodo.lib import workspace as ws
 from f.dodo.lib.resources import dodo_payments, postgresql
 
 
 def main(
     db: postgresql,
-    dodo: dodo_payments,
+    dodo: Optional[dodo_payments] = None,
     lookback_days: int = 7,
     full: bool = False,
     dry_run: bool = False,
@@ -39,6 +40,10 @@ def main(
     unknown = sorted(set(kinds or ()) - set(rec.BY_KIND))
     if unknown:
         raise ValueError(f"unknown kinds {unknown}: use {sorted(rec.BY_KIND)}")
+    dodo = dodo or ws.optional_resource(ws.DODO_API)  # the schedule passes none: optional
+    if not dodo:
+        return {"status": "skipped", "skipped": [f"reconcile: {ws.DODO_API} (a dodo_payments resource) is not "
+                                                 "configured: create it to reconcile with the Dodo API"]}
     with setup.dodo_api_errors(dodo), rec.client_from_resource(dodo) as client, pg.connect(db, schema) as conn:
         # what webhooks missed also reaches the CRM and notifications, once (delivery ledger)
         on_recorded = heal.sinks(conn, *heal.workspace_sinks()) if heal_sinks and not dry_run else None

@@ -11,6 +11,7 @@
 # pydantic_core==2.50.4
 # typing-inspection==0.4.5
 # typing_extensions==4.16.0
+# wmill==1.850.0
 """Daily revenue report: figures per currency, sent to Slack and email, shown as a rich result."""
 
 import os
@@ -20,6 +21,7 @@ from typing import Optional
 from f.dodo.lib import channels, reports
 from f.dodo.lib import db as pg
 from f.dodo.lib import routing as rules
+from f.dodo.lib import workspace as ws
 from f.dodo.lib.resources import postgresql, slack, smtp
 
 
@@ -43,11 +45,12 @@ def main(
     schema: str = "dodo",
 ) -> dict:
     config = rules.load(routing)  # recipients: the notification routing's slack_channel, email_from, email_to
+    # Not given (the schedule passes no optional integration): the workspace's, if any.
+    found, skipped = ws.message_channels(slack, smtp, slack_webhook_url)
     with pg.connect(db, schema) as conn:
         report = reports.build(conn, _day(day))
         if send:
-            reports.send(conn, report, slack=slack, slack_webhook_url=slack_webhook_url or None,
-                         slack_channel=config.slack_channel, smtp=smtp, email_from=config.email_from,
+            reports.send(conn, report, **found, slack_channel=config.slack_channel, email_from=config.email_from,
                          email_to=config.email_to,
                          slack_api=os.environ.get("DODO_SLACK_API_URL", channels.SLACK_API))
-    return reports.rich_result(report)
+    return reports.rich_result(report, skipped if send else [])

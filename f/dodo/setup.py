@@ -49,7 +49,7 @@ def main(
         secret = client.webhooks.retrieve_secret(endpoint.id).secret
     secret_change = setup.store_secret(secret, ws.optional_variable, ws.set_secret)
     wmill.set_variable(ws.DODO_MODE, mode)
-    with pg.connect(db, schema, migrate=False) as conn:
+    with pg.connect(db, schema, check=False) as conn:  # the owner's step: db must own the schema
         applied = migrations.migrate(conn, schema)
     return setup.report(endpoint, mode, secret_change, schema, applied,
                         doctor.run_windmill(schema, dodo=dodo, webhook_url=url))

@@ -20,10 +20,10 @@ class postgresql(TypedDict):
 
 
 def main(event: dict, db: postgresql, schema: str = "dodo", webhook_id: Optional[str] = None,
-         delivery_attempt: Optional[str] = None) -> dict:
+         delivery_attempt: Optional[str] = None, received: Optional[dict] = None) -> dict:
     with pg.connect(db, schema) as conn:
         if "category" in event and "occurred_at" in event:  # already normalised
-            result = store.record_event(conn, event, attempt=delivery_attempt)
+            result = store.record_event(conn, event, attempt=delivery_attempt, received=received)
         else:  # a raw envelope: normalise here and save a job
             result = store.record_delivery(conn, event, webhook_id, attempt=delivery_attempt)
     if result["status"] == "failed":  # recorded as failed in the inbox; fail the job, not retried

@@ -22,6 +22,7 @@ from typing import Iterator
 
 from f.dodo.lib import db, ledger
 from f.dodo.lib.channels import to_outbox
+from f.dodo.lib.errors import mark_permanent
 from f.dodo.lib.hubspot import HubSpot
 from f.dodo.lib.money import EXPONENTS, exponent, format_major
 
@@ -307,7 +308,8 @@ def sync(conn, event: dict, client: HubSpot | None) -> dict:
 
     result = ledger.deliver_once(conn, key, "crm", "hubspot", send, with_attempt=True)
     if result["status"] == "failed":
-        raise SyncError(result["error"])
+        error = SyncError(result["error"])
+        raise mark_permanent(error) if result.get("permanent") else error
     if result["status"] == "in_progress":
         raise SyncError(f"in progress: another worker is syncing delivery {key} to HubSpot "
                         "(its lease is live); retry later")

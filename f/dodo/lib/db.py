@@ -1,8 +1,11 @@
 """Connecting to Postgres from a Windmill `postgresql` resource or a DSN.
 
 `connect` returns a `Connection` in autocommit mode whose `search_path` is the bundle's
-schema (default "dodo"), after applying pending migrations once per process for that
-server, database and schema, so a new deployment needs no manual step.
+schema (default "dodo"). The bundle runs with a role that has only DML rights (README,
+"Least privilege"): it never migrates on the hot path. Once per process for each server,
+database and schema it reads the schema's version (one cheap SELECT) and fails with
+`SchemaBehind` naming the fix when the code needs a newer schema. Migrations are the
+owner's explicit step (`f/dodo/migrate`, or `migrate=True` for local tools).
 
 The driver is psycopg2 (psycopg2-binary), chosen by measurement: every Windmill job is a
 fresh Python process and pays the driver's import each time. Importing psycopg2 costs
@@ -41,7 +44,7 @@ TX_IDLE = _ext.TRANSACTION_STATUS_IDLE
 TX_INTRANS = _ext.TRANSACTION_STATUS_INTRANS
 TX_INERROR = _ext.TRANSACTION_STATUS_INERROR
 
-_migrated: set[tuple] = set()
+_ready: set[tuple] = set()  # (host, port, dbname, schema) checked or migrated in this process
 _cert_files: dict[str, str] = {}
 
 
@@ -172,13 +175,15 @@ def _remove(path: str) -> None:
         pass
 
 
-def connect(target: PgResource | dict | str, schema: str = "dodo", *, migrate: bool = True,
-            autocommit: bool = True, **kwargs) -> Connection:
+def connect(target: PgResource | dict | str, schema: str = "dodo", *, migrate: bool = False,
+            check: bool = True, autocommit: bool = True, **kwargs) -> Connection:
     """Connect to `target` (resource dict or DSN) with search_path = `schema`.
 
-    Pending migrations are applied on the first connect per (host, port, dbname, schema)
-    in this process unless `migrate=False`. Extra kwargs are libpq parameters
-    (connect_timeout, application_name, ...).
+    Once per (host, port, dbname, schema) in this process: with `migrate=True` apply
+    pending migrations (the owner role's step: tests, `make serve`, the demo), else,
+    unless `check=False`, read the schema's version and raise `SchemaBehind` when it is
+    older than the code's (no DDL, no lock: a DML-only role can run it). Extra kwargs
+    are libpq parameters (connect_timeout, application_name, ...).
     """
     migrations.check_schema(schema)
     dsn = target if isinstance(target, str) else resource_to_dsn(target)
@@ -189,13 +194,16 @@ def connect(target: PgResource | dict | str, schema: str = "dodo", *, migrate: b
         raise DatabaseUnreachable(target, exc) from None
     conn.autocommit = autocommit
     key = (conn.info.host, conn.info.port, conn.info.dbname, schema)
-    if migrate and key not in _migrated:
+    if (migrate or check) and key not in _ready:
         try:
-            migrations.migrate(conn, schema)
+            if migrate:
+                migrations.migrate(conn, schema)
+            else:
+                migrations.require_current(conn, schema)
         except BaseException:
             conn.close()
             raise
-        _migrated.add(key)
+        _ready.add(key)
     return conn
 
 
@@ -226,6 +234,6 @@ def reconnect(conn: Connection) -> Connection:
 
 
 def forget_migrated(schema: str | None = None) -> None:
-    """Forget that `schema` (or every schema) was migrated: tests that drop one call this."""
-    for key in [k for k in _migrated if schema is None or k[3] == schema]:
-        _migrated.discard(key)
+    """Forget that `schema` (or every schema) was checked or migrated: tests that drop one call this."""
+    for key in [k for k in _ready if schema is None or k[3] == schema]:
+        _ready.discard(key)

@@ -413,6 +413,6 @@ def run_windmill(schema: str = "dodo", probe: bool = True, dodo: Any = None, web
         return dodo if path == DODO_API and dodo is not None else _windmill_resource(path)
 
     checks = check_all(_windmill_variable, resource,
-                       lambda r: pg.connect(r, schema, migrate=False, connect_timeout=10),
+                       lambda r: pg.connect(r, schema, check=False, connect_timeout=10),
                        schema=schema, probe=probe, live=live)
     return summary(checks)

@@ -35,11 +35,12 @@ class SignatureError(EventError):
 class EventRejected(EventError):
     """The store recorded the event in the inbox as failed: its payload is unusable (e.g.
     a missing required id). Retrying cannot change that, so the record step's `retry_if`
-    does not retry it (Windmill names the error after the class: ``error.name``)."""
+    does not retry it (it is permanent: see RETRY_IF)."""
 
     def __init__(self, webhook_id: str, error: str):
         self.webhook_id, self.error = webhook_id, error
         super().__init__(f"event {webhook_id}", f"rejected: {error}")
+        self.permanent = True  # RETRY_IF below
 
     def __reduce__(self):
         return (type(self), (self.webhook_id, self.error))
@@ -55,11 +56,49 @@ class OutcomeUnknown(RuntimeError):
 class ConfigError(RuntimeError):
     """A setting is missing or wrong: ``str(e)`` is one line, "<setting>: <problem>; <fix>",
     naming the Windmill variable/resource (or environment variable) and what to do. The
-    local runner prints it without a traceback."""
+    local runner prints it without a traceback. Permanent: a step fails at once."""
 
     def __init__(self, setting: str, problem: str, fix: str):
         self.setting, self.problem, self.fix = setting, problem, fix
         super().__init__(f"{setting}: {problem}; {fix}")
+        self.permanent = True  # retrying cannot fix a setting (RETRY_IF below)
 
     def __reduce__(self):
         return (type(self), (self.setting, self.problem, self.fix))
+
+
+# -- permanent errors: fail at once, never retried ----------------------------------------
+# Windmill's Python wrapper reports a failed job as {name, message, stack, extra}, `extra`
+# being the exception's instance attributes (windmill-labs/windmill
+# backend/windmill-worker/src/python_executor.rs@94bbd518, the wrapper's `except` block).
+# An error whose instance attribute `permanent` is True cannot be cured by retrying
+# (a missing or wrong setting (ConfigError), an invalid routing variable, HubSpot's 4xx other than
+# 429, a rejected payload, a schema behind the code): every retried step's `retry_if` is
+# RETRY_IF, so it fails at once and the flow's failure module records it, with the fix in
+# the message. A `$var:`/`$res:` argument whose path does not exist fails the job in the
+# worker before any code runs, with "Variable <path> not found for `<arg>`" (common.rs@005fbdf8
+# transform_json_value): RETRY_IF stops on that message too.
+RETRY_IF = "!(error.extra?.permanent === true || / not found for `/.test(error.message))"
+
+
+def mark_permanent(exc: BaseException) -> BaseException:
+    """`exc`, marked as not worth retrying (see RETRY_IF)."""
+    exc.permanent = True
+    return exc
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True when `exc` carries the instance attribute Windmill passes on as `extra.permanent`."""
+    return vars(exc).get("permanent") is True
+
+
+class PermanentError(RuntimeError):
+    """A failure retrying cannot change; the message names what to fix."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.permanent = True
+
+
+class SchemaBehind(PermanentError):
+    """The database schema is older than the code (or was never migrated)."""

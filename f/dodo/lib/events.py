@@ -12,43 +12,8 @@ from typing import Annotated, Any, Optional
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
 
 from f.dodo.lib.errors import EventError, MalformedField, MissingField
+from f.dodo.lib.event_types import CATEGORIES, EVENT_TYPES, category_of  # noqa: F401 - re-exported
 from f.dodo.lib.money import parse_minor
-
-# Type prefix -> category (the contract's list).
-CATEGORIES = {
-    "payment": "payment",
-    "refund": "refund",
-    "dispute": "dispute",
-    "subscription": "subscription",
-    "license_key": "license_key",
-    "payout": "payout",
-    "credit": "credit",
-    "abandoned_checkout": "checkout",
-    "dunning": "dunning",
-    "entitlement_grant": "entitlement",
-}
-
-# The 48 event types of dodopayments 1.123.0 (types/webhook_event_type.py).
-EVENT_TYPES = (
-    "payment.succeeded payment.failed payment.processing payment.cancelled "
-    "refund.succeeded refund.failed "
-    "dispute.opened dispute.expired dispute.accepted dispute.cancelled dispute.challenged dispute.won dispute.lost "
-    "subscription.active subscription.renewed subscription.on_hold subscription.past_due subscription.paused "
-    "subscription.unpaused subscription.cancelled subscription.failed subscription.expired "
-    "subscription.plan_changed subscription.updated subscription.update_payment_method "
-    "license_key.created "
-    "payout.created payout.on_hold payout.in_progress payout.failed payout.success "
-    "credit.added credit.deducted credit.expired credit.rolled_over credit.rollover_forfeited "
-    "credit.overage_charged credit.overage_reset credit.manual_adjustment credit.balance_low "
-    "abandoned_checkout.detected abandoned_checkout.recovered dunning.started dunning.recovered "
-    "entitlement_grant.created entitlement_grant.delivered entitlement_grant.failed entitlement_grant.revoked"
-).split()
-
-
-def category_of(event_type: str) -> str:
-    """The category of an event type by its prefix; "unknown" for anything else."""
-    prefix, dot, _ = event_type.partition(".")
-    return CATEGORIES.get(prefix, "unknown") if dot else "unknown"
 
 
 def _not_null(v: Any) -> Any:

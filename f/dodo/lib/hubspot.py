@@ -42,12 +42,24 @@ WINDOW_S = 10.0  # TEN_SECONDLY_ROLLING, when the response names no interval
 SECONDLY_S = 1.0  # other policies (the search API's per-second limit)
 
 
+# What to fix when HubSpot refuses a request (a 4xx other than 429 is never retried).
+_FIX = {401: "check the private-app token in the resource f/dodo/hubspot",
+        403: "give the private app the CRM scopes the README lists (f/dodo/hubspot)"}
+_FIX_DEFAULT = "fix what HubSpot names (run f/dodo/crm/hubspot_setup if a property is missing), then replay"
+
+
 class HubSpotError(RuntimeError):
-    """HubSpot refused a request (4xx other than 429) or stayed down; carries its message."""
+    """HubSpot refused a request (4xx other than 429) or stayed down; carries its message.
+    A refusal is permanent (f/dodo/lib/errors.py RETRY_IF): the step fails at once, the fix
+    in the message; an outage (5xx, 429 after its retries, no answer) is retried."""
 
     def __init__(self, status: int, message: str, category: str | None = None):
         self.status, self.category = status, category
-        super().__init__(f"HubSpot {status}{' ' + category if category else ''}: {message}")
+        text = f"HubSpot {status}{' ' + category if category else ''}: {message}"
+        if 400 <= status < 500 and status != 429:
+            text += f" ({_FIX.get(status, _FIX_DEFAULT)})"
+            self.permanent = True
+        super().__init__(text)
 
 
 _http: httpx.Client | None = None

@@ -16,6 +16,8 @@ are untouched.
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 JOINER = "\u2060"
@@ -59,3 +61,30 @@ def _empty(container: dict | list) -> dict | list:
 
 def _text(value: Any) -> Any:
     return JOINER + value if isinstance(value, str) and value.startswith("$") else value
+
+
+# -- text Postgres can hold ----------------------------------------------------------------
+# Postgres text and jsonb hold neither U+0000 nor a lone UTF-16 surrogate (a JSON string
+# may escape both: "\u0000", "\ud800x"), so one such character in a customer's name failed
+# the whole event and then the failure module that records it. Each becomes U+FFFD (the
+# replacement character); everything else, valid surrogate pairs included, is kept.
+_UNSAFE = re.compile("[\x00\ud800-\udfff]")
+# In JSON text (json.dumps escapes non-ASCII): "\u0000", a high surrogate escape followed by
+# a low one (a valid pair, kept), or any other surrogate escape, each not itself escaped.
+_UNSAFE_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)(\\ud[89ab][0-9a-f]{2}\\ud[c-f][0-9a-f]{2}|\\ud[89a-f][0-9a-f]{2}|\\u0000)")
+
+
+def pg_text(value: Any) -> Any:
+    """`value` with NUL and lone surrogates replaced, if it is a string."""
+    return _UNSAFE.sub("\ufffd", value) if isinstance(value, str) and _UNSAFE.search(value) else value
+
+
+def pg_json(value: Any) -> str:
+    """JSON text of `value` that Postgres accepts as jsonb (json.dumps, then NUL and lone
+    surrogate escapes replaced): the `dumps` of every Jsonb the bundle writes."""
+    text = json.dumps(value, default=str)
+    return _UNSAFE_ESCAPE.sub(_safe_escape, text) if "\\u" in text else text
+
+
+def _safe_escape(m: re.Match) -> str:
+    return m.group(0) if len(m.group(2)) == 12 else m.group(1) + "\\ufffd"

@@ -45,7 +45,8 @@ import uuid
 from typing import Any, Callable
 
 from f.dodo.lib import db
-from f.dodo.lib.errors import OutcomeUnknown
+from f.dodo.lib.errors import OutcomeUnknown, is_permanent
+from f.dodo.lib.inert import pg_json, pg_text
 
 DONE = ("sent", "skipped")
 ERROR_MAX = 1000
@@ -93,9 +94,12 @@ def _outcome(value: Any) -> tuple[str, str | None, dict | None, str | None]:
     return "sent", None if value is None else str(value), None, None
 
 
-def _result(status: str, attempts: int, external_id=None, error=None, replayed=False) -> dict:
-    return {"status": status, "attempts": attempts, "external_id": external_id, "error": error,
-            "replayed": replayed}
+def _result(status: str, attempts: int, external_id=None, error=None, replayed=False, permanent=False) -> dict:
+    out = {"status": status, "attempts": attempts, "external_id": external_id, "error": error,
+           "replayed": replayed}
+    if permanent:  # the send's error cannot be cured by retrying (errors.RETRY_IF)
+        out["permanent"] = True
+    return out
 
 
 def deliver_once(conn, webhook_id: str, sink: str, channel: str, send: Send, *,
@@ -129,20 +133,22 @@ def deliver_once(conn, webhook_id: str, sink: str, channel: str, send: Send, *,
         detail = result.pop("detail")
         link.run(_RECORD, key | {"status": result["status"], "error": result["error"],
                                  "external_id": result["external_id"],
-                                 "detail": None if detail is None else db.Json(detail),
+                                 "detail": None if detail is None else db.Json(detail, dumps=pg_json),
                                  "ok": result["status"] in DONE}, fetch=False)
     return result
 
 
 def _send(send: Send, attempt: int, with_attempt: bool) -> dict:
     """Call the provider; its outcome (never raised) with the detail to record."""
+    permanent = False
     try:
         status, external_id, detail, error = _outcome(send(attempt) if with_attempt else send())
     except OutcomeUnknown as exc:
         status, external_id, detail, error = "unknown", None, None, _error(exc)
     except Exception as exc:  # noqa: BLE001 - recorded, then reported
         status, external_id, detail, error = "failed", None, None, _error(exc)
-    return _result(status, attempt, external_id, error) | {"detail": detail}
+        permanent = is_permanent(exc)  # the caller's step is not retried (errors.RETRY_IF)
+    return _result(status, attempt, external_id, error, permanent=permanent) | {"detail": detail}
 
 
 def _claim(link: "_Link", key: dict, lease: float, wait: float) -> int | dict:
@@ -221,7 +227,7 @@ def enqueue(conn, webhook_id: str, sink: str, channel: str, detail: dict) -> boo
     with conn.transaction():
         cur = conn.execute("INSERT INTO delivery_ledger (webhook_id, sink, channel, detail) "
                            "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                           (webhook_id, sink, channel, db.Json(detail)))
+                           (webhook_id, sink, channel, db.Json(detail, dumps=pg_json)))
         return cur.rowcount == 1
 
 
@@ -277,4 +283,4 @@ def rows(conn, webhook_id: str) -> list[dict]:
 
 
 def _error(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}"[:ERROR_MAX]
+    return pg_text(f"{type(exc).__name__}: {exc}"[:ERROR_MAX])

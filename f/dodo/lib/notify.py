@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 from f.dodo.lib import channels, ledger, render
-from f.dodo.lib.errors import OutcomeUnknown
+from f.dodo.lib.errors import OutcomeUnknown, mark_permanent
 from f.dodo.lib.routing import Routing, Rule, check_slack_webhook
 
 SINK = "notify"
@@ -128,7 +128,9 @@ def notify(conn, event: dict, routing: Routing, transports: Transports) -> dict:
     problems = {ch: r["error"] if r["status"] == "failed" else IN_PROGRESS
                 for ch, r in results.items() if r["status"] in ("failed", "in_progress")}
     if problems:
-        raise NotifyError("; ".join(f"{ch}: {why}" for ch, why in problems.items()))
+        error = NotifyError("; ".join(f"{ch}: {why}" for ch, why in problems.items()))
+        # retried unless every failed channel failed for good (errors.RETRY_IF)
+        raise mark_permanent(error) if all(results[ch].get("permanent") for ch in problems) else error
     out = {"delivery": key, "event_type": event.get("event_type"), "channels": results}
     return out | ledger.report_unknown(key, results)
 

@@ -169,13 +169,17 @@ def chart_svg(r: Report) -> str:
     return revenue_chart(r.series, r.day, f"Gross revenue per day, last {CHART_DAYS} days (UTC)")
 
 
-def rich_result(r: Report) -> dict:
-    """The Windmill rich result: markdown table, SVG chart of 30 days, and the rows."""
-    return {"render_all": [
+def rich_result(r: Report, skipped: list[str] = ()) -> dict:
+    """The Windmill rich result: markdown table, SVG chart of 30 days, the rows, and
+    the channels skipped because no integration is configured for them."""
+    parts = [
         {"markdown": markdown(r)},
         {"svg": chart_svg(r)},
         {"table-row-object": rows(r)},
-    ]}
+    ]
+    if skipped:
+        parts.append({"markdown": "Skipped (not configured): " + "; ".join(skipped)})
+    return {"render_all": parts}
 
 
 def slack_message(r: Report) -> dict:

@@ -21,7 +21,12 @@ _PHONE = re.compile(r"\+[1-9][0-9]{6,14}")
 
 
 class RoutingError(ValueError):
-    """The routing variable is not valid; the message says where and why."""
+    """The routing variable is not valid; the message says where and why. Permanent
+    (f/dodo/lib/errors.py RETRY_IF): retrying cannot fix the variable."""
+
+    def __init__(self, message: str):
+        super().__init__(f"{message} (fix the variable f/dodo/notify_routing, then replay)")
+        self.permanent = True
 
 
 class _Strict(BaseModel):

@@ -14,6 +14,8 @@ import re
 
 from f.dodo.lib import db  # (db imports this module: use db.* at call time only)
 
+from f.dodo.lib.errors import SchemaBehind
+
 MIGRATIONS = (
     "v001_tables",
     "v002_record_event",
@@ -22,6 +24,7 @@ MIGRATIONS = (
     "v011_ledger_lease",
     "v015_ledger_unknown",
     "v020_reconcile_cursor",
+    "v030_delivery_count",
 )
 
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -43,6 +46,65 @@ def migrations() -> list[tuple[int, str, str]]:
     return out
 
 
+FIX = "run f/dodo/migrate with the owner role"
+
+
+def latest() -> int:
+    """The schema version this code needs: the last migration's number."""
+    return int(MIGRATIONS[-1][1:4])
+
+
+def version(conn, schema: str = "dodo") -> int | None:
+    """The schema's version (its highest applied migration), None if never migrated.
+    One SELECT: the per-job check, which a DML-only role can run."""
+    check_schema(schema)
+    query = f"SELECT max(version) FROM {db.ident(schema)}.schema_migrations"
+    try:
+        if conn.autocommit:
+            return conn.execute(query).fetchone()[0]
+        with conn.transaction():  # a missing table must not abort the caller's transaction
+            return conn.execute(query).fetchone()[0]
+    except db.Error as exc:
+        if getattr(exc, "pgcode", None) in _NO_SUCH_TABLE:
+            return None
+        raise
+
+
+_NO_SUCH_TABLE = ("42P01", "3F000")  # SQLSTATE undefined_table, invalid_schema_name
+
+
+def require_current(conn, schema: str = "dodo") -> int:
+    """The schema's version; raises SchemaBehind, naming the fix, when it is older than the code."""
+    found, needed = version(conn, schema), latest()
+    if found is None:
+        raise SchemaBehind(f"schema {schema} has no bundle tables (never migrated): {FIX}")
+    if found < needed:
+        raise SchemaBehind(f"schema {schema} is at version {found}, the code needs {needed}: {FIX}")
+    return found
+
+
+# DDL rights the bundle's role should not hold (README "Least privilege").
+_EXCESS = """
+    SELECT 'CREATE ON SCHEMA ' || nspname FROM pg_namespace
+     WHERE nspname = %(s)s AND has_schema_privilege(oid, 'CREATE')
+    UNION ALL
+    SELECT 'OWNER OF ' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname = %(s)s AND pg_has_role(c.relowner, 'USAGE')
+    ORDER BY 1"""
+
+
+def status(conn, schema: str = "dodo") -> dict:
+    """The schema's state for the connected role (doctor's privilege check):
+    {"schema", "version" (None: never migrated), "latest", "behind", "missing"
+    (`missing_privileges`, e.g. "INSERT on payments"), "excess" (DDL rights the bundle's
+    role should not hold: CREATE on the schema, owned tables)}."""
+    check_schema(schema)
+    found = version(conn, schema)
+    excess = [r for (r,) in conn.execute(_EXCESS, {"s": schema})]
+    return {"schema": schema, "version": found, "latest": latest(), "behind": found is None or found < latest(),
+            "missing": missing_privileges(conn, schema), "excess": excess}
+
+
 def applied(conn, schema: str = "dodo") -> list[int]:
     """Versions already applied to `schema` (empty if it has never been migrated)."""
     check_schema(schema)
@@ -62,7 +124,10 @@ def migrate(conn, schema: str = "dodo") -> list[str]:
     ident = db.ident(schema)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"dodo.migrate:{schema}"])
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident}")
+        if conn.execute("SELECT to_regnamespace(%s)", [schema]).fetchone()[0] is None:
+            # only when missing: CREATE SCHEMA IF NOT EXISTS still needs CREATE on the
+            # database, which the owner of an existing schema need not have
+            conn.execute(f"CREATE SCHEMA {ident}")
         conn.execute(f"""CREATE TABLE IF NOT EXISTS {ident}.schema_migrations (
             version integer PRIMARY KEY, name text NOT NULL,
             applied_at timestamptz NOT NULL DEFAULT now())""")

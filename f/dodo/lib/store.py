@@ -27,25 +27,19 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import re
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 
 from f.dodo.lib import probe
 from f.dodo.lib import db
-from f.dodo.lib.errors import EventError, MissingField
+from f.dodo.lib.errors import EventError, MalformedField, MissingField
+from f.dodo.lib.event_types import category_of
+from f.dodo.lib.inert import pg_json, pg_text
 from f.dodo.lib.money import EXPONENTS, format_major, parse_minor
 
 STEP = "store_event"
 ERROR_MAX = 2000
-
-_CATEGORIES = {
-    "payment": "payment", "refund": "refund", "dispute": "dispute", "subscription": "subscription",
-    "license_key": "license_key", "payout": "payout", "credit": "credit",
-    "abandoned_checkout": "checkout", "dunning": "dunning", "entitlement_grant": "entitlement",
-}
-
 
 # -- field readers: tolerant where a value is informative, strict where it matters ----
 def _str(v: Any) -> str | None:
@@ -66,6 +60,15 @@ def _req(d: dict, key: str, field: str | None = None) -> str:
 def _minor(d: dict, key: str) -> int | None:
     v = d.get(key)
     return None if v is None else parse_minor(v, f"data.{key}")
+
+
+def _amount(d: dict, key: str) -> int | None:
+    """A money amount that counts for or against revenue: a negative one (a refund of -500
+    would raise net revenue above the payment) rejects the event."""
+    v = _minor(d, key)
+    if v is not None and v < 0:
+        raise MalformedField(f"data.{key}", "must not be negative")
+    return v
 
 
 def _time(d: dict, key: str) -> str | None:
@@ -120,7 +123,7 @@ def _discount_multiplier(d: dict) -> str:
 def _payment(d: dict, ev: dict) -> tuple:
     pid = _req(d, "payment_id")
     row = dict(payment_id=pid, subscription_id=_str(d.get("subscription_id")), status=_str(d.get("status")),
-               currency=_cur(d) or _cur(ev), total_minor=_minor(d, "total_amount"), tax_minor=_minor(d, "tax"),
+               currency=_cur(d) or _cur(ev), total_minor=_amount(d, "total_amount"), tax_minor=_minor(d, "tax"),
                settlement_currency=_cur(d, "settlement_currency"), settlement_minor=_minor(d, "settlement_amount"),
                payment_method=_str(d.get("payment_method")), payment_method_type=_str(d.get("payment_method_type")),
                card_last_four=_str(d.get("card_last_four")), card_network=_str(d.get("card_network")),
@@ -135,7 +138,7 @@ def _payment(d: dict, ev: dict) -> tuple:
 def _refund(d: dict, ev: dict) -> tuple:
     pid = _req(d, "payment_id")
     row = dict(refund_id=_req(d, "refund_id"), payment_id=pid, status=_str(d.get("status")), currency=_cur(d),
-               amount_minor=_minor(d, "amount"), is_partial=_bool(d, "is_partial"), reason=_str(d.get("reason")),
+               amount_minor=_amount(d, "amount"), is_partial=_bool(d, "is_partial"), reason=_str(d.get("reason")),
                created_at=_time(d, "created_at"))
     return "refunds", row, f"payment:{pid}"
 
@@ -145,7 +148,7 @@ def _dispute(d: dict, ev: dict) -> tuple:
     if status is None and ev.get("event_type", "").startswith("dispute."):
         status = "dispute_" + ev["event_type"].split(".", 1)[1]
     row = dict(dispute_id=_req(d, "dispute_id"), payment_id=_str(d.get("payment_id")), status=status,
-               stage=_str(d.get("dispute_stage")), currency=_cur(d), amount_minor=_minor(d, "amount"),
+               stage=_str(d.get("dispute_stage")), currency=_cur(d), amount_minor=_amount(d, "amount"),
                reason=_str(d.get("reason")), remarks=_str(d.get("remarks")), created_at=_time(d, "created_at"))
     return "disputes", row, None
 
@@ -250,14 +253,6 @@ _BUILDERS: dict[str, Callable[[dict, dict], tuple]] = {
 }
 
 
-_KNOWN_CATEGORIES = frozenset(_CATEGORIES.values()) | {"unknown"}
-
-
-def category_of(event_type: str | None) -> str:
-    prefix = (event_type or "").split(".", 1)[0]
-    return _CATEGORIES.get(prefix, "unknown")
-
-
 def webhook_id_of(event: dict) -> str:
     """The inbox key: the webhook-id header, or for a pasted event a hash of its content."""
     wid = event.get("webhook_id")
@@ -291,18 +286,17 @@ def _customer(d: dict, ev: dict) -> tuple[dict | None, str | None]:
     return None, cid
 
 
-def build_call(event: dict) -> dict:
-    """The argument of the SQL function record_event(jsonb) for a normalised event."""
+def build_call(event: dict, received: dict | None = None) -> dict:
+    """The argument of the SQL function record_event(jsonb) for a normalised event;
+    `received` is the delivery as received (the verified body), kept as the inbox payload."""
     event_type = _str(event.get("event_type")) or "unknown"
-    category = event.get("category")
-    if category not in _KNOWN_CATEGORIES:
-        category = category_of(event_type)
+    category = category_of(event_type)  # from the type, never the caller: an undocumented type changes nothing
     data = event.get("data") if isinstance(event.get("data"), dict) else {}
     call: dict[str, Any] = {
         "webhook_id": webhook_id_of(event), "event_type": event_type, "category": category,
         "business_id": _str(event.get("business_id")) or _str(data.get("business_id")),
         "entity_id": _str(event.get("entity_id")), "customer_id": _str(event.get("customer_id")),
-        "occurred_at": None, "payload": delivery_of(event),
+        "occurred_at": None, "payload": received if isinstance(received, dict) else delivery_of(event),
     }
     if event.get("source") == "seed_flat":  # the payload is not an envelope: say where data is
         call["data"] = data
@@ -342,15 +336,18 @@ def _function(schema: str | None) -> str:
 
 
 def record_event(conn: db.Connection, event: dict, *, schema: str | None = None,
-                 attempt: str | None = None) -> dict:
+                 attempt: str | None = None, received: dict | None = None) -> dict:
     """Record one normalised event (see the module docstring for the result).
 
     `conn` comes from f.dodo.lib.db.connect (search_path = the schema), or pass `schema`.
     `attempt` is the delivery attempt's key (the entry flow's `delivery_attempt`), if any.
+    `received` is the delivery as received (the entry flow's verified `event`): the inbox
+    keeps it as its payload, extra keys and timestamps untouched; without it (a pasted
+    normalised event) the payload is rebuilt from the event (`delivery_of`).
     A database-level rejection of the values (e.g. an amount beyond bigint) is recorded
     as a failed event rather than raised.
     """
-    call = build_call(event)
+    call = build_call(event, received)
     if attempt:
         call["attempt"] = attempt
     try:
@@ -374,25 +371,19 @@ def _call(conn: db.Connection, call: dict, schema: str | None) -> dict:
         return conn.execute(query, [arg], prepare=True).fetchone()[0]
 
 
-# A `\u0000` escape not itself escaped (an even run of backslashes before it).
-_NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
-
-
 def _dumps(value: Any) -> str:
-    """JSON Postgres accepts: jsonb (and text) cannot hold U+0000, so a NUL anywhere in
-    a delivery (a customer's name, a metadata key) becomes U+FFFD instead of failing
-    the whole event, or the failure module that records it."""
-    text = json.dumps(value, default=str)
-    return _NUL_ESCAPE.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
+    """JSON Postgres accepts (f/dodo/lib/inert.py pg_json): a NUL or a lone surrogate
+    anywhere in a delivery (a customer's name, a metadata key) becomes U+FFFD instead of
+    failing the whole event, or the failure module that records it."""
+    return pg_json(value)
 
 
-def _storable(event: dict) -> dict:
-    """The event as JSON Postgres accepts (jsonb rejects NUL characters)."""
-    return json.loads(_dumps(event))
+def _storable(event: Any) -> Any:
+    """The event as JSON Postgres accepts."""
+    return json.loads(pg_json(event))
 
 
-def _text(value: str | None) -> str | None:
-    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+_text = pg_text
 
 
 def record_delivery(conn: db.Connection, envelope: dict, webhook_id: str | None = None, *,
@@ -414,7 +405,7 @@ def record_delivery(conn: db.Connection, envelope: dict, webhook_id: str | None 
         if attempt:
             call["attempt"] = attempt
         return _call(conn, call, schema)
-    return record_event(conn, event, schema=schema, attempt=attempt)
+    return record_event(conn, event, schema=schema, attempt=attempt, received=envelope)
 
 
 def _inbox(schema: str | None) -> str:

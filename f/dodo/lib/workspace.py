@@ -40,6 +40,28 @@ def set_secret(path: str, value: str) -> None:
     wmill.set_variable(path, value, is_secret=True)
 
 
+def optional_resource(path: str) -> dict | None:
+    """A resource that may not exist: None when it does not. Scripts look optional
+    integrations up themselves: a schedule's or step's static `$res:` of a missing path
+    fails the job before any code runs (windmill-worker common.rs transform_json_value)."""
+    return wmill.get_resource(path, none_if_undefined=True)
+
+
+def message_channels(slack: dict | None = None, smtp: dict | None = None,
+                     slack_webhook_url: str | None = None) -> tuple[dict, list[str]]:
+    """The Slack and email settings a scheduled script was given, else those the workspace
+    has ({slack, smtp, slack_webhook_url}), and a line for each channel left unconfigured."""
+    slack = slack or optional_resource(INTEGRATIONS["slack"])
+    smtp = smtp or optional_resource(INTEGRATIONS["smtp"])
+    url = slack_webhook_url or optional_variable(SLACK_WEBHOOK_URL) or None
+    skipped = []
+    if not (slack or {}).get("token") and not url:
+        skipped.append(f"slack: neither {INTEGRATIONS['slack']} nor {SLACK_WEBHOOK_URL} is configured")
+    if not (smtp or {}).get("host"):
+        skipped.append(f"email: {INTEGRATIONS['smtp']} is not configured")
+    return {"slack": slack, "smtp": smtp, "slack_webhook_url": url}, skipped
+
+
 def integration_refs() -> dict:
     """References to the optional integrations that exist. interpolated=False keeps a
     resource's own secrets as `$var:` references instead of reading them here."""
