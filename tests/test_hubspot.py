@@ -230,7 +230,7 @@ def ledger_conn(pg_url):
     from f.dodo.lib import db
 
     schema = f"crm_{uuid.uuid4().hex[:8]}"
-    with db.connect(pg_url, schema) as conn:
+    with db.connect(pg_url, schema, migrate=True) as conn:
         yield conn
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 

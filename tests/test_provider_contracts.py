@@ -35,7 +35,7 @@ def standin_checks(httpserver):
 @pytest.fixture
 def conn(pg_url):
     schema = f"prov_{uuid.uuid4().hex[:8]}"
-    with db.connect(pg_url, schema) as c:
+    with db.connect(pg_url, schema, migrate=True) as c:
         yield c
         c.execute(f'DROP SCHEMA "{schema}" CASCADE')
 

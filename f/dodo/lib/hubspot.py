@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 
 from f.dodo.lib import retry
-from f.dodo.lib.errors import OutcomeUnknown
+from f.dodo.lib.errors import OutcomeUnknown, mark_permanent
 
 API = "https://api.hubapi.com"
 GROUP = "dodo_payments"
@@ -144,10 +144,10 @@ def rate_limit_wait(resp: httpx.Response, attempt: int) -> float:
     policy = str(body.get("policyName") or "") if isinstance(body, dict) else ""
     if policy == "DAILY":
         remaining = resp.headers.get("X-HubSpot-RateLimit-Daily-Remaining", "0")
-        raise HubSpotError(429, f"the account's daily API limit is used up ({remaining} calls left; "
-                                "HubSpot resets it at midnight in the account's time zone). The "
-                                "delivery stays failed in the ledger: replay it (f/dodo/replay) after "
-                                "the reset", "RATE_LIMIT")
+        raise mark_permanent(HubSpotError(  # no retry within minutes can help (errors.RETRY_IF)
+            429, f"the account's daily API limit is used up ({remaining} calls left; HubSpot resets it "
+                 "at midnight in the account's time zone). The delivery stays failed in the ledger: "
+                 "replay it (f/dodo/replay) after the reset", "RATE_LIMIT"))
     interval = resp.headers.get("X-HubSpot-RateLimit-Interval-Milliseconds")
     try:
         return float(interval) / 1000 if interval else (WINDOW_S if policy == "TEN_SECONDLY_ROLLING"
