@@ -56,12 +56,12 @@ class OutcomeUnknown(RuntimeError):
 class ConfigError(RuntimeError):
     """A setting is missing or wrong: ``str(e)`` is one line, "<setting>: <problem>; <fix>",
     naming the Windmill variable/resource (or environment variable) and what to do. The
-    local runner prints it without a traceback. Permanent: a step fails at once."""
+    local runner prints it without a traceback. Not permanent as such: a database that
+    does not answer (db.DatabaseUnreachable) is one, and an outage passes."""
 
     def __init__(self, setting: str, problem: str, fix: str):
         self.setting, self.problem, self.fix = setting, problem, fix
         super().__init__(f"{setting}: {problem}; {fix}")
-        self.permanent = True  # retrying cannot fix a setting (RETRY_IF below)
 
     def __reduce__(self):
         return (type(self), (self.setting, self.problem, self.fix))
@@ -72,7 +72,7 @@ class ConfigError(RuntimeError):
 # being the exception's instance attributes (windmill-labs/windmill
 # backend/windmill-worker/src/python_executor.rs@94bbd518, the wrapper's `except` block).
 # An error whose instance attribute `permanent` is True cannot be cured by retrying
-# (a missing or wrong setting (ConfigError), an invalid routing variable, HubSpot's 4xx other than
+# (a missing variable or resource, an invalid routing variable, HubSpot's 4xx other than
 # 429, a rejected payload, a schema behind the code): every retried step's `retry_if` is
 # RETRY_IF, so it fails at once and the flow's failure module records it, with the fix in
 # the message. A `$var:`/`$res:` argument whose path does not exist fails the job in the
@@ -92,13 +92,10 @@ def is_permanent(exc: BaseException) -> bool:
     return vars(exc).get("permanent") is True
 
 
-class PermanentError(RuntimeError):
-    """A failure retrying cannot change; the message names what to fix."""
+class SchemaBehind(RuntimeError):
+    """The database schema is older than the code (or was never migrated): permanent, the
+    message names the fix (f/dodo/migrate with the owner role)."""
 
     def __init__(self, message: str):
         super().__init__(message)
         self.permanent = True
-
-
-class SchemaBehind(PermanentError):
-    """The database schema is older than the code (or was never migrated)."""
