@@ -468,6 +468,6 @@ def start_pg_schema(pg_url: str) -> None:
 
 
 def drop_pg_schema(pg_url: str) -> None:
-    with dblib.connect(pg_url, migrate=False) as c:
+    with dblib.connect(pg_url, check=False) as c:
         c.execute(f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE')
     dblib.forget_migrated(SCHEMA)

@@ -62,7 +62,7 @@ def random_schema(prefix: str = "t") -> str:
 
 
 def drop_schema(url: str, schema: str) -> None:
-    with dblib.connect(url, migrate=False) as c:
+    with dblib.connect(url, check=False) as c:
         c.execute(f"DROP SCHEMA IF EXISTS {dblib.ident(schema)} CASCADE")
 
 

@@ -54,7 +54,7 @@ def test_shipped_flow_is_empty_and_the_entry_flow_calls_it():
 
 @pytest.fixture
 def inventory(pg_url):
-    with dblib.connect(pg_url, migrate=False) as conn:
+    with dblib.connect(pg_url, check=False) as conn:
         conn.execute("DROP TABLE IF EXISTS public.inventory, public.inventory_moves")
         conn.execute(EXAMPLE_SQL)
         conn.execute("INSERT INTO public.inventory VALUES ('pdt_1', 10), ('pdt_2', 5)")

@@ -177,7 +177,7 @@ def test_revoked_slack_and_hubspot_tokens(db, httpserver):
 
 def test_role_that_cannot_write_fails_with_the_grant(db, pg_url):
     role = f"ro_{uuid.uuid4().hex[:8]}"
-    with pg.connect(pg_url, migrate=False) as admin:
+    with pg.connect(pg_url, check=False) as admin:
         admin.execute(f"CREATE ROLE {pg.ident(role)} LOGIN")
         admin.execute(f"GRANT USAGE ON SCHEMA {pg.ident(db.schema)} TO {pg.ident(role)}")
         admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {pg.ident(db.schema)} TO {pg.ident(role)}")
@@ -188,7 +188,7 @@ def test_role_that_cannot_write_fails_with_the_grant(db, pg_url):
         assert "INSERT on customers" in c.detail and "SELECT on" not in c.detail
         assert c.fix.startswith("GRANT SELECT, INSERT, UPDATE") and db.schema in c.fix
     finally:
-        with pg.connect(pg_url, migrate=False) as admin:
+        with pg.connect(pg_url, check=False) as admin:
             admin.execute(f"DROP OWNED BY {pg.ident(role)}")
             admin.execute(f"DROP ROLE {pg.ident(role)}")
 

@@ -23,7 +23,7 @@ def ledger_schema(pg_url):
     schema = f"ledger_{uuid.uuid4().hex[:8]}"
     db.connect(pg_url, schema, migrate=True).close()
     yield schema
-    with dblib.connect(pg_url, migrate=False) as conn:
+    with dblib.connect(pg_url, check=False) as conn:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 

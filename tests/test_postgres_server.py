@@ -15,7 +15,7 @@ from local_runner.pg_server import find_binaries, start_server
 
 
 def _count(url: str) -> int:
-    with dblib.connect(url, migrate=False) as c:
+    with dblib.connect(url, check=False) as c:
         c.execute("CREATE TABLE IF NOT EXISTS kept (n int)")
         c.execute("INSERT INTO kept VALUES (1)")
         return c.execute("SELECT count(*) FROM kept").fetchone()[0]
@@ -52,7 +52,7 @@ def test_wheel_as_root_without_a_postgres_account(monkeypatch):
     monkeypatch.setenv("DODO_PG_PROVIDER", "wheel")
     with start_server() as pg:
         assert pg.provider == "wheel"
-        with dblib.connect(pg.url, migrate=False) as c:
+        with dblib.connect(pg.url, check=False) as c:
             version = c.execute("SHOW server_version_num").fetchone()[0]
             owner = os.stat(pg.data_dir).st_uid
         assert int(version) >= 150000
@@ -69,7 +69,7 @@ def test_database_url_overrides(pg_url, monkeypatch):
     with pytest.raises(RuntimeError):
         pg.restart()
     pg.stop()  # not ours: the server stays up
-    with dblib.connect(pg_url, migrate=False) as c:
+    with dblib.connect(pg_url, check=False) as c:
         assert c.execute("SELECT 1").fetchone() == (1,)
 
 
