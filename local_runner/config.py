@@ -38,6 +38,9 @@ ENV_RESOURCES = {
                       "from_number": "TWILIO_FROM", "messaging_service_sid": "TWILIO_MESSAGING_SERVICE_SID"},
     "f/dodo/posthog": {"api_key": "POSTHOG_API_KEY", "host": "POSTHOG_HOST"},
     "f/dodo/segment": {"write_key": "SEGMENT_WRITE_KEY", "base_url": "SEGMENT_API_URL"},
+    "f/dodo/mailchimp": {"api_key": "MAILCHIMP_API_KEY", "list_id": "MAILCHIMP_LIST_ID",
+                         "status_if_new": "MAILCHIMP_STATUS_IF_NEW", "base_url": "MAILCHIMP_API_URL"},
+    "f/dodo/gcal": {"token": "GCAL_TOKEN", "calendar_id": "GCAL_CALENDAR_ID", "base_url": "GCAL_API_URL"},
 }
 POSTGRES_RESOURCE = "f/dodo/postgres"
 

@@ -118,3 +118,62 @@ def segment_call(request, write_key: str) -> tuple[str, dict]:
     else:
         assert isinstance(body.get("traits"), dict), body
     return call, body
+
+
+MAILCHIMP_MEMBER = re.compile(r"^/3\.0/lists/([^/]+)/members/([0-9a-f]{32})(/tags)?$")
+MEMBER_FIELDS = {"email_address", "status_if_new", "status", "merge_fields", "email_type", "language",
+                 "vip", "interests", "tags"}
+MEMBER_STATUSES = {"subscribed", "unsubscribed", "cleaned", "pending", "transactional"}
+
+
+def mailchimp_call(request, api_key: str, list_id: str) -> tuple[str, str, dict]:
+    """Mailchimp Marketing API 3.0 (mailchimp.com/developer/marketing/api/list-members):
+    HTTP Basic auth with any user name and the API key as password; PUT
+    /3.0/lists/{list_id}/members/{md5(lower email)} with `email_address` (matching the
+    hash) and `status_if_new`; POST .../{hash}/tags with {"tags": [{name, status:
+    active|inactive}]}. Returns (PUT|TAGS, subscriber hash, body)."""
+    import hashlib  # noqa: PLC0415
+
+    match = MAILCHIMP_MEMBER.match(request.path)
+    assert match and match.group(1) == list_id, request.path
+    auth = request.authorization
+    assert auth is not None and auth.type == "basic" and auth.password == api_key and auth.username
+    body = request.get_json()
+    if match.group(3):
+        assert request.method == "POST", request.method
+        assert set(body) == {"tags"} and body["tags"], body
+        assert all(set(t) == {"name", "status"} and t["status"] in ("active", "inactive") for t in body["tags"]), body
+        return "TAGS", match.group(2), body
+    assert request.method == "PUT", request.method
+    assert set(body) <= MEMBER_FIELDS and body.get("email_address"), body
+    assert hashlib.md5(body["email_address"].lower().encode()).hexdigest() == match.group(2), body  # noqa: S324
+    assert body.get("status_if_new") in MEMBER_STATUSES, body
+    assert all(isinstance(v, str) for v in body.get("merge_fields", {}).values()), body
+    return "PUT", match.group(2), body
+
+
+GCAL_EVENTS = re.compile(r"^/calendar/v3/calendars/([^/]+)/events(?:/([^/]+))?$")
+GCAL_ID = re.compile(r"^[a-v0-9]{5,1024}$")
+
+
+def gcal_call(request, token: str) -> tuple[str, str | None, dict | None]:
+    """Google Calendar API v3 events (developers.google.com/calendar/api/v3/reference/events):
+    Bearer token; POST .../events (insert, our `id` in base32hex a-v0-9, 5-1024 long),
+    PUT/DELETE .../events/{eventId}; an event body has `start` and `end` with `date` or
+    `dateTime`. Returns (method, event id, body)."""
+    match = GCAL_EVENTS.match(request.path)
+    assert match, request.path
+    assert request.headers.get("Authorization") == f"Bearer {token}"
+    eid = match.group(2)
+    if request.method == "DELETE":
+        assert eid and GCAL_ID.match(eid), eid
+        return "DELETE", eid, None
+    body = request.get_json()
+    assert request.method in ("POST", "PUT") and (eid is None) == (request.method == "POST"), request.method
+    if request.method == "POST":
+        eid = body.get("id")
+    assert eid and GCAL_ID.match(eid), eid
+    for edge in ("start", "end"):
+        assert isinstance(body.get(edge), dict) and (body[edge].get("date") or body[edge].get("dateTime")), body
+    assert isinstance(body.get("summary"), str), body
+    return request.method, eid, body

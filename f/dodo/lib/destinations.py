@@ -1,5 +1,6 @@
 """The per-event destinations beside the CRM: analytics (PostHog, Segment-spec), email
-campaigns (Mailchimp) and calendar (Google Calendar), run in turn inside the CRM step.
+campaigns (Mailchimp, campaigns.py) and calendar (Google Calendar, gcalendar.py), run in
+turn inside the CRM step.
 
 Each configured destination is delivered once per delivery through the ledger (its own
 row: sink, channel below), so a retried step or a replay sends only what did not go out;
@@ -11,23 +12,30 @@ An unconfigured destination is skipped without a ledger row, a request or a job.
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Callable
 
-from f.dodo.lib import analytics, crm, ledger, retry
+from f.dodo.lib import analytics, campaigns, crm, gcalendar, ledger, retry
 from f.dodo.lib.errors import ConfigError
 
 # name (the flow input's key and resource f/dodo/<name>) -> (ledger sink, required fields)
 DESTINATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "posthog": ("analytics", ("api_key",)),
     "segment": ("analytics", ("write_key",)),
+    "mailchimp": ("campaigns", ("api_key", "list_id")),
+    "gcal": ("calendar", ("token",)),
 }
+# Those that read the customer's current state from Postgres (newer wins).
+_STATEFUL = {"mailchimp": campaigns.send, "gcal": gcalendar.send}
 
 
 class DestinationsFailed(RuntimeError):
     """One or more destinations failed for this delivery (each recorded in the ledger)."""
 
 
-def _sender(name: str) -> Callable[..., dict]:
+def _sender(name: str, conn) -> Callable[..., dict]:
+    if name in _STATEFUL:
+        return partial(_STATEFUL[name], conn=conn)
     return {"posthog": analytics.send_posthog, "segment": analytics.send_segment}[name]
 
 
@@ -54,7 +62,7 @@ def deliver(conn, event: dict, resources: dict | None, *, sleep: retry.Sleep = t
 
         def send(name=name, resource=resource) -> dict:
             check(name, resource)
-            return _sender(name)(resource, event, key, sleep=sleep)
+            return _sender(name, conn)(resource, event, key, sleep=sleep)
 
         results[name] = ledger.deliver_once(conn, key, DESTINATIONS[name][0], name, send)
     bad = {n: r.get("error") or r["status"] for n, r in results.items() if r["status"] in ("failed", "in_progress")}

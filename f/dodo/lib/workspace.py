@@ -22,7 +22,8 @@ INTEGRATIONS = {"hubspot": "f/dodo/hubspot", "slack": "f/dodo/slack", "smtp": "f
 
 # The per-event destinations the CRM step also delivers to (f/dodo/lib/destinations.py):
 # one flow input `destinations` {name: $res:...} holding those that exist.
-DESTINATIONS = {"posthog": "f/dodo/posthog", "segment": "f/dodo/segment"}
+DESTINATIONS = {"posthog": "f/dodo/posthog", "segment": "f/dodo/segment", "mailchimp": "f/dodo/mailchimp",
+                "gcal": "f/dodo/gcal"}
 
 
 def optional_variable(path: str) -> str | None:

@@ -1,0 +1,127 @@
+"""Renewals, trial ends and dispute deadlines as Google Calendar events (Windmill's
+`gcal` resource: {token}, an OAuth access token with the calendar scope).
+
+Google Calendar API v3 (developers.google.com/calendar/api/v3/reference/events):
+- PUT    /calendar/v3/calendars/{calendarId}/events/{eventId}  update (404: not there yet)
+- POST   /calendar/v3/calendars/{calendarId}/events            insert with our own `id`
+  (409: it exists, e.g. inserted meanwhile or deleted before: then PUT again)
+- DELETE /calendar/v3/calendars/{calendarId}/events/{eventId}  (404/410: already gone)
+Event ids are client-chosen: base32hex characters (a-v, 0-9), 5-1024 long; ours is
+derived from the object (`renewal:<subscription>`, `trial:<subscription>`,
+`dispute:<dispute>`), so a replay or a later event updates, moves or removes the same
+event instead of adding one. All-day events on the date (UTC).
+
+Newer wins: with Postgres the subscription's current row (the record step keeps the
+newest event per subscription) decides, not the event being delivered. Customer text in
+the summary and description is plain text (the API does not run it; HTML is escaped
+because Google renders descriptions as HTML).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import time
+from datetime import date, datetime, timedelta
+
+from f.dodo.lib import apicall, retry
+
+API = "https://www.googleapis.com"
+LIVE = {"active", "on_hold", "past_due", "paused", "pending"}
+DISPUTE_OPEN = {"dispute.opened", "dispute.challenged"}
+DISPUTE_DAYS = 7  # Dodo's dispute payload has no deadline: this many days after it opened
+_FIXES = {401: "the gcal resource's token is invalid or expired: reconnect the resource f/dodo/gcal "
+               "(OAuth, scope https://www.googleapis.com/auth/calendar.events)",
+          403: "the token may not write this calendar: share it with the account or fix calendar_id",
+          404: "set calendar_id of the resource f/dodo/gcal to a calendar the account can write"}
+
+
+def event_id(kind: str, object_id: str) -> str:
+    """A base32hex id (a-v0-9), 32 characters, the same for the same object."""
+    digest = hashlib.sha256(f"{kind}:{object_id}".encode()).digest()[:20]
+    return base64.b32hexencode(digest).decode().lower()
+
+
+def _day(value) -> date | None:
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        return value.date()
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).date()
+
+
+def subscription_row(conn, event: dict) -> dict:
+    """The subscription as Postgres has it now (newest event), else as the event says."""
+    data = event.get("data") or {}
+    row = {"status": data.get("status"), "next_billing_date": data.get("next_billing_date"),
+           "trial_period_days": data.get("trial_period_days"), "created_at": data.get("created_at"),
+           "product_id": data.get("product_id")}
+    if conn is not None:
+        found = conn.execute("SELECT status, next_billing_date, trial_period_days, created_at, product_id "
+                             "FROM subscriptions WHERE subscription_id = %s", (event["subscription_id"],)).fetchone()
+        if found:
+            row = dict(zip(row, found))
+    return row
+
+
+def wanted(conn, event: dict) -> dict[str, dict | None]:
+    """{event id: calendar event, or None to remove it} for this Dodo event."""
+    who = html.escape(event.get("customer_name") or event.get("customer_email") or "a customer")
+    if event.get("category") == "subscription" and event.get("subscription_id"):
+        sub_id = event["subscription_id"]
+        sub = subscription_row(conn, event)
+        live = str(sub["status"] or "").lower() in LIVE
+        product = html.escape(str(sub.get("product_id") or ""))
+        out = {event_id("renewal", sub_id): _all_day(f"Renewal: {who} ({product})", _day(sub["next_billing_date"]),
+                                                     f"Subscription {sub_id} renews.") if live else None}
+        trial_end = None
+        if sub.get("trial_period_days") and _day(sub.get("created_at")):
+            trial_end = _day(sub["created_at"]) + timedelta(days=int(sub["trial_period_days"]))
+        out[event_id("trial", sub_id)] = _all_day(f"Trial ends: {who} ({product})", trial_end,
+                                                  f"Subscription {sub_id} trial ends.") if live else None
+        return out
+    if event.get("category") == "dispute" and event.get("dispute_id"):
+        opened = _day((event.get("data") or {}).get("created_at") or event.get("occurred_at"))
+        body = (_all_day(f"Dispute response due: {who}", opened + timedelta(days=DISPUTE_DAYS),
+                         f"Dispute {event['dispute_id']} on payment {event.get('payment_id')}: respond in Dodo.")
+                if event.get("event_type") in DISPUTE_OPEN else None)
+        return {event_id("dispute", event["dispute_id"]): body}
+    return {}
+
+
+def _all_day(summary: str, day: date | None, description: str) -> dict | None:
+    if day is None:
+        return None
+    return {"summary": summary, "description": description, "status": "confirmed",
+            "start": {"date": day.isoformat()}, "end": {"date": (day + timedelta(days=1)).isoformat()},
+            "transparency": "transparent"}
+
+
+def send(resource: dict, event: dict, key: str, *, conn=None, sleep: retry.Sleep = time.sleep) -> dict:
+    """Put, move or remove this event's calendar events; the ledger outcome."""
+    changes = wanted(conn, event)
+    if not changes:
+        return {"status": "skipped", "external_id": "no calendar event for this type"}
+    base = f"{(resource.get('base_url') or API).rstrip('/')}/calendar/v3/calendars/{resource.get('calendar_id') or 'primary'}/events"
+    headers = {"Authorization": f"Bearer {resource['token']}"}
+    done = {}
+    for eid, body in changes.items():
+        done[eid] = _put(base, eid, body, headers, sleep) if body else _delete(base, eid, headers, sleep)
+    return {"status": "sent", "external_id": ",".join(f"{k}:{v}" for k, v in done.items())}
+
+
+def _put(base: str, eid: str, body: dict, headers: dict, sleep) -> str:
+    kw = {"headers": headers, "fixes": _FIXES, "sleep": sleep}
+    resp = apicall.call("Google Calendar", "PUT", f"{base}/{eid}", json=body, allow=(404,), **kw)
+    if resp.status_code == 404:
+        resp = apicall.call("Google Calendar", "POST", base, json=body | {"id": eid}, allow=(409,), **kw)
+        if resp.status_code == 409:  # inserted meanwhile, or deleted earlier (a deleted id stays taken)
+            apicall.call("Google Calendar", "PUT", f"{base}/{eid}", json=body, **kw)
+    return "put"
+
+
+def _delete(base: str, eid: str, headers: dict, sleep) -> str:
+    resp = apicall.call("Google Calendar", "DELETE", f"{base}/{eid}", headers=headers, fixes=_FIXES,
+                        sleep=sleep, allow=(404, 410))
+    return "deleted" if resp.is_success else "absent"
