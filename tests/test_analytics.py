@@ -8,6 +8,7 @@ import pytest
 from werkzeug import Response
 
 from f.dodo.lib import analytics, destinations, ledger
+from f.dodo.lib.errors import is_permanent
 from f.dodo.lib.normalizer import normalize_event
 from tests.fixture_data import envelope, load_delivery
 from tests.standin_checks import posthog_capture, segment_call
@@ -100,6 +101,7 @@ def test_a_refused_key_fails_fast_with_the_fix_and_a_replay_sends_it_once(db, po
     with pytest.raises(destinations.DestinationsFailed) as failed:
         destinations.deliver(db.conn, paid, both, sleep=sleeps.append)
     assert "Project API key invalid" in str(failed.value) and "f/dodo/posthog" in str(failed.value)
+    assert is_permanent(failed.value)  # the step is not retried (errors.RETRY_IF); a replay is the cure
     assert ph.requests == 1 and sleeps == []  # no retry of a permanent error
     assert len(seg.messages) == 2  # the other destination still went out
     rows = {r["channel"]: r["status"] for r in ledger.rows(db.conn, paid["webhook_id"])}
@@ -142,3 +144,15 @@ def test_an_event_without_a_customer_is_skipped(db, posthog, sleeps):
     payout = event("payout.success")
     result = destinations.deliver(db.conn, payout, {"posthog": resource}, sleep=sleeps.append)
     assert result["posthog"]["status"] == "skipped" and stand.requests == 0
+
+
+def test_a_destination_still_down_after_its_retries_lets_the_step_retry(db, posthog, segment, sleeps):
+    ph, ph_resource = posthog
+    seg, seg_resource = segment
+    ph.fail_next = [Response("down", 503)] * 5
+    seg.fail_next = [Response(json.dumps({"message": "bad key"}), 401, content_type="application/json")]
+    with pytest.raises(destinations.DestinationsFailed) as failed:
+        destinations.deliver(db.conn, event("payment.succeeded"), {"posthog": ph_resource, "segment": seg_resource},
+                             sleep=sleeps.append)
+    assert ph.requests == 5 and len(sleeps) == 4
+    assert not is_permanent(failed.value)  # one transient failure: Windmill's step retry may cure it

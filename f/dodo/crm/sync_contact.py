@@ -32,7 +32,7 @@ def main(event: dict, hubspot: hubspot | None = None, postgresql: postgresql | N
         try:
             result = crm.sync(conn, event, client)
         except crm.SyncError as exc:  # the CRM failing does not hold back the others
-            dests.deliver(conn, event, destinations, failed=[f"hubspot: {exc}"])
+            dests.deliver(conn, event, destinations, failed=[exc])
             raise
         others = dests.deliver(conn, event, destinations)
         return result | ({"destinations": others} if others else {})

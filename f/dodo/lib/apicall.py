@@ -29,10 +29,13 @@ def client() -> httpx.Client:
 
 
 class ApiError(RuntimeError):
-    """A destination refused the request (4xx other than 429) or stayed down (503)."""
+    """A destination refused the request (4xx other than 429: permanent, errors.RETRY_IF)
+    or stayed down (503: the step's retry may help)."""
 
     def __init__(self, service: str, status: int, message: str, fix: str = ""):
         self.service, self.status = service, status
+        if status < 500:
+            self.permanent = True
         super().__init__(f"{service} {status}: {message}" + (f"; {fix}" if fix else ""))
 
 

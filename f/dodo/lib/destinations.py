@@ -16,7 +16,7 @@ from functools import partial
 from typing import Callable
 
 from f.dodo.lib import analytics, campaigns, crm, gcalendar, ledger, retry
-from f.dodo.lib.errors import ConfigError
+from f.dodo.lib.errors import ConfigError, is_permanent, mark_permanent
 
 # name (the flow input's key and resource f/dodo/<name>) -> (ledger sink, required fields)
 DESTINATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -43,17 +43,19 @@ def check(name: str, resource: dict) -> None:
     """A configured resource that lacks a required field fails with the fix, before any call."""
     missing = [f for f in DESTINATIONS[name][1] if not resource.get(f)]
     if missing:
-        raise ConfigError(f"f/dodo/{name}", f"resource has no {', '.join(missing)}",
-                          f"edit the resource f/dodo/{name} and set {', '.join(missing)}")
+        raise mark_permanent(ConfigError(f"f/dodo/{name}", f"resource has no {', '.join(missing)}",
+                          f"edit the resource f/dodo/{name} and set {', '.join(missing)}"))
 
 
 def deliver(conn, event: dict, resources: dict | None, *, sleep: retry.Sleep = time.sleep,
-            failed: list[str] | None = None) -> dict:
+            failed: list[Exception] | None = None) -> dict:
     """Deliver `event` to every configured destination once; {name: ledger result}.
 
     `resources`: {name: resource or None} (the flow's `destinations` input). Raises
     DestinationsFailed after all were tried when any failed or is in progress, naming
-    them and the `failed` the caller already had (the CRM's error)."""
+    them and the errors the caller already had in `failed` (the CRM's), or re-raises
+    the caller's one error when every destination went out. The error is permanent
+    (errors.RETRY_IF: no step retry) only when every failure is."""
     key = crm.note_id(event)
     results = {}
     for name, resource in (resources or {}).items():
@@ -65,7 +67,13 @@ def deliver(conn, event: dict, resources: dict | None, *, sleep: retry.Sleep = t
             return _sender(name, conn)(resource, event, key, sleep=sleep)
 
         results[name] = ledger.deliver_once(conn, key, DESTINATIONS[name][0], name, send)
-    bad = {n: r.get("error") or r["status"] for n, r in results.items() if r["status"] in ("failed", "in_progress")}
-    if bad:
-        raise DestinationsFailed("; ".join((failed or []) + [f"{n}: {why}" for n, why in bad.items()]))
+    bad = {n: r for n, r in results.items() if r["status"] in ("failed", "in_progress")}
+    if failed and not bad and len(failed) == 1:
+        raise failed[0]
+    if failed or bad:
+        error = DestinationsFailed("; ".join([str(e) for e in failed or []] + [
+            f"{n}: {r.get('error') or r['status']}" for n, r in bad.items()]))
+        if all(map(is_permanent, failed or [])) and all(r.get("permanent") for r in bad.values()):
+            mark_permanent(error)
+        raise error
     return results
