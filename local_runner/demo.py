@@ -198,7 +198,7 @@ def wait_all(base: str, workspace: str, job_ids: list[str], timeout_s: float = 5
 # ---------------------------------------------------------------- summary
 
 
-STEP_NAMES = {"preprocessor": "verified", "normalize": "normalised", "record": "recorded"}
+STEP_NAMES = {"preprocessor": "verified", "normalize": "normalised", "record": "normalised+recorded"}
 
 
 def path_of(job: dict) -> str:
@@ -209,7 +209,9 @@ def path_of(job: dict) -> str:
         if j["step_id"]:
             by_step[j["step_id"]] = j
     out = [STEP_NAMES[s] + ("" if by_step[s]["success"] else " (error)") for s in STEP_NAMES if s in by_step]
-    sinks = [s + ("" if by_step[s]["success"] else " (error)") for s in ("crm", "notify", "custom") if s in by_step]
+    sinks = [s + ("" if by_step[s]["success"] else " (error)") for s in ("crm", "notify") if s in by_step]
+    if "custom_flow" in by_step:  # f/dodo/custom, called only when it has steps
+        sinks.append("custom" + ("" if by_step["custom_flow"]["success"] else " (error)"))
     if sinks:
         out.append("[" + " | ".join(sinks) + "]")
     if job.get("is_skipped") and isinstance(job.get("result"), dict) and job["result"].get("status") == "duplicate":
@@ -225,11 +227,11 @@ def _outcome(r: dict | None) -> str:
 
 
 def sink_note(job: dict) -> str:
-    """CRM and notification outcomes of a run (the result of its branchall)."""
-    result = job.get("result")
-    if not isinstance(result, list) or len(result) != 2:
+    """CRM and notification outcomes of a run (the results of its crm and notify steps)."""
+    results = {j["step_id"]: j.get("result") for j in job.get("local_jobs", []) if j.get("step_id") in ("crm", "notify")}
+    if len(results) != 2:
         return ""
-    crm, notify = result
+    crm, notify = results["crm"], results["notify"]
     channels = (notify or {}).get("channels") or {}
     ch = ", ".join(f"{k} {_outcome(v)}" for k, v in channels.items()) or "none routed"
     return f"crm: {_outcome(crm)}; notify: {ch}"

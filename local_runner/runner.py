@@ -911,7 +911,8 @@ class Runner:
 
     def _job_context(self, job: Job, flow_path: str):
         return wmill_local.JobContext(self.config, job.id, job.parent, f"state/{flow_path}/{job.step_id or 'main'}",
-                                      self._job_view, self.progress, self._start_flow, self.on_progress)
+                                      self._job_view, self.progress, self._start_flow, self.on_progress,
+                                      load_flow=self.load_flow)
 
     def _call(self, mod, fn_name: str, args: dict, job: Job, flow_path: str):
         """Call `fn` as Windmill's Python wrapper does: by name, defaults for missing args;

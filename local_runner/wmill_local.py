@@ -38,6 +38,7 @@ class JobContext:
     progress: dict
     run_flow: Callable[[str, dict], str] | None = None   # starts a flow job, returns its id
     on_progress: Callable[[str, int], None] | None = None
+    load_flow: Callable[[str], dict] | None = None  # a flow's OpenFlow document by path (flows/get)
 
 
 def current() -> JobContext | None:
@@ -121,6 +122,13 @@ def handle(request: httpx.Request) -> httpx.Response:
             # first, in this thread: a caller that waits for it sees the same outcome
             job_id = ctx.run_flow(rest.removeprefix("jobs/run/f/"), body or {})
             return httpx.Response(201, text=job_id, headers={"content-type": "text/plain"})
+        if get and rest.startswith("flows/get/") and ctx.load_flow:
+            path = rest.removeprefix("flows/get/")
+            try:
+                flow = ctx.load_flow(path)
+            except Exception:  # noqa: BLE001 - no such flow: Windmill answers 404
+                return _json(404, {"error": f"flow not found: {path}"})
+            return _json(200, {"path": path, **flow})
         if get and rest.startswith("jobs_u/get/"):
             job = ctx.lookup_job(rest.removeprefix("jobs_u/get/"))
             return _json(200, job) if job else _json(404, {"error": "job not found"})

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -38,14 +40,18 @@ def event(event_type: str, webhook_id: str, cart: list[dict]) -> dict:
     return normalize_event(envelope, webhook_id)
 
 
-def test_shipped_flow_is_empty_and_the_entry_flow_calls_it():
+def test_shipped_flow_is_empty_and_the_entry_flow_calls_it_only_when_it_has_steps():
     flow = yaml.safe_load((ROOT / "f/dodo/custom__flow/flow.yaml").read_text())
     assert flow["value"]["modules"] == []
     entry = yaml.safe_load((ROOT / "f/dodo/webhook__flow/flow.yaml").read_text())["value"]
-    sinks = next(m for m in entry["modules"] if m["id"] == "sinks")["value"]
-    called = [m["value"] for b in sinks["branches"] for m in b["modules"] if m["value"]["type"] == "flow"]
-    assert called == [{"type": "flow", "path": "f/dodo/custom",
-                       "input_transforms": {"event": {"type": "javascript", "expr": "results.normalize"}}}]
+    custom = next(m for m in entry["modules"] if m["id"] == "custom")["value"]
+    # a branchone whose empty default pushes no job (worker_flow.rs EmptyInnerFlows)
+    assert custom["type"] == "branchone" and custom["default"] == []
+    (branch,) = custom["branches"]
+    assert branch["expr"] == "flow_input.custom === true"
+    assert [m["value"] for m in branch["modules"]] == [
+        {"type": "flow", "path": "f/dodo/custom",
+         "input_transforms": {"event": {"type": "javascript", "expr": "results.record.event"}}}]
     assert flow["schema"]["required"] == ["event"]
     ev = event("payment.succeeded", "msg_1", [{"product_id": "pdt_1", "quantity": 1}])
     run = Runner(ROOT, Config()).run_flow("f/dodo/custom", {"event": ev})
@@ -109,3 +115,40 @@ def test_readme_inventory_example_in_typescript(tmp_path, pg_url, inventory):
     assert [j.kind for j in first.jobs] == ["flow", "rawscript"]
     stock = dict(inventory.execute("SELECT product_id, stock FROM public.inventory").fetchall())
     assert stock == {"pdt_1": 7, "pdt_2": 4}
+
+
+def _entry_steps(run) -> list[str]:
+    return [j.step_id or j.kind for j in run.jobs]
+
+
+@pytest.mark.parametrize("schema_name", ["dodo"])  # the flows use their scripts' default schema
+def test_the_entry_flow_calls_custom_only_when_it_has_steps(tmp_path, db, inventory, outbox):
+    """Empty (as shipped): no job for f/dodo/custom. With the README's step: its branch,
+    the flow and the step, 3 jobs more, and the step sees the normalised event."""
+    from local_runner.demo import bundle_config  # noqa: PLC0415
+    from tests.fixture_data import FIXTURE_SECRET, envelope, sign  # noqa: PLC0415
+
+    def delivery(wid: str, product: str) -> dict:
+        env = envelope("payment.succeeded")
+        env["data"]["payment_id"] = f"pay_{wid}"
+        env["data"]["product_cart"] = [{"product_id": product, "quantity": 2}]
+        body = json.dumps(env)
+        return {"kind": "webhook", "body": env, "raw_string": body, "query": {},
+                "headers": {k.replace("-", "_"): v for k, v in sign(body, FIXTURE_SECRET, wid).items()}}
+
+    config = bundle_config(db.url, FIXTURE_SECRET)
+    shipped = Runner(ROOT, config).run_flow("f/dodo/webhook", event=delivery("msg_custom_empty", "pdt_1"))
+    assert shipped.success and shipped.job_count == 7
+    assert not {"custom", "custom/branch-0", "custom_flow"} & set(_entry_steps(shipped))
+
+    shutil.copytree(ROOT / "f", tmp_path / "f")
+    (tmp_path / "f/dodo/custom__flow/flow.yaml").write_text(EXAMPLE_FLOW)
+    (tmp_path / "f/dodo/custom__flow/inventory.py").write_text(EXAMPLE_STEP)
+    extended = Runner(tmp_path, config).run_flow("f/dodo/webhook", event=delivery("msg_custom_steps", "pdt_2"))
+    assert extended.success, extended.result
+    assert extended.job_count == 7 + 3
+    assert {"custom/branch-0", "custom_flow", "inventory"} <= set(_entry_steps(extended))
+    assert extended.result == {"decremented": [{"product_id": "pdt_2", "quantity": 2}],
+                               "webhook_id": "msg_custom_steps"}
+    stock = dict(inventory.execute("SELECT product_id, stock FROM public.inventory").fetchall())
+    assert stock == {"pdt_1": 10, "pdt_2": 3}

@@ -45,7 +45,7 @@ def test_entry_flow_has_its_preprocessor_and_inputs():
     assert schema["properties"]["webhook_id"]["type"] == "string"
     assert all(p.get("description") for p in schema["properties"].values())
     steps = {m["id"]: m["value"] for m in flow["value"]["modules"]}
-    assert steps["normalize"]["path"] == "f/dodo/normalize"
+    assert steps["record"]["path"] == "f/dodo/store_event"  # normalises and records: one Python job
 
 
 def test_sync_settings_match_the_layout():

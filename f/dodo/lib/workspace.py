@@ -16,6 +16,7 @@ WEBHOOK_SECRET_PREVIOUS = "f/dodo/webhook_secret_previous"
 WEBHOOK_TOLERANCE = "f/dodo/webhook_tolerance_s"
 DODO_MODE = "f/dodo/dodo_mode"  # test_mode | live_mode, written by f/dodo/setup
 SLACK_WEBHOOK_URL = "f/dodo/slack_webhook_url"
+CUSTOM_FLOW = "f/dodo/custom"  # the users' extension flow; the entry flow calls it only when it has steps
 # flow input -> optional resource; the sinks use the local outbox when one is absent
 INTEGRATIONS = {"hubspot": "f/dodo/hubspot", "slack": "f/dodo/slack", "smtp": "f/dodo/smtp",
                 "twilio": "f/dodo/twilio"}
@@ -72,8 +73,32 @@ def integration_refs() -> dict:
         found["destinations"] = destinations
     if optional_variable(SLACK_WEBHOOK_URL):
         found["slack_webhook_url"] = f"$var:{SLACK_WEBHOOK_URL}"
+    if custom_has_steps():
+        found["custom"] = True
     return found
 
 
 def _exists(resource_path: str) -> bool:
     return wmill.get_resource(resource_path, none_if_undefined=True, interpolated=False) is not None
+
+
+def custom_has_steps() -> bool:
+    """Whether the extension flow f/dodo/custom has steps (Windmill API flows/get). The
+    entry flow calls it only then, so the empty flow as shipped costs no job. A lookup
+    that fails for another reason than 404 counts as yes: a user's steps are never
+    skipped because of it (an empty flow then costs its two jobs)."""
+    try:
+        flow = _api_get(f"flows/get/{CUSTOM_FLOW}")
+    except Exception as exc:  # wmill raises a bare Exception carrying the status
+        return ": 404" not in str(exc)
+    return bool(((flow or {}).get("value") or {}).get("modules"))
+
+
+def _api_get(rest: str):
+    from wmill import client  # noqa: PLC0415 - its global client, as wmill.get_variable uses it
+
+    @client.init_global_client
+    def get():
+        return client._client.get(f"/w/{client._client.workspace}/{rest}").json()
+
+    return get()
