@@ -346,20 +346,18 @@ def test_sync_contact_without_credentials_writes_the_outbox(tmp_path, monkeypatc
 def test_steps_share_one_http_client_and_each_request_carries_its_own_token(hub, httpserver, monkeypatch, pg_url):
     """sync_contact builds a HubSpot per step: the pool (and its TLS context, ~23 ms of CPU
     to build) is built once per process, whatever the token or base URL."""
-    import httpx
-
     from f.dodo.crm import sync_contact
     from f.dodo.lib import db, hubspot
 
     built = []
 
-    class Counted(httpx.Client):
+    class Counted(hubspot.http.Client):
         def __init__(self, *args, **kwargs):
             built.append(1)
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(hubspot, "_http", None)
-    monkeypatch.setattr(hubspot.httpx, "Client", Counted)
+    monkeypatch.setattr(hubspot.http, "Client", Counted)
     monkeypatch.setenv("DODO_HUBSPOT_API_URL", httpserver.url_for(""))
     httpserver.expect_request("/crm/v3/objects/deals/7", method="GET").respond_with_json({"id": "7"})
     schema = f"crm_{uuid.uuid4().hex[:8]}"

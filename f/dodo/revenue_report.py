@@ -1,5 +1,4 @@
 # requirements:
-# annotated-types==0.8.0
 # anyio==4.16.0
 # certifi==2026.10.19.post1
 # h11==0.16.0
@@ -7,9 +6,6 @@
 # httpx==0.28.1
 # idna==3.20
 # psycopg2-binary==2.9.13
-# pydantic==2.14.3
-# pydantic_core==2.50.4
-# typing-inspection==0.4.5
 # typing_extensions==4.16.0
 # wmill==1.850.0
 """Daily revenue report: figures per currency, sent to Slack and email, shown as a rich result."""

@@ -1,11 +1,4 @@
 # requirements:
-# anyio==4.16.0
-# certifi==2026.10.19.post1
-# h11==0.16.0
-# httpcore==1.0.9
-# httpx==0.28.1
-# idna==3.20
-# typing_extensions==4.16.0
 """Create the HubSpot property group and custom properties the CRM sync writes (idempotent)."""
 
 import os

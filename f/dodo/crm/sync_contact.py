@@ -1,12 +1,5 @@
 # requirements:
-# anyio==4.16.0
-# certifi==2026.10.19.post1
-# h11==0.16.0
-# httpcore==1.0.9
-# httpx==0.28.1
-# idna==3.20
 # psycopg2-binary==2.9.13
-# typing_extensions==4.16.0
 """Sync one normalised Dodo event to HubSpot, then to the other configured per-event
 destinations (analytics, email campaigns, calendar), each once per delivery.
 

@@ -16,15 +16,10 @@ import contextlib
 import hashlib
 import json
 import os
-import smtplib
-import ssl
 import time
-from email.message import EmailMessage
-from email.utils import formatdate
 from typing import Iterator
 
-import httpx
-
+from f.dodo.lib import http_client as http
 from f.dodo.lib import retry
 from f.dodo.lib.errors import OutcomeUnknown
 
@@ -36,26 +31,28 @@ class DeliveryError(RuntimeError):
     """A channel refused or never took the message."""
 
 
-_http: httpx.Client | None = None
+_http: http.Client | None = None
 _tls: ssl.SSLContext | None = None
 
 
-def _client() -> httpx.Client:
+def _client() -> http.Client:
     # One pooled client per process: building one loads the CA bundle (~30 ms of CPU).
     global _http
     if _http is None:
-        _http = httpx.Client(timeout=15.0)
+        _http = http.Client(timeout=15.0)
     return _http
 
 
 def _tls_context() -> ssl.SSLContext:
     global _tls
     if _tls is None:
+        import ssl  # noqa: PLC0415 - e-mail only (docs/internals.md: what each step imports)
+
         _tls = ssl.create_default_context()
     return _tls
 
 
-def _post(url: str, service: str, sleep: retry.Sleep, attempts: int, **kwargs) -> httpx.Response:
+def _post(url: str, service: str, sleep: retry.Sleep, attempts: int, **kwargs) -> http.Response:
     """POST without an idempotency key: retried only while provably unsent (retry.py)."""
     try:
         resp = retry.request(_client(), "POST", url, service=service, sleep=sleep, attempts=attempts,
@@ -68,7 +65,7 @@ def _post(url: str, service: str, sleep: retry.Sleep, attempts: int, **kwargs) -
     return resp
 
 
-def _json(resp: httpx.Response) -> dict:
+def _json(resp: http.Response) -> dict:
     try:
         body = resp.json()
     except ValueError:
@@ -122,6 +119,10 @@ def send_email(smtp: dict, *, sender: str, to: list[str], subject: str, text: st
     never sent in cleartext: without TLS (no STARTTLS offered on a non-465 port) a
     configured login is refused before it is attempted.
     """
+    import smtplib  # noqa: PLC0415 - imported when an e-mail is sent, not by every step
+    from email.message import EmailMessage  # noqa: PLC0415
+    from email.utils import formatdate  # noqa: PLC0415
+
     msg = EmailMessage()
     msg["From"], msg["To"], msg["Subject"] = sender, ", ".join(to), subject
     msg["Date"], msg["Message-ID"] = formatdate(usegmt=True), message_id
@@ -147,6 +148,8 @@ def smtp_session(smtp: dict, timeout: float = 20.0) -> Iterator[smtplib.SMTP]:
     """A logged-in SMTP session: SSL on 465, STARTTLS on 587 or when offered (the doctor
     opens one to prove the login). A password never travels in cleartext: on a server
     that offers no TLS the login is refused before it is attempted (DeliveryError)."""
+    import smtplib  # noqa: PLC0415 - see send_email
+
     host, port = smtp["host"], int(smtp.get("port") or 587)
     if port == 465:
         server = smtplib.SMTP_SSL(host, port, timeout=timeout, context=_tls_context())

@@ -1,4 +1,4 @@
-"""HubSpot CRM v3 over httpx: contact upsert by email, idempotent timeline notes, setup.
+"""HubSpot CRM v3 over f/dodo/lib/http_client: contact upsert by email, idempotent timeline notes, setup.
 
 Endpoints (developers.hubspot.com, CRM v3 objects/properties/search, v4 associations;
 shapes as in HubSpot/hubspot-api-python's generated models):
@@ -30,8 +30,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import httpx
-
+from f.dodo.lib import http_client as http
 from f.dodo.lib import retry
 from f.dodo.lib.errors import OutcomeUnknown, mark_permanent
 
@@ -62,15 +61,15 @@ class HubSpotError(RuntimeError):
         super().__init__(text)
 
 
-_http: httpx.Client | None = None
+_http: http.Client | None = None
 
 
-def _client() -> httpx.Client:
+def _client() -> http.Client:
     # One pooled client per process, shared by every token and base URL (the token goes in
     # each request's headers): building one loads the CA bundle, ~23 ms of CPU.
     global _http
     if _http is None:
-        _http = httpx.Client()
+        _http = http.Client()
     return _http
 
 
@@ -135,7 +134,7 @@ class HubSpot:
         self.call("PUT", f"/crm/v4/objects/{from_type}/{from_id}/associations/default/{to_type}/{to_id}")
 
 
-def rate_limit_wait(resp: httpx.Response, attempt: int) -> float:
+def rate_limit_wait(resp: http.Response, attempt: int) -> float:
     """Seconds to wait after HubSpot's 429, by its `policyName`; DAILY raises at once."""
     try:
         body = resp.json()

@@ -18,8 +18,7 @@ import email.utils
 import time
 from typing import Callable
 
-import httpx
-
+from f.dodo.lib import http_client as http
 from f.dodo.lib.errors import OutcomeUnknown
 
 Sleep = Callable[[float], None]
@@ -29,7 +28,7 @@ class Unavailable(RuntimeError):
     """The service stayed unreachable or failing for the whole retry window."""
 
 
-def retry_after(resp: httpx.Response) -> float | None:
+def retry_after(resp: http.Response) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or HTTP date), or None."""
     value = resp.headers.get("retry-after")
     if not value:
@@ -45,14 +44,14 @@ def retry_after(resp: httpx.Response) -> float | None:
 
 
 # Errors raised before any byte of the request left this machine.
-NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+NOT_SENT = (http.ConnectError, http.ConnectTimeout, http.PoolTimeout, http.UnsupportedProtocol)
 # How long to wait after a 429 (seconds), given the response and the attempt number;
 # it may raise instead (HubSpot's daily limit: waiting minutes cannot help).
-Wait429 = Callable[[httpx.Response, int], float]
+Wait429 = Callable[[http.Response, int], float]
 
 
 def request(
-    client: httpx.Client,
+    client: http.Client,
     method: str,
     url: str,
     *,
@@ -64,7 +63,7 @@ def request(
     resend: bool = True,
     wait_429: Wait429 | None = None,
     **kwargs,
-) -> httpx.Response:
+) -> http.Response:
     """Send, retrying 429/5xx/connection errors; return the last response (any status).
 
     Raises Unavailable only when no response arrived at all on the last attempt. With
@@ -75,7 +74,7 @@ def request(
         last = attempt == attempts - 1
         try:
             resp = client.request(method, url, **kwargs)
-        except httpx.TransportError as exc:
+        except http.TransportError as exc:
             if not resend and not isinstance(exc, NOT_SENT):
                 raise OutcomeUnknown(f"{service}: {type(exc).__name__} after the request was sent: "
                                      "it may have been delivered") from None

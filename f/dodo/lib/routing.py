@@ -1,7 +1,7 @@
 """Notification routing rules: which event types go to which channels, whom, how urgently.
 
 The rules live in a Windmill variable as JSON (f/dodo/notify_routing); `load` validates
-them with pydantic and names the exact place that is wrong. Rules are tried in order;
+them (by hand, without pydantic: see `_validate`) and names the exact place that is wrong. Rules are tried in order;
 the first whose `match` (an event type, `*` wildcards allowed: `dispute.*`) fits wins.
 An event no rule matches sends nothing.
 """
@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field, fields
 from fnmatch import fnmatchcase
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from typing import Any, Literal
 
 Channel = Literal["slack", "email", "sms"]
 _EMAIL = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+")
 _PHONE = re.compile(r"\+[1-9][0-9]{6,14}")
+CHANNELS = ("slack", "email", "sms")
 
 
 class RoutingError(ValueError):
@@ -29,53 +29,120 @@ class RoutingError(ValueError):
         self.permanent = True
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-def _emails(v: list[str]) -> list[str]:
-    bad = [a for a in v if not _EMAIL.fullmatch(a)]
-    if bad:
-        raise ValueError(f"not an email address: {bad[0]!r}")
-    return v
-
-
-def _phones(v: list[str]) -> list[str]:
-    bad = [p for p in v if not _PHONE.fullmatch(p)]
-    if bad:
-        raise ValueError(f"not an E.164 phone number (+15551234567): {bad[0]!r}")
-    return v
-
-
-class Rule(_Strict):
-    match: str = Field(min_length=1)
-    channels: list[Channel] = []
-    urgency: Literal["low", "normal", "urgent"] = "normal"
+@dataclass(frozen=True)
+class Rule:
+    match: str
+    channels: list[str] = field(default_factory=list)
+    urgency: str = "normal"          # low | normal | urgent
     # immediate: send now; digest: only in the daily digest; off: nothing.
-    mode: Literal["immediate", "digest", "off"] = "immediate"
+    mode: str = "immediate"
     slack_channel: str | None = None
     email_to: list[str] | None = None
     sms_to: list[str] | None = None
     title: str | None = None     # string.Template over the event's facts, e.g. "$title"
     summary: str | None = None   # e.g. "$amount from $customer_name"
 
-    _check_emails = field_validator("email_to")(lambda cls, v: v if v is None else _emails(v))
-    _check_phones = field_validator("sms_to")(lambda cls, v: v if v is None else _phones(v))
 
-
-class Routing(_Strict):
+@dataclass(frozen=True)
+class Routing:
+    rules: list[Rule]
     slack_channel: str = "#payments"
     email_from: str | None = None
-    email_to: list[str] = []
-    sms_to: list[str] = []
-    digest_channel: Literal["slack", "email"] = "slack"
-    rules: list[Rule]
-
-    _check_emails = field_validator("email_to")(lambda cls, v: _emails(v))
-    _check_phones = field_validator("sms_to")(lambda cls, v: _phones(v))
+    email_to: list[str] = field(default_factory=list)
+    sms_to: list[str] = field(default_factory=list)
+    digest_channel: str = "slack"    # slack | email
 
     def route(self, event_type: str) -> Rule | None:
         return next((r for r in self.rules if fnmatchcase(event_type, r.match)), None)
+
+
+# Validation by hand, not pydantic: the notify step validates this small JSON on every
+# event, and importing pydantic would cost that step (a fresh process on Windmill) about
+# 5 bare interpreter starts (docs/internals.md, "What each hot-path step imports").
+_ONE_OF = {"urgency": ("low", "normal", "urgent"), "mode": ("immediate", "digest", "off"),
+           "digest_channel": ("slack", "email")}
+
+
+def _str(where: str, value: Any, problems: list[str], *, optional: bool = True, nonempty: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str):
+        problems.append(f"{where}: Input should be a valid string")
+    elif nonempty and not value:
+        problems.append(f"{where}: String should have at least 1 character")
+
+
+def _list(where: str, value: Any, problems: list[str], item_ok, item_error: str, *, optional: bool) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, list):
+        problems.append(f"{where}: Input should be a valid list")
+        return
+    for n, item in enumerate(value):
+        if not isinstance(item, str):
+            problems.append(f"{where}[{n}]: Input should be a valid string")
+        elif not item_ok(item):
+            problems.append(item_error.format(where=where, n=n, item=item))
+            return
+
+
+def _emails(where: str, value: Any, problems: list[str], *, optional: bool) -> None:
+    _list(where, value, problems, _EMAIL.fullmatch,
+          "{where}: Value error, not an email address: {item!r}", optional=optional)
+
+
+def _phones(where: str, value: Any, problems: list[str], *, optional: bool) -> None:
+    _list(where, value, problems, _PHONE.fullmatch,
+          "{where}: Value error, not an E.164 phone number (+15551234567): {item!r}", optional=optional)
+
+
+def _fields(where: str, obj: Any, cls, problems: list[str]) -> bool:
+    if not isinstance(obj, dict):
+        problems.append(f"{where}: Input should be a valid dictionary")
+        return False
+    known = {f.name for f in fields(cls)}
+    problems.extend(f"{where}.{k}: Extra inputs are not permitted" for k in obj if k not in known)
+    for name, allowed in _ONE_OF.items():
+        if name in known and name in obj and obj[name] not in allowed:
+            problems.append(f"{where}.{name}: Input should be " + ", ".join(repr(a) for a in allowed[:-1])
+                            + f" or {allowed[-1]!r}")
+    return True
+
+
+def _rule(where: str, obj: Any, problems: list[str]) -> Rule | None:
+    before = len(problems)
+    if not _fields(where, obj, Rule, problems):
+        return None
+    if "match" not in obj:
+        problems.append(f"{where}.match: Field required")
+    else:
+        _str(f"{where}.match", obj["match"], problems, optional=False, nonempty=True)
+    _list(f"{where}.channels", obj.get("channels", []), problems, lambda c: c in CHANNELS,
+          "{where}[{n}]: Input should be 'slack', 'email' or 'sms'", optional=False)
+    for name in ("slack_channel", "title", "summary"):
+        _str(f"{where}.{name}", obj.get(name), problems)
+    _emails(f"{where}.email_to", obj.get("email_to"), problems, optional=True)
+    _phones(f"{where}.sms_to", obj.get("sms_to"), problems, optional=True)
+    return Rule(**obj) if len(problems) == before else None
+
+
+def _validate(obj: Any) -> Routing:
+    problems: list[str] = []
+    rules: list[Rule] = []
+    if _fields("routing", obj, Routing, problems):
+        _str("routing.slack_channel", obj.get("slack_channel", "#payments"), problems, optional=False)
+        _str("routing.email_from", obj.get("email_from"), problems)
+        _emails("routing.email_to", obj.get("email_to", []), problems, optional=False)
+        _phones("routing.sms_to", obj.get("sms_to", []), problems, optional=False)
+        if "rules" not in obj:
+            problems.append("routing.rules: Field required")
+        elif not isinstance(obj["rules"], list):
+            problems.append("routing.rules: Input should be a valid list")
+        else:
+            rules = [_rule(f"routing.rules[{n}]", r, problems) for n, r in enumerate(obj["rules"])]
+    if problems:
+        raise RoutingError("; ".join(problems))
+    return Routing(**{**obj, "rules": rules})
 
 
 DEFAULT_RULES = [
@@ -118,11 +185,4 @@ def load(config: str | dict | None) -> Routing:
             config = json.loads(config)
         except json.JSONDecodeError as exc:
             raise RoutingError(f"routing: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-    try:
-        return Routing.model_validate(config)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = "routing" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
-            problems.append(f"{where}: {err['msg']}")
-        raise RoutingError("; ".join(problems)) from None
+    return _validate(config)

@@ -1,16 +1,5 @@
 # requirements:
-# annotated-types==0.8.0
-# anyio==4.16.0
-# certifi==2026.10.19.post1
-# h11==0.16.0
-# httpcore==1.0.9
-# httpx==0.28.1
-# idna==3.20
 # psycopg2-binary==2.9.13
-# pydantic==2.14.3
-# pydantic_core==2.50.4
-# typing-inspection==0.4.5
-# typing_extensions==4.16.0
 """Send one normalised Dodo event to its routed channels (Slack, email, SMS), once each."""
 
 import os
