@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup test lint bench demo serve soak lock clean mutants
+.PHONY: setup mariadb test lint bench demo serve soak lock clean mutants
 
 $(VENV)/.installed: requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,15 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(VENV)/.installed node_modules/.installed
+# The MySQL mirror's tests start a real MariaDB (local_runner/mysql_server.py): Debian's
+# server, installed once when neither mariadbd nor mysqld is there (CI runs as root).
+mariadb:
+	@test -x /usr/sbin/mariadbd || test -x /usr/sbin/mysqld || command -v mariadbd >/dev/null || \
+	  { $$(test "$$(id -u)" = 0 || echo sudo) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$(test "$$(id -u)" = 0 || echo sudo -E) \
+	    apt-get install -y -qq --no-install-recommends mariadb-server >/dev/null; }
+
+setup: $(VENV)/.installed node_modules/.installed mariadb
 
 test: setup
 	$(PY) -m pytest -q

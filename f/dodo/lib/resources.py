@@ -18,6 +18,16 @@ class postgresql(TypedDict, total=False):
     root_certificate_pem: str
 
 
+class mysql(TypedDict, total=False):
+    """Windmill's hub type (windmilldocs docs/integrations/mysql.md, docs/meta/5_sql_quickstart)."""
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+    ssl: bool
+
+
 class hubspot(TypedDict):
     token: str
 

@@ -1,0 +1,348 @@
+"""The MySQL/MariaDB mirror against a real MariaDB server (local_runner/mysql_server.py):
+exactly once under duplicates, newer wins under reordering (against the independent
+model of tests/postgres_events.py), refunds in exact money, text verbatim, concurrent
+runs, a server restart mid-batch, and the scheduled script's skip when unconfigured."""
+from __future__ import annotations
+
+import copy
+import threading
+import uuid
+from decimal import Decimal
+
+import pymysql
+import pytest
+
+from f.dodo.lib import mysql_mirror as mirror
+from f.dodo.lib import store
+from f.dodo.lib.normalizer import normalize_event
+from local_runner.mysql_server import start_mariadb
+from tests.fixture_data import envelope
+from tests.postgres_events import Model, make_stream, with_duplicates
+
+MIRRORED_KINDS = ("payment", "refund", "subscription")
+
+
+@pytest.fixture(scope="module")
+def mariadb():
+    server = start_mariadb()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def target(mariadb):
+    """A fresh database on the server, as a Windmill `mysql` resource; dropped after."""
+    name = f"dodo_{uuid.uuid4().hex[:10]}"
+    with _admin(mariadb) as cur:
+        cur.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+    yield dict(mariadb.resource, database=name)
+    with _admin(mariadb) as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name}")
+
+
+class _admin:
+    def __init__(self, server):
+        self.conn = pymysql.connect(host="127.0.0.1", port=server.port, user="root", password="", autocommit=True)
+
+    def __enter__(self):
+        return self.conn.cursor()
+
+    def __exit__(self, *exc):
+        self.conn.close()
+
+
+@pytest.fixture
+def my(target):
+    conn = mirror.connect(target)
+    yield conn
+    conn.close()
+
+
+def _rows(conn, sql: str) -> list[dict]:
+    with conn.cursor(pymysql.cursors.DictCursor) as cur:
+        cur.execute(sql)
+        return list(cur.fetchall())
+
+
+def _by(conn, table: str, key: str) -> dict[str, dict]:
+    return {r[key]: r for r in _rows(conn, f"SELECT * FROM dodo_{table}")}
+
+
+def _mirrored(stream):
+    return [(w, e) for w, e in stream if e["type"].split(".")[0] in MIRRORED_KINDS]
+
+
+def _assert_matches_model(conn, unique) -> None:
+    """Every mirrored table holds what applying each distinct delivery once, in
+    (event time, webhook id) order, gives (the model never looks at MySQL or the store)."""
+    model = Model(_mirrored(unique))
+    payments = _by(conn, "payments", "payment_id")
+    assert {k: (p["status"], p["total_minor"]) for k, p in payments.items()} == \
+        {k: (d["status"], d["total_amount"]) for k, d in model.state("payments").items()}
+    refunds = _by(conn, "refunds", "refund_id")
+    assert {k: (r["status"], r["amount_minor"], r["payment_id"]) for k, r in refunds.items()} == \
+        {k: (d["status"], d["amount"], d["payment_id"]) for k, d in model.state("refunds").items()}
+    subs = _by(conn, "subscriptions", "subscription_id")
+    assert {k: (s["status"], s["quantity"], s["recurring_pre_tax_minor"]) for k, s in subs.items()} == \
+        {k: (d["status"], d["quantity"], d["recurring_pre_tax_amount"]) for k, d in model.state("subscriptions").items()}
+    customers = _by(conn, "customers", "customer_id")
+    assert {k: (c["email"], c["name"]) for k, c in customers.items()} == \
+        {k: (c["email"], c["name"]) for k, c in model.customers.items()}
+    refunded = model.refunded()
+    assert {k: p["refunded_minor"] for k, p in payments.items()} == {k: refunded.get(k, 0) for k in payments}
+    for p in payments.values():  # exact major units: the minor amounts at the currency's scale
+        unit = Decimal(1).scaleb(-{"USD": 2, "JPY": 0, "KWD": 3, "EUR": 2}[p["currency"]])
+        assert p["total"] == p["total_minor"] * unit and isinstance(p["total"], Decimal)
+        assert p["net"] == (p["total_minor"] - p["refunded_minor"]) * unit
+
+
+def test_stream_exactly_once_and_newer_wins(my):
+    unique = make_stream(400, seed=3)
+    stream = with_duplicates(unique, 600, seed=5)  # shuffled: event time order is lost
+    outcomes = [mirror.mirror_event(my, normalize_event(env, wid)) for wid, env in stream]
+    mirrored_ids = {w for w, _ in _mirrored(unique)}
+    assert outcomes.count("applied") == len(mirrored_ids)
+    assert outcomes.count("duplicate") == sum(1 for w, _ in _mirrored(stream)) - len(mirrored_ids)
+    assert {r["webhook_id"] for r in _rows(my, "SELECT webhook_id FROM dodo_mirror_deliveries")} == mirrored_ids
+    _assert_matches_model(my, unique)
+    before = _rows(my, "SELECT * FROM dodo_payments ORDER BY payment_id")
+    again = [mirror.mirror_event(my, normalize_event(env, wid)) for wid, env in _mirrored(unique)]
+    assert set(again) == {"duplicate"}
+    assert _rows(my, "SELECT * FROM dodo_payments ORDER BY payment_id") == before
+
+
+def _payment(pid: str, currency: str, total: int, at: str, wid: str, status: str = "succeeded") -> tuple:
+    env = envelope("payment.succeeded")
+    env["type"], env["timestamp"] = f"payment.{status}", at
+    env["data"].update(payment_id=pid, status=status, currency=currency, settlement_currency=currency,
+                       total_amount=total, tax=0, settlement_amount=total, created_at=at)
+    return wid, env
+
+
+def _refund(rid: str, pid: str, currency: str, amount: int, at: str, wid: str, status: str = "succeeded") -> tuple:
+    env = envelope("refund.succeeded")
+    env["type"], env["timestamp"] = f"refund.{status}", at
+    env["data"].update(refund_id=rid, payment_id=pid, status=status, amount=amount, currency=currency, created_at=at)
+    return wid, env
+
+
+def _apply(conn, *deliveries) -> list[str]:
+    return [mirror.mirror_event(conn, normalize_event(env, wid)) for wid, env in deliveries]
+
+
+def test_refunds_add_to_the_payment_in_exact_money(my):
+    _apply(my, _refund("ref_a", "pay_jpy", "JPY", 300, "2026-03-01T10:05:00Z", "msg_r1"),  # before its payment
+           _payment("pay_jpy", "JPY", 1000, "2026-03-01T10:00:00Z", "msg_p1"),
+           _refund("ref_b", "pay_jpy", "JPY", 200, "2026-03-01T10:06:00Z", "msg_r2", status="failed"),
+           _payment("pay_kwd", "KWD", 1500, "2026-03-01T10:00:00Z", "msg_p2"),
+           _refund("ref_c", "pay_kwd", "KWD", 125, "2026-03-01T10:07:00Z", "msg_r3"),
+           _refund("ref_d", "pay_kwd", "KWD", 250, "2026-03-01T10:08:00Z", "msg_r4"))
+    pays = _by(my, "payments", "payment_id")
+    assert (pays["pay_jpy"]["total"], pays["pay_jpy"]["refunded"], pays["pay_jpy"]["net"]) == \
+        (Decimal("1000"), Decimal("300"), Decimal("700"))
+    assert (pays["pay_kwd"]["total"], pays["pay_kwd"]["refunded"], pays["pay_kwd"]["net"]) == \
+        (Decimal("1.500"), Decimal("0.375"), Decimal("1.125"))
+    # the failed refund succeeds later: it now counts; its stale failure afterwards does not undo it
+    _apply(my, _refund("ref_b", "pay_jpy", "JPY", 200, "2026-03-01T11:00:00Z", "msg_r5"),
+           _refund("ref_b", "pay_jpy", "JPY", 200, "2026-03-01T10:30:00Z", "msg_r6", status="failed"))
+    pays = _by(my, "payments", "payment_id")
+    assert (pays["pay_jpy"]["refunded_minor"], pays["pay_jpy"]["refunded"], pays["pay_jpy"]["net"]) == \
+        (500, Decimal("500"), Decimal("500"))
+    types = {r["COLUMN_NAME"]: r["DATA_TYPE"] for r in _rows(
+        my, "SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+            "AND TABLE_NAME = 'dodo_payments'")}
+    assert {types[c] for c in ("total", "tax", "refunded", "net", "settlement")} == {"decimal"}
+
+
+def test_customer_text_is_stored_verbatim_and_safe(my):
+    wid, env = _payment("pay_txt", "USD", 4999, "2026-03-02T09:00:00Z", "msg_txt")
+    name = "Zoë 🚀 O'Brien\"; DROP TABLE dodo_payments; -- 山田"
+    env["data"]["customer"] = {"customer_id": "cus_txt", "email": "zoe+x@example.com", "name": name,
+                               "phone_number": "+1 555 0100", "metadata": {"note": "=cmd|'/c calc'!A1", "ü": "✓"}}
+    _apply(my, (wid, env))
+    customer = _by(my, "customers", "customer_id")["cus_txt"]
+    assert customer["name"] == name and customer["email"] == "zoe+x@example.com"
+    assert customer["metadata"] == '{"note": "=cmd|\'/c calc\'!A1", "ü": "✓"}'
+    assert _by(my, "payments", "payment_id")["pay_txt"]["total"] == Decimal("49.99")
+    # a lone surrogate (JSON "\ud800" decodes to one) is not UTF-8: U+FFFD, the event still lands
+    wid2, env2 = _payment("pay_txt", "USD", 4999, "2026-03-02T09:05:00Z", "msg_txt2")
+    env2["data"]["customer"] = dict(env["data"]["customer"], name="A\ud800B")
+    assert _apply(my, (wid2, env2)) == ["applied"]
+    assert _by(my, "customers", "customer_id")["cus_txt"]["name"] == "A\ufffdB"
+
+
+def test_customer_older_description_never_replaces_newer(my):
+    new_wid, new = _payment("pay_c1", "USD", 100, "2026-03-03T12:00:00Z", "msg_new")
+    old_wid, old = _payment("pay_c2", "USD", 100, "2026-03-03T08:00:00Z", "msg_old")
+    new["data"]["customer"] = {"customer_id": "cus_c", "email": "new@example.com", "name": "New"}
+    old["data"]["customer"] = {"customer_id": "cus_c", "email": "old@example.com", "name": "Old"}
+    _apply(my, (new_wid, new), (old_wid, old))
+    customer = _by(my, "customers", "customer_id")["cus_c"]
+    assert (customer["email"], customer["name"], customer["event_webhook_id"]) == ("new@example.com", "New", "msg_new")
+    assert str(customer["first_seen_at"]) == "2026-03-03 08:00:00"  # the older event moves it earlier
+
+
+def test_same_time_ties_resolve_by_webhook_id_in_any_order(my, target):
+    a = _payment("pay_tie", "USD", 100, "2026-03-04T10:00:00Z", "msg_a", status="processing")
+    b = _payment("pay_tie", "USD", 100, "2026-03-04T10:00:00Z", "msg_b", status="succeeded")
+    _apply(my, b, a)
+    other = mirror.connect(dict(target))
+    try:
+        with other.cursor() as cur:
+            cur.execute("DELETE FROM dodo_payments")
+            cur.execute("DELETE FROM dodo_mirror_deliveries")
+        _apply(other, a, b)
+    finally:
+        other.close()
+    assert _by(my, "payments", "payment_id")["pay_tie"]["status"] == "succeeded"
+
+
+def test_concurrent_refunds_of_one_payment_both_count(target):
+    conns = [mirror.connect(target) for _ in range(2)]
+    try:
+        pays = [_payment(f"pay_{i:02d}", "USD", 10000, "2026-03-05T10:00:00Z", f"msg_p{i:02d}") for i in range(15)]
+        _apply(conns[0], *pays)
+        barrier = threading.Barrier(2)
+        errors = []
+
+        def refunds(conn, side: int) -> None:
+            try:
+                for i in range(15):
+                    barrier.wait(timeout=30)
+                    _apply(conn, _refund(f"ref_{i:02d}_{side}", f"pay_{i:02d}", "USD", 100 + side,
+                                         f"2026-03-05T11:00:0{side}Z", f"msg_r{i:02d}_{side}"))
+            except Exception as exc:  # noqa: BLE001 - surfaced below
+                errors.append(exc)
+                barrier.abort()
+
+        threads = [threading.Thread(target=refunds, args=(conns[s], s)) for s in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        got = {k: (p["refunded_minor"], p["refunded"], p["net"]) for k, p in _by(conns[0], "payments", "payment_id").items()}
+        assert got == {f"pay_{i:02d}": (201, Decimal("2.01"), Decimal("97.99")) for i in range(15)}
+    finally:
+        for c in conns:
+            c.close()
+
+
+# ---------------------------------------------------------------- the batch from Postgres
+
+def _record(db, deliveries) -> None:
+    for wid, env in deliveries:
+        assert store.record_delivery(db.conn, copy.deepcopy(env), wid)["status"] in ("recorded", "duplicate")
+
+
+def test_batch_from_the_postgres_inbox_once_per_delivery(db, my):
+    unique = make_stream(300, seed=9)
+    first, second = unique[:200], unique[200:]
+    _record(db, with_duplicates(first, 260, seed=2))
+    result = mirror.mirror_batch(db.conn, my, page=37)
+    assert result["applied"] == len(_mirrored(first)) and result["pages"] >= 2
+    _assert_matches_model(my, first)
+    again = mirror.mirror_batch(db.conn, my, page=37)  # the overlap window is read again: nothing applies
+    assert again["applied"] == 0 and again["duplicate"] == len(_mirrored(first))
+    _record(db, second)
+    more = mirror.mirror_batch(db.conn, my, page=37)
+    assert more["applied"] == len(_mirrored(second))
+    _assert_matches_model(my, unique)
+    cursor = _rows(my, "SELECT processed_at, webhook_id FROM dodo_mirror_cursor")
+    last = db.conn.execute("SELECT processed_at, webhook_id FROM webhook_events WHERE status = 'processed' "
+                           "AND category IN ('payment', 'refund', 'subscription') "
+                           "ORDER BY processed_at DESC, webhook_id DESC LIMIT 1").fetchone()
+    assert [(r["processed_at"], r["webhook_id"]) for r in cursor] == [(last[0].replace(tzinfo=None), last[1])]
+
+
+def test_two_concurrent_batches_mirror_each_delivery_once(db, target):
+    unique = make_stream(250, seed=21)
+    _record(db, unique)
+    results, errors = [], []
+
+    def run() -> None:
+        my = mirror.connect(target)
+        try:
+            with db.connect() as pg:
+                results.append(mirror.mirror_batch(pg, my, page=25))
+        except Exception as exc:  # noqa: BLE001 - surfaced below
+            errors.append(exc)
+        finally:
+            my.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sum(r["applied"] for r in results) == len(_mirrored(unique))
+    my = mirror.connect(target)
+    try:
+        _assert_matches_model(my, unique)
+    finally:
+        my.close()
+
+
+def test_server_restart_mid_batch_loses_and_doubles_nothing(db, target, mariadb):
+    unique = make_stream(200, seed=33)
+    _record(db, unique)
+    my = mirror.connect(target)
+    applied, calls = [], {"n": 0}
+    real = mirror.apply_call
+
+    def crash_midway(cur, call):
+        calls["n"] += 1
+        if calls["n"] == 60:  # inside the third page's transaction: the server goes away
+            mariadb.kill()
+        return real(cur, call)
+
+    mirror.apply_call = crash_midway
+    try:
+        with pytest.raises(pymysql.err.OperationalError):
+            mirror.mirror_batch(db.conn, my, page=25)
+    finally:
+        mirror.apply_call = real
+    assert not my.open
+    mariadb.start()  # InnoDB recovery: the two committed pages stay, the third is gone
+    my = mirror.connect(target)
+    try:
+        done = _rows(my, "SELECT COUNT(*) AS n FROM dodo_mirror_deliveries")[0]["n"]
+        assert 0 < done < len(_mirrored(unique))
+        applied.append(mirror.mirror_batch(db.conn, my, page=25)["applied"])
+        assert done + applied[0] == len(_mirrored(unique))
+        _assert_matches_model(my, unique)
+    finally:
+        my.close()
+
+
+def test_script_without_a_mysql_resource_is_skipped(db, monkeypatch):
+    from f.dodo import mysql_mirror as script  # noqa: PLC0415
+
+    asked = []
+    monkeypatch.setattr(script.wmill, "get_resource",
+                        lambda path, none_if_undefined=False: asked.append((path, none_if_undefined)))
+    assert script.main(db.resource, schema=db.schema) == {
+        "skipped": "no f/dodo/mysql resource: create a mysql resource there to mirror"}
+    assert asked == [("f/dodo/mysql", True)]
+
+
+def test_script_mirrors_into_the_given_resource(db, target):
+    from f.dodo import mysql_mirror as script  # noqa: PLC0415
+
+    wid, env = _payment("pay_s", "EUR", 1234, "2026-03-06T10:00:00Z", "msg_s")
+    _record(db, [(wid, env)])
+    result = script.main(db.resource, target, schema=db.schema)
+    assert (result["applied"], result["cursor"]["webhook_id"]) == (1, "msg_s")
+    my = mirror.connect(target)
+    try:
+        assert _by(my, "payments", "payment_id")["pay_s"]["total"] == Decimal("12.34")
+    finally:
+        my.close()
+
+
+def test_bad_resource_names_the_fix(target):
+    with pytest.raises(mirror.ConfigError, match="f/dodo/mysql: the mysql resource lacks database; edit it in Windmill"):
+        mirror.connect(dict(target, database=""))
+    with pytest.raises(mirror.ConfigError, match="f/dodo/mysql: cannot connect to MySQL at 127.0.0.1:.*Access denied.*; check the resource"):
+        mirror.connect(dict(target, password="wrong"))
