@@ -25,6 +25,7 @@ MIGRATIONS = (
     "v015_ledger_unknown",
     "v020_reconcile_cursor",
     "v030_delivery_count",
+    "v040_warehouse_export",
 )
 
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")

@@ -1,0 +1,24 @@
+"""Export new inbox rows as Parquet to the workspace object storage (scheduled)."""
+
+import wmill
+
+from f.dodo.lib import db as pg
+from f.dodo.lib import warehouse
+from f.dodo.lib.errors import ConfigError
+from f.dodo.lib.resources import postgresql
+
+
+def _write(key: str, data: bytes) -> None:
+    """Windmill's workspace object storage (wmill.write_s3_file)."""
+    try:
+        wmill.write_s3_file(wmill.S3Object(s3=key), data, None, content_type="application/vnd.apache.parquet")
+    except Exception as exc:  # noqa: BLE001 - wmill raises bare Exceptions; the cursor stays put
+        raise ConfigError("workspace object storage", f"writing {key} failed ({str(exc)[:200]})",
+                          "configure it in Workspace settings -> Object Storage (S3), or disable the "
+                          "schedule f/dodo/warehouse_export; the next run resumes from the same row") from None
+
+
+def main(db: postgresql, prefix: str = warehouse.PREFIX, batch: int = warehouse.BATCH,
+         schema: str = "dodo") -> dict:
+    with pg.connect(db, schema) as conn:
+        return warehouse.export(conn, _write, prefix=prefix, batch=batch)
