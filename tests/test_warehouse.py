@@ -107,7 +107,7 @@ def test_a_run_that_dies_after_writing_is_redone_under_the_same_keys(db, s3, pre
     with pytest.raises(ConnectionError):
         warehouse.export(db.conn, dies_after_first, prefix=prefix, lag=0)
     assert len(written) == 1  # one file out, and the cursor did not move:
-    assert db.conn.execute("SELECT last_seq FROM export_cursor").fetchone()[0] == 0
+    assert db.conn.execute("SELECT count(*) FROM export_cursor WHERE last_seq > 0").fetchone()[0] == 0
     out = warehouse.export(db.conn, write_to(client), prefix=prefix, lag=0)
     assert written[0] in out["keys"] and out["rows"] == 2
     assert [r[0] for r in read(endpoint, prefix, "webhook_id")] == ["msg_a", "msg_b"]  # no double

@@ -26,6 +26,8 @@ import tempfile
 from collections import defaultdict
 from typing import Callable
 
+import duckdb  # only the scheduled export imports this module
+
 from f.dodo.lib import db
 from f.dodo.lib.money import EXPONENTS, format_major
 
@@ -107,8 +109,6 @@ def _one_batch(conn, write: Write, prefix: str, batch: int, lag: float):
 
 def parquet(rows: list[tuple]) -> bytes:
     """The rows as one Parquet file (zstd), written by DuckDB."""
-    import duckdb  # noqa: PLC0415 - only this scheduled job pays its import
-
     out = []
     for seq, wid, etype, cat, status, biz, entity, cust, occurred, received, payload in rows:
         currency, minor, amount = money(json.loads(payload))
