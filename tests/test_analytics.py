@@ -156,3 +156,17 @@ def test_a_destination_still_down_after_its_retries_lets_the_step_retry(db, post
                              sleep=sleeps.append)
     assert ph.requests == 5 and len(sleeps) == 4
     assert not is_permanent(failed.value)  # one transient failure: Windmill's step retry may cure it
+
+
+def test_reconcile_heals_the_destinations_of_a_synthetic_event_once(db, posthog, outbox, monkeypatch):
+    from f.dodo.lib import heal, notify  # noqa: PLC0415
+    from f.dodo.lib import routing as rules  # noqa: PLC0415
+
+    stand, resource = posthog
+    monkeypatch.setattr(analytics.time, "sleep", lambda _s: None)
+    hook = heal.sinks(db.conn, None, rules.load(None), notify.Transports(), {"posthog": resource})
+    paid = envelope("payment.succeeded")
+    assert hook("reconcile:payments:pay_x:1", paid).endswith("destinations done")
+    hook("reconcile:payments:pay_x:1", paid)  # healed again: nothing more sent
+    assert stand.requests == 1 and stand.events[analytics.event_uuid("reconcile:payments:pay_x:1")]["event"] == \
+        "payment.succeeded"

@@ -46,7 +46,7 @@ def main(
                                                  "configured: create it to reconcile with the Dodo API"]}
     with setup.dodo_api_errors(dodo), rec.client_from_resource(dodo) as client, pg.connect(db, schema) as conn:
         # what webhooks missed also reaches the CRM and notifications, once (delivery ledger)
-        on_recorded = heal.sinks(conn, *heal.workspace_sinks()) if heal_sinks and not dry_run else None
+        on_recorded = heal.sinks(conn, *heal.workspace_sinks(), heal.workspace_destinations()) if heal_sinks and not dry_run else None
         result = rec.reconcile(conn, client, kinds=tuple(kinds or rec.BY_KIND), lookback_days=lookback_days,
                                full=full, dry_run=dry_run, on_recorded=on_recorded)
     return rec.rich_result(result)

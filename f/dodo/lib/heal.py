@@ -16,6 +16,7 @@ import os
 from typing import Callable
 
 from f.dodo.lib import channels, crm, notify, store
+from f.dodo.lib import destinations as dests
 from f.dodo.lib import routing as rules
 from f.dodo.lib import workspace as ws
 from f.dodo.lib.hubspot import API, HubSpot
@@ -37,13 +38,24 @@ def workspace_sinks() -> tuple[HubSpot | None, rules.Routing, notify.Transports]
     return client, rules.load(ws.optional_variable(ws.NOTIFY_ROUTING)), transports
 
 
-def sinks(conn, hubspot_client, routing, transports) -> Callable[[str, dict], str]:
-    """The `on_recorded` hook of `reconcile.reconcile`: run both sinks for one event."""
+def workspace_destinations() -> dict:
+    """The per-event destinations (analytics, campaigns, calendar) the workspace configures."""
+    import wmill  # noqa: PLC0415
+
+    return {name: wmill.get_resource(path, none_if_undefined=True) for name, path in ws.DESTINATIONS.items()}
+
+
+def sinks(conn, hubspot_client, routing, transports, destinations: dict | None = None) -> Callable[[str, dict], str]:
+    """The `on_recorded` hook of `reconcile.reconcile`: run the sinks for one event (the
+    CRM, notifications and, when given, the per-event destinations: lib/destinations.py)."""
     def heal(webhook_id: str, envelope: dict) -> str:
         event = normalize_event(envelope, webhook_id)
         done = []
-        for step, run in (("crm", lambda: crm.sync(conn, event, hubspot_client)),
-                          ("notify", lambda: notify.notify(conn, event, routing, transports))):
+        steps = [("crm", lambda: crm.sync(conn, event, hubspot_client)),
+                 ("notify", lambda: notify.notify(conn, event, routing, transports))]
+        if any((destinations or {}).values()):  # none configured: nothing to say
+            steps.append(("destinations", lambda: dests.deliver(conn, event, destinations)))
+        for step, run in steps:
             try:
                 run()
                 done.append(f"{step} done")
