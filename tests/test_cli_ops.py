@@ -83,6 +83,12 @@ def test_missing_secret_names_the_variable_and_setup(db):
     assert pre.result["error"]["name"] == "SecretConfigError"
     message = pre.result["error"]["message"]
     assert "f/dodo/webhook_secret is not set" in message and "run f/dodo/setup" in message and "\n" not in message
+    # the previous secret alone never verifies: a lost current secret is a configuration error
+    runner.config.variables["f/dodo/webhook_secret_previous"] = FIXTURE_SECRET
+    again = runner.run_flow("f/dodo/webhook", event=trigger_event(
+        {"body": body, "headers": sign(body, FIXTURE_SECRET, "msg_nosecret2")}))
+    pre = next(j for j in again.jobs if j.kind == "preprocessor")
+    assert not again.success and pre.result["error"]["name"] == "SecretConfigError"
 
 
 def test_signature_mismatch_and_empty_body_say_what_to_do():
