@@ -172,3 +172,12 @@ def test_a_rerun_of_the_same_flow_run_is_not_another_delivery(db):
     redelivered = store.record_delivery(db.conn, env, "msg_rerun", attempt="run-2")
     assert [first["attempts"], rerun["attempts"], redelivered["attempts"]] == [1, 1, 2]
     assert (rerun.get("rerun"), redelivered["status"]) == (True, "duplicate")
+
+
+def test_a_pasted_normalised_event_is_stored_as_its_delivery(db):
+    """UI runs of f/dodo/record pass what was pasted as `received`: a normalised event is
+    not a delivery, so the inbox keeps the envelope rebuilt from it (replay takes it)."""
+    event = normalize_event(envelope("payment.succeeded"), "msg_pasted")
+    store.record_event(db.conn, event, received=event)
+    payload = db.conn.execute("SELECT payload FROM webhook_events WHERE webhook_id = 'msg_pasted'").fetchone()[0]
+    assert set(payload) == {"business_id", "type", "timestamp", "data"} and payload["type"] == "payment.succeeded"

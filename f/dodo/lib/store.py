@@ -286,6 +286,11 @@ def _customer(d: dict, ev: dict) -> tuple[dict | None, str | None]:
     return None, cid
 
 
+def _is_delivery(received: Any) -> bool:
+    """A body as Dodo sent it, not a normalised event pasted into a UI run."""
+    return isinstance(received, dict) and not ("category" in received and "occurred_at" in received)
+
+
 def build_call(event: dict, received: dict | None = None) -> dict:
     """The argument of the SQL function record_event(jsonb) for a normalised event;
     `received` is the delivery as received (the verified body), kept as the inbox payload."""
@@ -296,7 +301,7 @@ def build_call(event: dict, received: dict | None = None) -> dict:
         "webhook_id": webhook_id_of(event), "event_type": event_type, "category": category,
         "business_id": _str(event.get("business_id")) or _str(data.get("business_id")),
         "entity_id": _str(event.get("entity_id")), "customer_id": _str(event.get("customer_id")),
-        "occurred_at": None, "payload": received if isinstance(received, dict) else delivery_of(event),
+        "occurred_at": None, "payload": received if _is_delivery(received) else delivery_of(event),
     }
     if event.get("source") == "seed_flat":  # the payload is not an envelope: say where data is
         call["data"] = data
