@@ -88,6 +88,10 @@ def _assert_matches_model(conn, unique) -> None:
     customers = _by(conn, "customers", "customer_id")
     assert {k: (c["email"], c["name"]) for k, c in customers.items()} == \
         {k: (c["email"], c["name"]) for k, c in model.customers.items()}
+    for table, rows, key in (("payments", payments, "payment_id"), ("refunds", refunds, "refund_id"),
+                             ("subscriptions", subs, "subscription_id")):
+        assert {k: (r["event_webhook_id"], r["event_at"]) for k, r in rows.items()} == \
+            {k: (w, model.when(table, k).replace(tzinfo=None)) for k, (w, _) in model.entities[table].items()}
     refunded = model.refunded()
     assert {k: p["refunded_minor"] for k, p in payments.items()} == {k: refunded.get(k, 0) for k in payments}
     for p in payments.values():  # exact major units: the minor amounts at the currency's scale
@@ -122,8 +126,9 @@ def _payment(pid: str, currency: str, total: int, at: str, wid: str, status: str
 def _refund(rid: str, pid: str, currency: str, amount: int, at: str, wid: str, status: str = "succeeded") -> tuple:
     env = envelope("refund.succeeded")
     env["type"], env["timestamp"] = f"refund.{status}", at
-    env["data"].update(refund_id=rid, payment_id=pid, status=status, amount=amount, currency=currency, created_at=at)
-    return wid, env
+    env["data"].update(refund_id=rid, payment_id=pid, status=status, amount=amount, currency=currency, created_at=at,
+                       customer={"customer_id": f"cus_{rid}", "email": f"{rid}@example.com", "name": rid})
+    return wid, env  # a customer of its own: no shared customer row serialises two refunds
 
 
 def _apply(conn, *deliveries) -> list[str]:
@@ -132,8 +137,10 @@ def _apply(conn, *deliveries) -> list[str]:
 
 def test_refunds_add_to_the_payment_in_exact_money(my):
     _apply(my, _refund("ref_a", "pay_jpy", "JPY", 300, "2026-03-01T10:05:00Z", "msg_r1"),  # before its payment
-           _payment("pay_jpy", "JPY", 1000, "2026-03-01T10:00:00Z", "msg_p1"),
-           _refund("ref_b", "pay_jpy", "JPY", 200, "2026-03-01T10:06:00Z", "msg_r2", status="failed"),
+           _payment("pay_jpy", "JPY", 1000, "2026-03-01T10:00:00Z", "msg_p1"))
+    pay = _by(my, "payments", "payment_id")["pay_jpy"]
+    assert (pay["refunded_minor"], pay["refunded"], pay["net"]) == (300, Decimal("300"), Decimal("700"))
+    _apply(my, _refund("ref_b", "pay_jpy", "JPY", 200, "2026-03-01T10:06:00Z", "msg_r2", status="failed"),
            _payment("pay_kwd", "KWD", 1500, "2026-03-01T10:00:00Z", "msg_p2"),
            _refund("ref_c", "pay_kwd", "KWD", 125, "2026-03-01T10:07:00Z", "msg_r3"),
            _refund("ref_d", "pay_kwd", "KWD", 250, "2026-03-01T10:08:00Z", "msg_r4"))
@@ -197,35 +204,78 @@ def test_same_time_ties_resolve_by_webhook_id_in_any_order(my, target):
     assert _by(my, "payments", "payment_id")["pay_tie"]["status"] == "succeeded"
 
 
-def test_concurrent_refunds_of_one_payment_both_count(target):
-    conns = [mirror.connect(target) for _ in range(2)]
+def _call(wid_env: tuple) -> dict:
+    return store.build_call(normalize_event(wid_env[1], wid_env[0]))
+
+
+def _wait_for_lock_wait(server, waiting: int = 1) -> None:
+    """Until `waiting` InnoDB transactions wait for a lock (bounded; no timing asserted)."""
+    for _ in range(400):
+        with _admin(server) as cur:
+            cur.execute("SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT'")
+            if cur.fetchone()[0] >= waiting:
+                return
+        threading.Event().wait(0.05)
+    raise AssertionError("the second transaction never waited for the first one's locks")
+
+
+def _in_thread(fn) -> tuple[threading.Thread, list]:
+    errors: list = []
+
+    def run() -> None:
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - surfaced by the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, errors
+
+
+def test_concurrent_refunds_of_one_payment_both_count(target, mariadb):
+    """Two refunds of one payment in overlapping transactions: the second one's sum waits
+    for the first one's refund (a locking read), so neither misses the other."""
+    a, b = mirror.connect(target), mirror.connect(target)
     try:
-        pays = [_payment(f"pay_{i:02d}", "USD", 10000, "2026-03-05T10:00:00Z", f"msg_p{i:02d}") for i in range(15)]
-        _apply(conns[0], *pays)
-        barrier = threading.Barrier(2)
-        errors = []
-
-        def refunds(conn, side: int) -> None:
-            try:
-                for i in range(15):
-                    barrier.wait(timeout=30)
-                    _apply(conn, _refund(f"ref_{i:02d}_{side}", f"pay_{i:02d}", "USD", 100 + side,
-                                         f"2026-03-05T11:00:0{side}Z", f"msg_r{i:02d}_{side}"))
-            except Exception as exc:  # noqa: BLE001 - surfaced below
-                errors.append(exc)
-                barrier.abort()
-
-        threads = [threading.Thread(target=refunds, args=(conns[s], s)) for s in (0, 1)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        _apply(a, _payment("pay_pair", "USD", 10000, "2026-03-05T10:00:00Z", "msg_pp"))
+        a.begin()
+        mirror.apply_call(a.cursor(), _call(_refund("ref_1", "pay_pair", "USD", 100, "2026-03-05T11:00:00Z", "msg_1")))
+        thread, errors = _in_thread(lambda: _apply(b, _refund("ref_2", "pay_pair", "USD", 101,
+                                                                "2026-03-05T11:00:01Z", "msg_2")))
+        _wait_for_lock_wait(mariadb)
+        a.commit()
+        thread.join()
         assert errors == []
-        got = {k: (p["refunded_minor"], p["refunded"], p["net"]) for k, p in _by(conns[0], "payments", "payment_id").items()}
-        assert got == {f"pay_{i:02d}": (201, Decimal("2.01"), Decimal("97.99")) for i in range(15)}
+        pay = _by(a, "payments", "payment_id")["pay_pair"]
+        assert (pay["refunded_minor"], pay["refunded"], pay["net"]) == (201, Decimal("2.01"), Decimal("97.99"))
     finally:
-        for c in conns:
-            c.close()
+        a.close()
+        b.close()
+
+
+def test_a_deadlocked_event_is_retried_whole(target, mariadb):
+    """A waits for B and B for A: InnoDB rolls one back (1213); the mirror runs that
+    event's transaction again, so all three refunds count and each delivery once."""
+    a, b = mirror.connect(target), mirror.connect(target)
+    try:
+        a.begin()
+        cur = a.cursor()
+        mirror.apply_call(cur, _call(_payment("pay_dl", "USD", 10000, "2026-03-06T10:00:00Z", "msg_dp")))
+        mirror.apply_call(cur, _call(_refund("ref_a1", "pay_dl", "USD", 100, "2026-03-06T11:00:00Z", "msg_a1")))
+        thread, errors = _in_thread(lambda: _apply(b, _refund("ref_b1", "pay_dl", "USD", 10,
+                                                                "2026-03-06T11:00:01Z", "msg_b1")))
+        _wait_for_lock_wait(mariadb)  # B's refund row is written, its sum waits for A's
+        mirror.apply_call(cur, _call(_refund("ref_a2", "pay_dl", "USD", 1, "2026-03-06T11:00:02Z", "msg_a2")))
+        a.commit()  # A's sum needed B's refund row: the cycle InnoDB broke by rolling B back
+        thread.join()
+        assert errors == []
+        pay = _by(a, "payments", "payment_id")["pay_dl"]
+        assert (pay["refunded_minor"], pay["net"]) == (111, Decimal("98.89"))
+        assert len(_rows(a, "SELECT webhook_id FROM dodo_mirror_deliveries")) == 4
+    finally:
+        a.close()
+        b.close()
 
 
 # ---------------------------------------------------------------- the batch from Postgres
@@ -248,11 +298,19 @@ def test_batch_from_the_postgres_inbox_once_per_delivery(db, my):
     more = mirror.mirror_batch(db.conn, my, page=37)
     assert more["applied"] == len(_mirrored(second))
     _assert_matches_model(my, unique)
-    cursor = _rows(my, "SELECT processed_at, webhook_id FROM dodo_mirror_cursor")
+    cursor = _rows(my, "SELECT processed_at, webhook_id FROM dodo_mirror_cursor WHERE name = 'inbox'")
     last = db.conn.execute("SELECT processed_at, webhook_id FROM webhook_events WHERE status = 'processed' "
                            "AND category IN ('payment', 'refund', 'subscription') "
                            "ORDER BY processed_at DESC, webhook_id DESC LIMIT 1").fetchone()
     assert [(r["processed_at"], r["webhook_id"]) for r in cursor] == [(last[0].replace(tzinfo=None), last[1])]
+    # a delivery whose Postgres transaction took its time before the cursor but committed
+    # after the last run (processed_at set back by hand) is still mirrored: the overlap
+    late = _payment("pay_late", "USD", 777, "2026-03-09T10:00:00Z", "msg_late")
+    _record(db, [late])
+    db.conn.execute("UPDATE webhook_events SET processed_at = %s - interval '2 minutes' "
+                    "WHERE webhook_id = 'msg_late'", [last[0]])
+    assert mirror.mirror_batch(db.conn, my, page=37)["applied"] == 1
+    assert _by(my, "payments", "payment_id")["pay_late"]["total"] == Decimal("7.77")
 
 
 def test_two_concurrent_batches_mirror_each_delivery_once(db, target):
@@ -308,7 +366,7 @@ def test_server_restart_mid_batch_loses_and_doubles_nothing(db, target, mariadb)
     my = mirror.connect(target)
     try:
         done = _rows(my, "SELECT COUNT(*) AS n FROM dodo_mirror_deliveries")[0]["n"]
-        assert 0 < done < len(_mirrored(unique))
+        assert done == 50  # the two pages of 25 that committed, whole; the third rolled back
         applied.append(mirror.mirror_batch(db.conn, my, page=25)["applied"])
         assert done + applied[0] == len(_mirrored(unique))
         _assert_matches_model(my, unique)

@@ -21,8 +21,8 @@ databases hold the same columns for the same event.
 
 Writes use `INSERT ... ON DUPLICATE KEY UPDATE col = IF(newer, VALUES(col), col)`
 (VALUES() rather than MySQL 8's row alias: MariaDB has no row alias). MySQL applies the
-assignments left to right, each seeing the ones before, so the two guard columns come
-last, `event_webhook_id` before `event_at` (see `_upsert`).
+assignments left to right, each seeing the ones before, so `event_webhook_id` is assigned
+before `event_at` (see `_upsert`).
 """
 from __future__ import annotations
 
@@ -118,9 +118,11 @@ def _assign(cols: Iterable[str], newer: str) -> list[str]:
 
 
 def _upsert(table: str, cols: list[str], state: list[str], *, extra: list[str] = (), guard_null: bool = False) -> str:
-    """INSERT ... ON DUPLICATE KEY UPDATE that keeps the newer event's state. The guards
-    are assigned last and event_webhook_id before event_at: each IF reads the row as the
-    assignments before it left it, so the test must still see the old guard values."""
+    """INSERT ... ON DUPLICATE KEY UPDATE that keeps the newer event's state. Each IF reads
+    the row as the assignments before it left it: the data columns test the old guards;
+    event_webhook_id goes before event_at, whose test then reads (old time, new id) <=
+    (new time, new id), true exactly when the event was newer. The other order would
+    leave a newer event's time beside an older event's id (wrong tie-breaks later)."""
     newer = _newer(guard_null)
     names = cols + state
     sets = list(extra) + _assign(cols[1:] + ["event_type"] * ("event_type" in state), newer) \
