@@ -546,7 +546,9 @@ def serve(root: str | Path = ".", env: dict | None = None) -> None:
     """Entry point of `python -m local_runner serve` (configuration from the environment)."""
     env = dict(os.environ if env is None else env)
     from . import pgpool  # noqa: PLC0415
+    from .demo import quiet_wmill_client  # noqa: PLC0415
     pgpool.install(max_idle=int(env.get("PG_POOL_IDLE", "16")))  # the server's jobs share connections
+    quiet_wmill_client()  # a 404 for an optional integration is expected, not an error to print per event
     app, pg = build(root, env)
     port = int(env.get("PORT", "8000"))
     server = make_server(app, "127.0.0.1", port,
