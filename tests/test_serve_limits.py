@@ -7,6 +7,7 @@ are set short so that a cut-off happens long before a guard would fire.
 from __future__ import annotations
 
 import json
+import select
 import socket
 import subprocess
 import sys
@@ -58,20 +59,32 @@ def serving(root: Path, **kw):
 
 
 def test_a_burst_of_128_new_connections_loses_none(root):
-    """All 128 connections are queued by the kernel before the server accepts any (a
-    backlog of 5 left the rest unanswered SYNs), then every one gets its answer."""
+    """128 connections opened at once, before the server accepts any: the kernel's listen
+    queue must hold them all (with socketserver's backlog of 5 the rest see their SYNs
+    dropped), then every one gets its answer."""
     app, server = serving(root)
     assert DEFAULT_BACKLOG >= 128
-    socks = []
+    socks = [socket.socket() for _ in range(128)]
+    started = False
     try:
-        for _ in range(128):  # the server is not accepting yet: only the listen queue holds them
-            socks.append(socket.create_connection(server.server_address, timeout=5))  # 5 s: a hang guard
+        for s in socks:
+            s.setblocking(False)
+            s.connect_ex(server.server_address)
+        # established = writable with no error; 3 s is a hang guard (loopback handshakes
+        # are done by the kernel in microseconds, or not at all while the queue is full)
+        pending, deadline = set(socks), time.monotonic() + 3
+        while pending and time.monotonic() < deadline:
+            _, writable, _ = select.select([], list(pending), [], 0.2)
+            pending -= {s for s in writable if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0}
+        assert len(pending) == 0, f"{len(pending)} of 128 connections not established"
         threading.Thread(target=server.serve_forever, daemon=True).start()
+        started = True
         request = (f"POST /api/w/{WS}/jobs/run_wait_result/f/f/t/echo HTTP/1.1\r\nhost: x\r\n"
                    "content-type: application/json\r\ncontent-length: 8\r\nconnection: close\r\n\r\n{\"x\": 1}").encode()
-        for s in socks:
-            s.sendall(request)
         answers = []
+        for s in socks:
+            s.settimeout(60)  # a hang guard
+            s.sendall(request)
         for s in socks:
             data = b""
             while chunk := s.recv(4096):
@@ -82,7 +95,8 @@ def test_a_burst_of_128_new_connections_loses_none(root):
     finally:
         for s in socks:
             s.close()
-        server.shutdown()
+        if started:
+            server.shutdown()
         server.server_close()
 
 
@@ -303,3 +317,27 @@ def test_javascript_is_given_only_the_keys_an_expression_reads():
              "previous_result": {}}
     assert passthrough.narrow("flow_input.hubspot ?? null", scope) == {"flow_input": {"hubspot": None}}
     assert passthrough.narrow("flow_input[key]", scope)["flow_input"] == scope["flow_input"]
+
+
+def test_step_results_are_copied_as_json_would_give_them():
+    """Runner._jsonable copies without serialising (a large delivery is not encoded at
+    each step) but must give exactly what json.dumps-then-loads gives."""
+    import datetime as dt  # noqa: PLC0415
+    import decimal  # noqa: PLC0415
+    import enum  # noqa: PLC0415
+
+    from local_runner import runner  # noqa: PLC0415
+
+    class Kind(str, enum.Enum):
+        A = "a"
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    value = {"a": {1: 2, True: 3, None: 4, 1.5: 5, Kind.A: Level.HIGH}, "t": (1, [2, (3,)]), "s": [{7}],
+             "d": decimal.Decimal("1.10"), "when": dt.datetime(2026, 1, 1, 10, 0), "b": b"\xffab", "big": 2**64,
+             "nan": float("inf"), "dup": {1: "int", "1": "str"}}
+    copy = runner._jsonable(value)
+    assert json.dumps(copy) == json.dumps(json.loads(json.dumps(value, default=runner._json_default)))
+    assert copy["a"]["a"] == 3 and type(copy["a"]["a"]) is int  # the IntEnum value, plain, under its key "a"
+    assert copy["t"] is not value["t"] and copy["dup"] == {"1": "str"}
