@@ -30,7 +30,8 @@ Like a server: the listen backlog takes bursts (LISTEN_BACKLOG, default 1024 pen
 connections; the kernel caps it at net.core.somaxconn); a body is read into one buffer
 and released once decoded; after a job the process hands freed memory back to the
 system (malloc_trim) when its resident size grew; completed job records are bounded
-(KEEP_JOBS, default 2,000, never a queued or running job). Async jobs go to a bounded
+(KEEP_JOBS, default 2,000, and KEEP_JOBS_BYTES of results, default 64 MiB; never a
+queued or running job, never the newest). Async jobs go to a bounded
 queue served by a pool of worker threads; under `make serve` the bundle's Postgres
 connections come from a pool (local_runner.pgpool).
 """
@@ -75,8 +76,11 @@ DEFAULT_MIN_BODY_RATE = 64 * 1024
 # Pending connections the kernel queues before accept (socketserver's default is 5:
 # a burst of 128 new connections lost about a tenth to resets).
 DEFAULT_BACKLOG = 1024
-# Completed job records kept for result lookups (queued and running ones are always kept).
+# Completed job records kept for result lookups (queued and running ones are always kept),
+# and the JSON size their results may take together (a large delivery's result is let go
+# once newer jobs complete, instead of staying resident behind 2,000 records).
 DEFAULT_KEEP_JOBS = 2_000
+DEFAULT_KEEP_BYTES = 64 * 2**20
 # Resident growth (bytes) since the last trim after which a finished job trims the heap.
 TRIM_GROWTH = 32 * 2**20
 
@@ -148,7 +152,8 @@ class App:
     """Jobs, their queue and workers, around one Runner."""
 
     def __init__(self, runner: Runner, *, token: str | None = None, workers: int = 4,
-                 queue_size: int = 1000, keep_results: int = DEFAULT_KEEP_JOBS, max_body: int = DEFAULT_BODY_LIMIT):
+                 queue_size: int = 1000, keep_results: int = DEFAULT_KEEP_JOBS, max_body: int = DEFAULT_BODY_LIMIT,
+                 keep_bytes: int = DEFAULT_KEEP_BYTES):
         self.runner = runner
         self.max_body = max_body
         self.workspace = runner.config.workspace
@@ -157,6 +162,7 @@ class App:
         self.jobs: OrderedDict[str, dict] = OrderedDict()
         self.keep_results = keep_results
         self.completed = 0  # completed records in self.jobs
+        self.keep_bytes, self.kept_bytes = keep_bytes, 0  # their results' JSON size: bounded too
         self._trimmed_rss = 0
         self.lock = threading.Lock()
         self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
@@ -174,10 +180,14 @@ class App:
             if fields.get("status") == "completed":
                 self.jobs.move_to_end(job_id)  # records leave in order of completion
                 self.completed += 1
-            while self.completed > self.keep_results:
+                self.kept_bytes += rec.get("result_bytes", 0)
+            # the newest record always stays (its client is about to fetch it)
+            while self.completed > self.keep_results or self.kept_bytes > self.keep_bytes:
                 oldest = next(iter(self.jobs))
+                if oldest == job_id:
+                    break
                 if self.jobs[oldest]["status"] == "completed":
-                    del self.jobs[oldest]
+                    self.kept_bytes -= self.jobs.pop(oldest).get("result_bytes", 0)
                     self.completed -= 1
                 else:  # queued or running: kept; it moves behind the completed ones
                     self.jobs.move_to_end(oldest)
@@ -206,7 +216,8 @@ class App:
         except Exception as e:  # noqa: BLE001 - a runner error completes the job as failed
             success, result, skipped, jobs = False, error_result(e), False, []
         rec = {"id": job_id, "script_path": path, "status": "completed", "success": success, "result": result,
-               "is_skipped": skipped, "duration_ms": round((time.perf_counter() - t0) * 1000, 3), "local_jobs": jobs}
+               "is_skipped": skipped, "duration_ms": round((time.perf_counter() - t0) * 1000, 3), "local_jobs": jobs,
+               "result_bytes": len(deep.dumps(result))}
         self._record(job_id, **rec)
         with self.lock:
             return self.jobs.get(job_id, rec)
@@ -534,7 +545,8 @@ def build(root: str | Path = ".", env: dict | None = None) -> tuple[App, Any]:
     config = Config.from_env(env, root=root)  # shipped variables, integrations, f/dodo/postgres
     print(apply_migrations(config, env.get("DODO_SCHEMA")), flush=True)
     app = App(Runner(root, config), token=env.get("WM_TOKEN"), workers=int(env.get("WORKERS", "4")),
-              queue_size=int(env.get("QUEUE_SIZE", "1000")), keep_results=int(env.get("KEEP_JOBS", DEFAULT_KEEP_JOBS)))
+              queue_size=int(env.get("QUEUE_SIZE", "1000")), keep_results=int(env.get("KEEP_JOBS", DEFAULT_KEEP_JOBS)),
+              keep_bytes=int(env.get("KEEP_JOBS_BYTES", DEFAULT_KEEP_BYTES)))
     return app, pg
 
 

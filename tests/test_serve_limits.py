@@ -341,3 +341,18 @@ def test_step_results_are_copied_as_json_would_give_them():
     assert json.dumps(copy) == json.dumps(json.loads(json.dumps(value, default=runner._json_default)))
     assert copy["a"]["a"] == 3 and type(copy["a"]["a"]) is int  # the IntEnum value, plain, under its key "a"
     assert copy["t"] is not value["t"] and copy["dup"] == {"1": "str"}
+
+
+def test_large_results_are_let_go_once_newer_jobs_complete(root):
+    """A record's result counts against KEEP_JOBS_BYTES: a large result stays fetchable
+    while it is the newest, and is released (not kept behind 2,000 records) after."""
+    app, server = serving(root, keep_results=100)
+    app.keep_bytes = 10_000
+    try:
+        big = app.run("f/t/echo", {"x": "y" * 50_000}, None)["id"]
+        assert app.job_view(big)["result"] == "y" * 50_000  # the newest: kept whatever its size
+        small = [app.run("f/t/echo", {"x": i}, None)["id"] for i in range(3)]
+        assert app.job_view(big) is None and all(app.job_view(j) for j in small)
+        assert app.kept_bytes == 3  # "0", "1", "2"
+    finally:
+        server.server_close()
