@@ -50,7 +50,8 @@ def bare_workspace(db_url: str):
 
 def test_there_are_schedules():
     names = {schedule(f)["script_path"] for f in SCHEDULES}
-    assert names == {"f/dodo/reconcile", "f/dodo/revenue_report", "f/dodo/notify/digest"}
+    assert names == {"f/dodo/reconcile", "f/dodo/revenue_report", "f/dodo/notify/digest", "f/dodo/mysql_mirror",
+                     "f/dodo/warehouse_export"}
 
 
 @pytest.mark.parametrize("file", SCHEDULES, ids=lambda f: f.name)
@@ -64,6 +65,10 @@ def test_each_schedule_succeeds_with_nothing_optional_and_says_what_it_skipped(f
     if schedule(file)["script_path"] == "f/dodo/reconcile":
         assert run.result["skipped"] == ["reconcile: f/dodo/dodo_api (a dodo_payments resource) is not configured: "
                                          "create it to reconcile with the Dodo API"]
+    elif schedule(file)["script_path"] == "f/dodo/mysql_mirror":
+        assert run.result == {"skipped": "no f/dodo/mysql resource: create a mysql resource there to mirror"}
+    elif schedule(file)["script_path"] == "f/dodo/warehouse_export":
+        assert run.result["skipped"] == "no new inbox rows to export" and run.result["files"] == 0
     else:
         assert "slack: neither f/dodo/slack nor f/dodo/slack_webhook_url is configured" in text
         assert "email: f/dodo/smtp is not configured" in text

@@ -68,7 +68,8 @@ def money(payload: dict) -> tuple[str | None, int | None, str | None]:
 
 def export(conn, write: Write, *, prefix: str = PREFIX, batch: int = BATCH, lag: float = LAG_S,
            max_batches: int = 100) -> dict:
-    """Write every exportable new row, batch by batch; {"rows", "files", "cursor"}."""
+    """Write every exportable new row, batch by batch; {"rows", "files", "keys", "cursor"}
+    (and "skipped" with the reason when there was nothing to write)."""
     rows = files = 0
     keys: list[str] = []
     for _ in range(max_batches):
@@ -77,7 +78,8 @@ def export(conn, write: Write, *, prefix: str = PREFIX, batch: int = BATCH, lag:
             break
         rows, files = rows + done[0], files + len(done[1])
         keys += done[1]
-    return {"rows": rows, "files": files, "keys": keys, "cursor": _cursor(conn)}
+    result = {"rows": rows, "files": files, "keys": keys, "cursor": _cursor(conn)}
+    return result if rows else result | {"skipped": "no new inbox rows to export"}
 
 
 def _cursor(conn) -> int:
