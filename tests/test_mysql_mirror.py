@@ -399,6 +399,21 @@ def test_script_mirrors_into_the_given_resource(db, target):
         my.close()
 
 
+def test_a_value_the_columns_cannot_hold_is_rejected_not_blocking(db, my):
+    """A too-long value fails only its own event: recorded as rejected with MySQL's
+    reason (nothing silently truncated), and the rest of the page is mirrored."""
+    long_network = _payment("pay_long", "USD", 100, "2026-03-07T10:00:00Z", "msg_long")
+    long_network[1]["data"]["card_network"] = "N" * 65
+    fine = _payment("pay_fine", "USD", 250, "2026-03-07T10:02:00Z", "msg_fine")
+    _record(db, [long_network, fine])
+    result = mirror.mirror_batch(db.conn, my, page=10)
+    assert (result["applied"], result["rejected"]) == (1, 1)
+    assert set(_by(my, "payments", "payment_id")) == {"pay_fine"}
+    outcomes = {r["webhook_id"]: (r["outcome"], r["error"]) for r in _rows(my, "SELECT * FROM dodo_mirror_deliveries")}
+    assert outcomes["msg_fine"] == ("applied", None)
+    assert outcomes["msg_long"][0] == "rejected" and "card_network" in outcomes["msg_long"][1]
+
+
 def test_bad_resource_names_the_fix(target):
     with pytest.raises(mirror.ConfigError, match="f/dodo/mysql: the mysql resource lacks database; edit it in Windmill"):
         mirror.connect(dict(target, database=""))

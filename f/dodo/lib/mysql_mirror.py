@@ -40,7 +40,6 @@ from f.dodo.lib.normalizer import normalize_event
 
 RESOURCE_PATH = "f/dodo/mysql"
 CURSOR_NAME = "inbox"
-ID_MAX = 255
 _RETRY_ERRNOS = (1213, 1205)  # deadlock, lock wait timeout: the whole page again
 _KEY = "VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
 _MONEY = "DECIMAL(24,4)"
@@ -169,17 +168,6 @@ def _value(col: str, row: dict) -> Any:
     return _text(v)
 
 
-class Rejected(ValueError):
-    """An event the mirror's columns cannot hold (recorded as rejected, not retried)."""
-
-
-def _check_ids(call: dict) -> None:
-    for key, value in [("webhook_id", call["webhook_id"]), *((k, v) for k, v in (call.get("row") or {}).items()
-                                                               if k.endswith("_id"))]:
-        if isinstance(value, str) and len(value) > ID_MAX:
-            raise Rejected(f"{key} is {len(value)} characters; the mirror's id columns hold {ID_MAX}")
-
-
 # -- one event -------------------------------------------------------------------------
 MIRRORED = {"payments", "refunds", "subscriptions"}
 
@@ -188,19 +176,29 @@ def apply_call(cur, call: dict) -> str:
     """Apply one store.build_call result inside the caller's transaction. Returns
     "applied" (written, or older than the rows it would touch), "duplicate" (its
     webhook id was mirrored before: nothing written), "skipped" (nothing to mirror) or
-    "rejected" (recorded with its error in dodo_mirror_deliveries)."""
+    "rejected" (a value the columns cannot hold: recorded with MySQL's reason in
+    dodo_mirror_deliveries, the page goes on). Ids fit: the normaliser allows 255
+    characters, the id columns' size."""
     table = call.get("table")
     if call.get("error") or call.get("test") or table not in MIRRORED:  # the batch reads these only
         return "skipped"
     wid, at = _text(call["webhook_id"]), _utc(call["occurred_at"])
-    try:
-        _check_ids(call)
-    except Rejected as exc:
-        cur.execute(_CLAIM, [wid[:ID_MAX], call["event_type"][:255], at, "rejected", str(exc)])
-        return "rejected" if cur.rowcount else "duplicate"
     cur.execute(_CLAIM, [wid, _text(call["event_type"])[:255], at, "applied", None])
     if cur.rowcount == 0:
         return "duplicate"
+    cur.execute("SAVEPOINT dodo_event")
+    try:
+        _write(cur, call, wid, at)
+    except pymysql.err.DataError as exc:  # a value the columns cannot hold: this event only
+        cur.execute("ROLLBACK TO SAVEPOINT dodo_event")
+        cur.execute("UPDATE dodo_mirror_deliveries SET outcome = 'rejected', error = %s WHERE webhook_id = %s",
+                    [f"{exc.args[-1]} (MySQL error {exc.args[0]})"[:2000], wid])
+        return "rejected"
+    return "applied"
+
+
+def _write(cur, call: dict, wid: str, at: datetime) -> None:
+    table = call["table"]
     state = [_text(call["event_type"]), at, wid]
     customer = call.get("customer")
     if customer:
@@ -211,12 +209,10 @@ def apply_call(cur, call: dict) -> str:
         cur.execute(_UPSERT_CUSTOMER, values + [at, at, wid])
     elif call.get("customer_ref"):
         cur.execute(_CUSTOMER_REF, [_text(call["customer_ref"]), _text(call.get("business_id")), at])
-    if table in MIRRORED:
-        row = dict(call["row"], minor_unit=call.get("unit"))
-        cur.execute(_UPSERT[table], [_value(c, row) for c in COLUMNS[table]] + state)
-        if table in ("payments", "refunds"):
-            _refresh_refunded(cur, row["payment_id"])
-    return "applied"
+    row = dict(call["row"], minor_unit=call.get("unit"))
+    cur.execute(_UPSERT[table], [_value(c, row) for c in COLUMNS[table]] + state)
+    if table in ("payments", "refunds"):
+        _refresh_refunded(cur, row["payment_id"])
 
 
 def _refresh_refunded(cur, payment_id: str) -> None:
