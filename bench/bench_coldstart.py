@@ -1,122 +1,180 @@
-"""Cold start of each hot-path script as a fresh Python process, against a bare interpreter.
+"""CPU of one event on Windmill: every Python job of the entry flow as a fresh process.
 
-Windmill runs every job in a new Python process: it imports the script and calls its
-`main` (the preprocessor: `preprocessor`) with the job's arguments. Each figure here is
-the wall time of such a process, `python -c "import <module>; <module>.main(**args)"`,
-doing the real work of one delivery (the preprocessor verifies a fresh signature, the
-store writes to Postgres, the sinks write their ledger and outbox), the median of
-several runs, next to `python -c pass` measured in the same run, interleaved. The
-import alone (`python -c "import <module>"`) is reported too.
+The entry flow `f/dodo/webhook` runs through the local runner with each script job run
+the way a Windmill worker runs it (bench/wm_jobs.py: a new job directory, `args.json`
+with the arguments the flow gives that job, the worker's wrapper and loader, the library
+modules fetched over HTTP, `wmill` calls over HTTP, `json.dumps` of the result). Each
+job's CPU (user + sys of the finished process) is summed per event:
+
+- recorded: a fresh signed `dispute.opened` with HubSpot, Slack and SMTP configured
+  (loopback stand-ins), so the CRM and two notification channels do their work;
+- duplicate: the same delivery again (same webhook-id, new signature);
+- forged: a body signed with the wrong secret.
+
+Each sum is divided by the CPU of `python -c pass` measured in the same round
+(interleaved: bare, recorded, bare, duplicate, bare, forged), and the median over
+rounds is reported, with the Windmill job count of each event (the runner's, which
+copies worker_flow.rs). `--compare DIR` (run as `python -m bench.bench_coldstart
+--compare DIR`) also runs another checkout of the bundle in the same rounds, e.g. the
+commit before a change, for figures side by side from one run.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-# module, function, arguments builder (see _args)
-SCRIPTS = [
-    ("f.dodo.webhook__flow.preprocessor", "preprocessor"),
-    ("f.dodo.normalize", "main"),
-    ("f.dodo.store_event", "main"),
-    ("f.dodo.crm.sync_contact", "main"),
-    ("f.dodo.notify.send", "main"),
-]
-CALL = """
-import json, sys
-args = json.load(open(sys.argv[1]))
-import {module} as m
-json.dump(m.{fn}(**args), open(sys.argv[2], "w"), default=str)
-"""
+FLOW = "f/dodo/webhook"
+EVENT = "dispute.opened"  # routed at once to Slack and e-mail, and a CRM timeline note
+# "direct": the library imported from the checkout (bytecode cached), as `python -c "import
+# script; script.main(...)"` would, plus the worker's wrapper; "windmill": through the
+# worker's loader, each library module fetched over HTTP and compiled in every job.
+MODES = ("direct", "windmill")
 
 
-def _args(module: str, n: int, pg: dict, routing: str) -> dict:
-    """One job's arguments, fresh for run `n` (new delivery id, fresh signature)."""
-    from fixture_data import FIXTURE_SECRET, envelope, sign  # noqa: PLC0415
-    from f.dodo.lib.normalizer import normalize_event  # noqa: PLC0415
-
-    body = json.dumps(envelope("dispute.opened"))  # routed to Slack at once: the sinks do their work
-    msg = f"msg_cold_{uuid.uuid4().hex[:12]}_{n}"
-    if module.endswith("preprocessor"):
-        headers = {k.replace("-", "_"): v for k, v in sign(body, FIXTURE_SECRET, msg).items()}
-        return {"event": {"kind": "webhook", "body": json.loads(body), "raw_string": body, "query": {},
-                          "headers": headers}}
-    if module.endswith("normalize"):
-        return {"event": json.loads(body), "webhook_id": msg}
-    event = normalize_event(json.loads(body), msg)
-    if module.endswith("store_event"):
-        return {"event": event, "db": pg}
-    if module.endswith("sync_contact"):
-        return {"event": event, "hubspot": None, "postgresql": pg}
-    return {"event": event, "routing": routing, "postgresql": pg}
+def _webhook_event(body: str, headers: dict) -> dict:
+    """The preprocessor's event for a webhook trigger with raw=true and include_header."""
+    return {"kind": "webhook", "body": json.loads(body), "raw_string": body, "query": {},
+            "headers": {k.replace("-", "_"): v for k, v in headers.items()}}
 
 
-def _time(argv: list[str], env: dict) -> float:
-    t0 = time.perf_counter()
-    done = subprocess.run(argv, env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - t0
-    if done.returncode != 0:
-        raise RuntimeError(f"{argv[:3]} failed: {done.stderr[-800:]}")
-    return elapsed
+def _deliveries(secret: str) -> dict[str, dict]:
+    """One round's trigger events: recorded, its duplicate, a forged one."""
+    from tests.fixture_data import envelope, sign  # noqa: PLC0415
+
+    env = envelope(EVENT)
+    env["data"]["dispute_id"] = f"dsp_cold_{uuid.uuid4().hex[:10]}"
+    body = json.dumps(env)
+    wid = f"msg_cold_{uuid.uuid4().hex[:16]}"
+    forged_secret = "whsec_" + "Zm9yZ2VkLXNlY3JldC1mb3ItYmVuY2g="  # base64("forged-secret-for-bench")
+    return {"recorded": _webhook_event(body, sign(body, secret, wid)),
+            "duplicate": _webhook_event(body, sign(body, secret, wid)),
+            "forged": _webhook_event(body, sign(body, forged_secret, wid + "_forged"))}
 
 
-def run(quick: bool) -> dict:
-    from f.dodo.lib import db as dblib  # noqa: PLC0415
-    from fixture_data import FIXTURE_SECRET  # noqa: PLC0415
+class _Tree:
+    """One checkout of the bundle, its database, its runner."""
+
+    def __init__(self, label: str, root: Path, loader: bool, pg_url: str, standins, smtp, work: Path):
+        from f.dodo.lib import db  # noqa: PLC0415
+        from local_runner.config import Config, bundle_variables  # noqa: PLC0415
+        from tests.fixture_data import FIXTURE_SECRET  # noqa: PLC0415
+        from bench.soak_standins import HUBSPOT_TOKEN, SLACK_TOKEN  # noqa: PLC0415
+        from bench.wm_jobs import TOKEN, ProcessRunner, WindmillApi  # noqa: PLC0415
+
+        self.label, self.root = label, root
+        name = f"cold_{label.replace('/', '_')}_{uuid.uuid4().hex[:6]}"
+        with db.connect(pg_url, check=False) as admin:
+            admin.execute(f"CREATE DATABASE {db.ident(name)}")
+        url = pg_url.rsplit("/", 1)[0] + "/" + name
+        db.connect(url, "dodo", migrate=True).close()  # the deployment's migration step
+        self.secret = FIXTURE_SECRET
+        config = Config(workspace="bench")
+        config.variables.update(bundle_variables(root))  # notify_routing, as pushed
+        routing = json.loads(config.variables["f/dodo/notify_routing"])
+        routing["email_to"] = ["ops@example.com"]  # e-mail configured too: dispute.opened goes to Slack and e-mail
+        config.variables["f/dodo/notify_routing"] = json.dumps(routing)
+        config.variables["f/dodo/webhook_secret"] = FIXTURE_SECRET
+        config.resources.update({
+            "f/dodo/postgres": dict(db.dsn_to_resource(url)),
+            "f/dodo/hubspot": {"token": HUBSPOT_TOKEN},
+            "f/dodo/slack": {"token": SLACK_TOKEN},
+            "f/dodo/smtp": {"host": "127.0.0.1", "port": smtp.port},
+        })
+        self.api = WindmillApi(root, config)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"), "TZ": "UTC",
+               "WM_TOKEN": TOKEN, "WM_WORKSPACE": "bench", "BASE_INTERNAL_URL": self.api.url,
+               "BASE_URL": self.api.url, "DODO_OUTBOX": str(work / f"outbox_{name}.jsonl"),
+               "DODO_HUBSPOT_API_URL": standins.url, "DODO_SLACK_API_URL": standins.url + "/api",
+               "DODO_TWILIO_API_URL": standins.url}
+        self.runner = ProcessRunner(root, config, env, loader=loader)
+
+    def event(self, kind: str, trigger: dict) -> dict:
+        """CPU and jobs of one event; checks it ended as that kind of event ends."""
+        first = len(self.runner.costs)
+        run = self.runner.run_flow(FLOW, event=trigger)
+        costs = self.runner.costs[first:]
+        ok = {"recorded": run.success and not run.skipped, "duplicate": run.success and run.skipped,
+              "forged": not run.success}[kind]
+        if not ok:
+            raise RuntimeError(f"{self.label} {kind}: unexpected end: success={run.success} skipped={run.skipped} "
+                               f"result={json.dumps(run.result, default=str)[:600]}; failed jobs: "
+                               f"{[(c.step_id, c.error) for c in costs if not c.success]}")
+        return {"cpu_ms": sum(c.cpu_ms for c in costs), "jobs": run.job_count, "python_jobs": len(costs),
+                "steps": {c.step_id or c.label: c.cpu_ms for c in costs}}
+
+    def close(self) -> None:
+        self.api.close()
+
+
+def _median(values) -> float:
+    return round(statistics.median(values), 2)
+
+
+def run(quick: bool, compare: Path | None = None) -> dict:
+    from bench.soak_standins import HttpStandIns, SmtpStandIn  # noqa: PLC0415
+    from bench.wm_jobs import bare_cpu_ms  # noqa: PLC0415
     from local_runner.pg_server import start_server  # noqa: PLC0415
 
-    reps = 3 if quick else 9
-    pg_server = start_server()
+    rounds = 3 if quick else 11
+    kinds = ("recorded", "duplicate", "forged")
+    pg, standins, smtp = start_server(), HttpStandIns(), SmtpStandIn()
     work = Path(tempfile.mkdtemp(prefix="bench_cold_"))
+    roots = [("ships", ROOT)] + ([("compare", Path(compare).resolve())] if compare else [])
+    trees = [_Tree(f"{name}/{mode}", root, mode == "windmill", pg.url, standins, smtp, work)
+             for name, root in roots for mode in MODES]
+    bare_env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}
+    samples = {t.label: {k: [] for k in kinds} for t in trees}
+    bare: list[float] = []
     try:
-        dblib.connect(pg_server.url, "dodo", migrate=True).close()  # migrated once, as `make serve` does at start
-        pg = dblib.dsn_to_resource(pg_server.url)
-        routing = yaml.safe_load((ROOT / "f/dodo/notify_routing.variable.yaml").read_text())["value"]
-        mocked = work / "mocked_api.json"  # what the preprocessor reads through wmill
-        mocked.write_text(json.dumps({"variables": {"f/dodo/webhook_secret": FIXTURE_SECRET,
-                                                    "f/dodo/webhook_secret_previous": "",
-                                                    "f/dodo/webhook_tolerance_s": "",
-                                                    "f/dodo/slack_webhook_url": ""}, "resources": {}}))
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "WM_WORKSPACE": "bench", "WM_TOKEN": "bench-only",
-               "BASE_INTERNAL_URL": "http://127.0.0.1:9", "WM_MOCKED_API_FILE": str(mocked),
-               "DODO_OUTBOX": str(work / "outbox.jsonl")}
-        py = sys.executable
-        bare, full, imports = [], {m: [] for m, _ in SCRIPTS}, {m: [] for m, _ in SCRIPTS}
-        _time([py, "-c", "pass"], env)  # warm the page cache for everyone alike
-        for n in range(reps):  # interleaved, so load changes hit every series alike
-            bare.append(_time([py, "-c", "pass"], env))
-            for module, fn in SCRIPTS:
-                args, out = work / f"args_{n}.json", work / "result.json"
-                args.write_text(json.dumps(_args(module, n, pg, routing)))
-                full[module].append(_time([py, "-c", CALL.format(module=module, fn=fn), str(args), str(out)], env))
-                imports[module].append(_time([py, "-c", f"import {module}"], env))
+        for r in range(rounds + 1):  # round 0 warms the page cache and the server's plans: not counted
+            events = _deliveries(trees[0].secret)
+            for kind in kinds:
+                b = bare_cpu_ms(bare_env)
+                for tree in trees:  # each tree has its own database: the same deliveries serve both
+                    got = tree.event(kind, events[kind])
+                    if r:
+                        samples[tree.label][kind].append((got, b))
+                if r:
+                    bare.append(b)
     finally:
-        pg_server.stop()
-    base_ms = round(statistics.median(bare) * 1000, 1)
-    rows = [{"name": "cold start: python -c pass (baseline)", "measured": f"{base_ms} ms"}]
-    figures = {"repetitions": reps, "bare_interpreter_ms": base_ms, "scripts": {}}
-    for module, _ in SCRIPTS:
-        run_ms = round(statistics.median(full[module]) * 1000, 1)
-        imp_ms = round(statistics.median(imports[module]) * 1000, 1)
-        figures["scripts"][module] = {"import_and_run_ms": run_ms, "import_only_ms": imp_ms,
-                                      "ratio": round(run_ms / base_ms, 2)}
-        rows.append({"name": f"cold start: {module} (import + one job)", "measured": f"{run_ms} ms "
-                     f"(import alone {imp_ms} ms)", "baseline_text": f"{base_ms} ms", "ratio": round(run_ms / base_ms, 2)})
-    worst = max(v["import_and_run_ms"] for v in figures["scripts"].values())
-    return {"name": "coldstart", "figures": figures, "baseline": f"{base_ms} ms (python -c pass)",
-            "ratio": round(worst / base_ms, 2), "rows": rows}
+        for t in trees:
+            t.close()
+        standins.close()
+        smtp.close()
+        pg.stop()
+    if not (standins.contacts and (standins.slack or standins.unattributed) and
+            (smtp.received or smtp.unattributed)):
+        raise RuntimeError("the recorded events did not reach HubSpot, Slack and SMTP: the figure would not be real")
+    base = _median(bare)
+    figures: dict = {"rounds": rounds, "event": EVENT, "bare_interpreter_cpu_ms": base}
+    rows = [{"name": "coldstart: python -c pass (baseline, CPU)", "measured": f"{base} ms"}]
+    for tree in trees:
+        per = {}
+        for kind in kinds:
+            s = samples[tree.label][kind]
+            ratio = _median(g["cpu_ms"] / b for g, b in s)
+            steps = {step: _median(g["steps"][step] for g, _ in s if step in g["steps"]) for step in s[0][0]["steps"]}
+            per[kind] = {"cpu_ms": _median(g["cpu_ms"] for g, _ in s), "ratio": ratio, "jobs": s[0][0]["jobs"],
+                         "python_jobs": s[0][0]["python_jobs"], "steps_cpu_ms": steps}
+            rows.append({"name": f"coldstart ({tree.label}): {kind} event, {per[kind]['jobs']} Windmill jobs, "
+                                 f"{per[kind]['python_jobs']} Python", "measured": f"{per[kind]['cpu_ms']} ms CPU",
+                         "baseline_text": f"{base} ms", "ratio": ratio})
+        figures[tree.label] = per
+    return {"name": "coldstart", "figures": figures, "baseline": f"{base} ms CPU (python -c pass)",
+            "ratio": figures["ships/direct"]["recorded"]["ratio"], "rows": rows}
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
+    sys.path[:0] = [str(ROOT)]
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--compare", type=Path, help="another checkout of the bundle, run in the same rounds")
+    a = parser.parse_args()
+    print(json.dumps(run(a.quick, a.compare), indent=2))

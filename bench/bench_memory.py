@@ -3,7 +3,7 @@
 Each figure is the peak resident set (VmHWM) of a fresh child process, measured in
 the same run: a bare interpreter (the baseline), the local runner after one delivery,
 and after N deliveries (every fixture event type, fresh delivery ids and signatures,
-through the full flow f/dodo/webhook: preprocessor, normalize, record in Postgres, CRM
+through the full flow f/dodo/webhook: preprocessor, normalise + record in Postgres, CRM
 and notifications to the outbox). The difference between 1 and N shows whether memory
 grows with the number of events. The Postgres server is a separate process, not counted.
 """
