@@ -370,8 +370,14 @@ def windmill_api(httpserver, monkeypatch):
 
     httpserver.expect_request(re.compile(r"^/api/w/ws/variables/get_value/.+$"), method="GET").respond_with_handler(
         handler)
+    def custom_flow(request):  # f/dodo/custom as shipped: no steps (Windmill's flows/get)
+        assert request.headers.get("Authorization") == "Bearer job-token"
+        return Response(json.dumps({"path": "f/dodo/custom", "value": {"modules": []}}),
+                        content_type="application/json")
+
     httpserver.expect_request(re.compile(r"^/api/w/ws/resources/get_value/f/dodo/[a-z_]+$"),
                               method="GET").respond_with_handler(no_resource)
+    httpserver.expect_request("/api/w/ws/flows/get/f/dodo/custom", method="GET").respond_with_handler(custom_flow)
     yield variables
     monkeypatch.setattr(wmill.client, "_client", None)
 
