@@ -10,6 +10,7 @@ to each job through WM_STATE_PATH / WM_JOB_ID.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -193,6 +194,9 @@ class LocalWindmill(wc.Windmill):
                       content_disposition=None):
         key = (s3object or {}).get("s3") if isinstance(s3object, dict) else s3object
         key = key or f"wmill_uploads/{uuid.uuid4().hex}"
+        if _s3_store():
+            _s3_put(key, file_content, content_type)
+            return {"s3": key, "storage": (s3object or {}).get("storage") if isinstance(s3object, dict) else None}
         path = _object_path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as out:
@@ -204,12 +208,42 @@ class LocalWindmill(wc.Windmill):
 
     def load_s3_file(self, s3object, s3_resource_path=None) -> bytes:
         key = s3object.get("s3") if isinstance(s3object, dict) else s3object
+        if _s3_store():
+            bucket, prefix = _s3_store()
+            return _s3_client().get_object(Bucket=bucket, Key=prefix + key)["Body"].read()
         return _object_path(key).read_bytes()
+
+
+def _s3_store() -> tuple[str, str] | None:
+    """DODO_OBJECT_STORE=s3://bucket[/prefix]: the object storage is a real S3 API (as the
+    workspace's is in Windmill), reached with boto3's own settings (AWS_ENDPOINT_URL,
+    AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION)."""
+    url = os.environ.get("DODO_OBJECT_STORE") or ""
+    if not url.startswith("s3://"):
+        return None
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    if not bucket:
+        raise ValueError(f"DODO_OBJECT_STORE={url!r} names no bucket: set it to s3://BUCKET[/PREFIX]")
+    return bucket, (prefix.strip("/") + "/" if prefix.strip("/") else "")
+
+
+def _s3_client():
+    import boto3  # noqa: PLC0415 - only the s3:// mode pays for it
+
+    return boto3.client("s3")
+
+
+def _s3_put(key: str, file_content, content_type: str | None) -> None:
+    """Streamed like the directory mode: upload_fileobj sends parts, never the whole file."""
+    bucket, prefix = _s3_store()
+    body = io.BytesIO(file_content) if isinstance(file_content, bytes) else file_content
+    extra = {"ContentType": content_type} if content_type else None
+    _s3_client().upload_fileobj(body, bucket, prefix + key, ExtraArgs=extra)
 
 
 def object_store() -> Path:
     """The workspace object storage stand-in: a directory (DODO_OBJECT_STORE, default
-    var/object_store), one file per key."""
+    var/object_store), one file per key; or an S3 bucket when it is s3://BUCKET[/PREFIX]."""
     return Path(os.environ.get("DODO_OBJECT_STORE") or os.path.join("var", "object_store"))
 
 

@@ -66,6 +66,26 @@ def drop_schema(url: str, schema: str) -> None:
         c.execute(f"DROP SCHEMA IF EXISTS {dblib.ident(schema)} CASCADE")
 
 
+@pytest.fixture(scope="session")
+def s3():
+    """A real S3 API on 127.0.0.1 (moto's server) with one bucket, S3_BUCKET; yields
+    (boto3 client, "host:port")."""
+    import boto3  # noqa: PLC0415
+    from moto.server import ThreadedMotoServer  # noqa: PLC0415
+
+    from tests.provider_standins import S3_BUCKET, free_port  # noqa: PLC0415
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"127.0.0.1:{port}"
+    client = boto3.client("s3", endpoint_url=f"http://{endpoint}", region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client.create_bucket(Bucket=S3_BUCKET)
+    yield client, endpoint
+    server.stop()
+
+
 @pytest.fixture
 def schema_name() -> str:
     """Override to pick the schema `db` uses; default is random, so tests never share state."""

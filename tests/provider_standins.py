@@ -138,6 +138,9 @@ class TwilioApi:
                       "body": form["Body"], "account_sid": TWILIO["accountSid"]}, 201)
 
 
+S3_BUCKET = "dodo-lake"  # the bucket the conftest `s3` fixture creates on its moto server
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -108,17 +108,23 @@ def test_bad_arguments(make_db):
     assert rows == []
 
 
-def test_large_export_goes_to_object_storage_with_progress(loaded, stream, monkeypatch, tmp_path):
+def test_large_export_goes_to_object_storage_with_progress(loaded, stream, monkeypatch, s3):
     """Through the local runner: past INLINE_MAX the CSV is streamed (server-side cursor,
-    BATCH rows a round trip) to the workspace object storage (wmill.write_s3_file) and the
-    result is {"s3": key}; progress climbs to 100."""
+    BATCH rows a round trip) to the workspace object storage (wmill.write_s3_file), here a
+    real S3 API (the conftest moto server), and the result is {"s3": key}; the object is
+    read back from that server; progress climbs to 100."""
+    from tests.provider_standins import S3_BUCKET  # noqa: PLC0415
     from f.dodo.lib import export  # noqa: PLC0415
     from local_runner import Config, Runner  # noqa: PLC0415
     from local_runner.demo import ROOT, quiet_wmill_client  # noqa: PLC0415
 
     monkeypatch.setattr(export, "INLINE_MAX", 2_000)
     monkeypatch.setattr(export, "BATCH", 5)
-    monkeypatch.setenv("DODO_OBJECT_STORE", str(tmp_path / "store"))
+    client, endpoint = s3
+    monkeypatch.setenv("DODO_OBJECT_STORE", f"s3://{S3_BUCKET}/export-test")
+    for name, value in {"AWS_ENDPOINT_URL": f"http://{endpoint}", "AWS_ACCESS_KEY_ID": "testing",
+                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
     quiet_wmill_client()
     percents = []
     runner = Runner(ROOT, Config(resources={"f/dodo/postgres": loaded.resource}),
@@ -130,7 +136,9 @@ def test_large_export_goes_to_object_storage_with_progress(loaded, stream, monke
     assert list(out.result) == ["s3"]
     key = out.result["s3"]
     assert key.startswith("dodo/exports/") and key.endswith("/dodo_payments_2026-02-01_2026-02-20.csv")
-    text = (tmp_path / "store" / key).read_text(encoding="utf-8")
+    obj = client.get_object(Bucket=S3_BUCKET, Key=f"export-test/{key}")
+    assert obj["ContentType"] == "text/csv"
+    text = obj["Body"].read().decode("utf-8")
     rows = list(csv.DictReader(io.StringIO(text)))
     want = [o for o in stream.final["payments"].values() if in_range(o["created_at"], date(2026, 2, 1),
                                                                       date(2026, 2, 20))]

@@ -10,26 +10,9 @@ import pytest
 from f.dodo.lib import store, warehouse
 from f.dodo.lib.normalizer import normalize_event
 from tests.fixture_data import envelope
-from tests.provider_standins import free_port
+from tests.provider_standins import S3_BUCKET
 
-BUCKET = "dodo-lake"
-
-
-@pytest.fixture(scope="module")
-def s3():
-    """A real S3 API on 127.0.0.1 (moto's server) with one bucket; yields (client, endpoint)."""
-    import boto3  # noqa: PLC0415
-    from moto.server import ThreadedMotoServer  # noqa: PLC0415
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=f"http://{endpoint}", region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
-    client.create_bucket(Bucket=BUCKET)
-    yield client, endpoint
-    server.stop()
+BUCKET = S3_BUCKET  # the conftest `s3` fixture (moto server) creates it
 
 
 @pytest.fixture
