@@ -40,7 +40,7 @@ demo: setup
 	$(PY) -m local_runner demo
 
 serve: setup
-	$(PY) -m local_runner serve
+	$(PY) -m local_runner serve $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 soak: setup
 	$(PY) -m bench.soak

@@ -1,7 +1,7 @@
 """CLI: python -m local_runner
   run PATH [--arg name=value ...] [--input args.json] [--event event.json]   any script or flow
   send FILE|TYPE [--url URL] [--webhook-id ID]                                a signed delivery to make serve
-  serve | demo
+  serve [--data-dir DIR] | demo
   replay [--dry-run] [--status failed] [--webhook-id ID] [--event-type T] [--since T] [--until T]
 
 A configuration error (a missing secret, an unreachable database or API) prints one line
@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     sd.add_argument("--url", help="default http://127.0.0.1:$PORT/api/w/$WM_WORKSPACE/jobs/run/f/f/dodo/webhook")
     sd.add_argument("--webhook-id", help="default: a fresh msg_local_<hex> (a repeated id is a duplicate)")
     sd.add_argument("--root", default=".")
-    sub.add_parser("serve", help="Windmill's HTTP endpoints on 127.0.0.1:$PORT")
+    sv = sub.add_parser("serve", help="Windmill's HTTP endpoints on 127.0.0.1:$PORT")
+    sv.add_argument("--data-dir", help="keep the embedded Postgres's data in this directory between runs "
+                                       "(default: throw-away; not with DATABASE_URL)")
     sub.add_parser("demo", help="the end-to-end demo")
     rp = sub.add_parser("replay", help="re-run failed deliveries through f/dodo/webhook (the f/dodo/replay script; "
                                        "DATABASE_URL and the integrations from the environment)")
@@ -64,7 +66,7 @@ def _dispatch(a) -> int:
         return replay(a)
     if a.cmd == "serve":
         from .server import serve  # noqa: PLC0415
-        serve(".")
+        serve(".", data_dir=a.data_dir)
         return 0
     if a.cmd == "demo":
         try:

@@ -57,7 +57,7 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import yaml
 
@@ -532,15 +532,39 @@ def apply_migrations(config, schema: str | None = None) -> str:
     return f"migrations: applied to schema {schema}"
 
 
-def build(root: str | Path = ".", env: dict | None = None) -> tuple[App, Any]:
+def _without_password(url: str) -> str:
+    """The URL to print: a DATABASE_URL's password never reaches the terminal or a log."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
+
+
+def start_postgres(env: dict, data_dir: str | os.PathLike | None = None) -> tuple[Any, str]:
+    """(embedded server or None, the line `make serve` prints about its database).
+    DATABASE_URL wins; else an embedded server, throw-away, or kept in `data_dir` (durable:
+    fsync on, so a kept directory survives a crash) and reused by the next run."""
+    if env.get("DATABASE_URL"):
+        if data_dir:
+            from f.dodo.lib.errors import ConfigError  # noqa: PLC0415 - the bundle's own library
+            raise ConfigError("--data-dir", "it keeps the embedded Postgres's data but DATABASE_URL is set",
+                              "unset DATABASE_URL or drop --data-dir")
+        return None, f"postgres: {_without_password(env['DATABASE_URL'])} (DATABASE_URL)"
+    from .pg_server import start_server  # noqa: PLC0415
+    pg = start_server(data_dir=data_dir, durable=bool(data_dir))
+    kept = f"data kept in {pg.data_dir}" if data_dir else "throw-away data; --data-dir DIR keeps it"
+    return pg, f"postgres: {pg.url} ({kept})"
+
+
+def build(root: str | Path = ".", env: dict | None = None,
+          data_dir: str | os.PathLike | None = None) -> tuple[App, Any]:
     """The App `make serve` runs (configuration from `env`, default os.environ), and the
     embedded Postgres it started when DATABASE_URL is unset (else None; caller stops it)."""
     from .config import Config  # noqa: PLC0415
     env = dict(os.environ if env is None else env)
-    pg = None
-    if not env.get("DATABASE_URL"):
-        from .pg_server import start_server  # noqa: PLC0415
-        pg = start_server()
+    pg, line = start_postgres(env, data_dir)
+    print(line, flush=True)
+    if pg:
         env["DATABASE_URL"] = pg.url
     config = Config.from_env(env, root=root)  # shipped variables, integrations, f/dodo/postgres
     print(apply_migrations(config, env.get("DODO_SCHEMA")), flush=True)
@@ -554,14 +578,15 @@ def _interrupt(*_args) -> None:
     raise KeyboardInterrupt
 
 
-def serve(root: str | Path = ".", env: dict | None = None) -> None:
-    """Entry point of `python -m local_runner serve` (configuration from the environment)."""
+def serve(root: str | Path = ".", env: dict | None = None, data_dir: str | None = None) -> None:
+    """Entry point of `python -m local_runner serve [--data-dir DIR]` (configuration from
+    the environment)."""
     env = dict(os.environ if env is None else env)
     from . import pgpool  # noqa: PLC0415
     from .demo import quiet_wmill_client  # noqa: PLC0415
     pgpool.install(max_idle=int(env.get("PG_POOL_IDLE", "16")))  # the server's jobs share connections
     quiet_wmill_client()  # a 404 for an optional integration is expected, not an error to print per event
-    app, pg = build(root, env)
+    app, pg = build(root, env, data_dir)
     port = int(env.get("PORT", "8000"))
     server = make_server(app, "127.0.0.1", port,
                          read_timeout=float(env.get("READ_TIMEOUT_S", DEFAULT_READ_TIMEOUT_S)),
