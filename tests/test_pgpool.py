@@ -2,7 +2,6 @@
 each handed back clean."""
 from __future__ import annotations
 
-import psycopg
 import pytest
 
 from f.dodo.lib import db as dblib
@@ -27,7 +26,7 @@ def test_a_closed_connection_is_reused_and_handed_back_clean(pool, db):
     second.execute("INSERT INTO pool_probe VALUES (1)")
     second.close()  # an open transaction: rolled back, never committed by the next user
     third = dblib.connect(db.resource, db.schema, autocommit=False)
-    assert third.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert third.info.transaction_status == dblib.TX_IDLE
     assert third.execute("SELECT count(*) FROM pool_probe").fetchone()[0] == 0
     third.close()
     assert pool.opened - opened == 2
