@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import socket
 import ssl
 import subprocess
@@ -33,6 +34,8 @@ from urllib.parse import parse_qs
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 from werkzeug import Response
+
+from tests import standin_checks
 
 SLACK_TOKEN = "xoxb-test-token"
 TWILIO = {"accountSid": "AC0123456789abcdef0123456789abcdef", "token": "twilio-secret",
@@ -72,17 +75,45 @@ def block_errors(blocks: list) -> list[str]:
 
 
 class SlackApi:
-    """chat.postMessage: validates like Slack, keeps what it accepted in `posted`.
+    """chat.postMessage: validates like Slack, keeps what it accepted in `posted`; and the
+    external file upload flow (files.getUploadURLExternal, the upload, files.completeUploadExternal,
+    checked by tests/standin_checks.py), keeping each shared file in `files` as
+    {"bytes", "filename", "share"}.
 
     `queue` holds responses served instead (before validation), for outages: a 503 is
     served after the message was posted, as when Slack's edge fails after the write."""
 
     def __init__(self, httpserver, channel: str = "#payments"):
         self.posted: list[dict] = []
+        self.files: list[dict] = []
+        self._pending: dict[str, dict] = {}
         self.queue: list[Response] = []
         self.channel = channel
         self.url = httpserver.url_for("/api")
+        self._upload_url = httpserver.url_for("/upload/")
         httpserver.expect_request("/api/chat.postMessage", method="POST").respond_with_handler(self.handle)
+        httpserver.expect_request("/api/files.getUploadURLExternal", method="POST").respond_with_handler(self.reserve)
+        httpserver.expect_request(re.compile(r"^/upload/F\w+$"), method="POST").respond_with_handler(self.upload)
+        httpserver.expect_request("/api/files.completeUploadExternal", method="POST").respond_with_handler(self.share)
+
+    def reserve(self, request):
+        form = standin_checks.slack_get_upload_url(request, SLACK_TOKEN)
+        file_id = f"F{len(self._pending) + 1:09d}"
+        self._pending[file_id] = {"filename": form["filename"], "length": int(form["length"]), "bytes": None}
+        return _json({"ok": True, "upload_url": self._upload_url + file_id, "file_id": file_id})
+
+    def upload(self, request):
+        file = self._pending[request.path.rsplit("/", 1)[1]]
+        file["bytes"] = standin_checks.slack_upload(request, file["length"])
+        return Response(f"OK - {file['length']}", 200, content_type="text/plain")
+
+    def share(self, request):
+        file_id = request.get_json()["files"][0]["id"]
+        body = standin_checks.slack_complete_upload(request, SLACK_TOKEN, file_id)
+        file = self._pending[file_id]
+        assert file["bytes"] is not None, "files.completeUploadExternal before the bytes were uploaded"
+        self.files.append({"bytes": file["bytes"], "filename": file["filename"], "share": body})
+        return _json({"ok": True, "files": [{"id": file_id, "name": file["filename"]}]})
 
     def handle(self, request):
         assert request.headers["Authorization"] == f"Bearer {SLACK_TOKEN}"

@@ -30,6 +30,48 @@ def slack_post_message(request, token: str, channel: str | None = None) -> dict:
     return body
 
 
+SLACK_ID = re.compile(r"^[CGD][A-Z0-9]{8,}$")
+
+
+def slack_get_upload_url(request, token: str) -> dict:
+    """Slack files.getUploadURLExternal (docs.slack.dev/reference/methods/files.getUploadURLExternal):
+    POST, bot token as Bearer, a form with `filename` and `length` (bytes, > 0), optional
+    `alt_txt` / `snippet_type`. Returns the form."""
+    assert request.method == "POST" and request.path.endswith("/files.getUploadURLExternal"), request.path
+    assert request.headers.get("Authorization") == f"Bearer {token}"
+    assert request.headers.get("Content-Type") == "application/x-www-form-urlencoded"
+    form = request.form.to_dict()
+    assert {"filename", "length"} <= set(form) <= {"filename", "length", "alt_txt", "snippet_type"}, form
+    assert form["filename"] and form["length"].isdigit() and int(form["length"]) > 0, form
+    return form
+
+
+def slack_upload(request, length: int) -> bytes:
+    """The POST of the file's bytes to the returned upload_url: pre-signed, so no token is
+    sent; exactly the `length` announced. Returns the bytes."""
+    assert request.method == "POST", request.method
+    assert "Authorization" not in request.headers, "the upload URL is pre-signed: no token"
+    data = request.get_data()
+    assert len(data) == length, (len(data), length)
+    return data
+
+
+def slack_complete_upload(request, token: str, file_id: str) -> dict:
+    """Slack files.completeUploadExternal (docs.slack.dev/reference/methods/files.completeUploadExternal):
+    POST, bot token as Bearer, JSON with `files` = [{id, title}] and the channel's ID as
+    `channel_id` (an ID, not a #name). Returns the body."""
+    assert request.method == "POST" and request.path.endswith("/files.completeUploadExternal"), request.path
+    assert request.headers.get("Authorization") == f"Bearer {token}"
+    assert request.headers.get("Content-Type") == "application/json; charset=utf-8"
+    body = request.get_json()
+    allowed = {"files", "channel_id", "thread_ts", "channels", "initial_comment", "blocks"}
+    assert isinstance(body, dict) and "files" in body and set(body) <= allowed, body
+    assert len(body["files"]) == 1 and set(body["files"][0]) <= {"id", "title"}, body["files"]
+    assert body["files"][0]["id"] == file_id, body["files"]
+    assert SLACK_ID.match(body.get("channel_id") or ""), body.get("channel_id")
+    return body
+
+
 def hubspot_upsert(request, token: str) -> tuple[str, dict]:
     """HubSpot CRM v3 batch upsert (developers.hubspot.com, objects/{type}/batch/upsert): POST,
     private-app token as Bearer, `{"inputs": [{"idProperty", "id", "properties"}]}` with

@@ -119,6 +119,10 @@ def test_revenue_report_holds_every_currency_within_slacks_limits(conn, slack):
     listed = [line.split()[0] for line in table.splitlines() if line and not line.startswith(("```", "Currency"))]
     assert listed == currencies
     assert "1234567.89" in table and "123456789" in table  # USD and JPY (zero decimals), exact
+    (chart,) = slack.files  # the chart, shared in the report's thread as an SVG file
+    assert results["slack_chart"]["status"] == "sent" and chart["filename"].endswith(".svg")
+    assert chart["bytes"] == reports.chart_svg(r).encode()
+    assert chart["share"]["channel_id"] == "C0123456789" and chart["share"]["thread_ts"] == "1700000000.000001"
 
 
 def queue_digest(conn, n: int, size: int) -> list[str]:

@@ -21,7 +21,7 @@ from f.dodo.lib.store import record_delivery
 from local_runner import Config, Runner
 from local_runner.demo import ROOT, quiet_wmill_client
 from tests.iso4217 import major
-from tests.standin_checks import slack_post_message
+from tests.standin_checks import slack_complete_upload, slack_get_upload_url, slack_post_message, slack_upload
 from tests.ops_stream import START, build_stream
 
 PER_YEAR = {"Day": 365, "Week": 52, "Month": 12, "Year": 1}
@@ -213,12 +213,34 @@ def test_sends_slack_and_email_once_per_day(loaded, stream, httpserver, monkeypa
     day = busiest_day(stream)
     posts = []
 
+    from werkzeug.wrappers import Response  # noqa: PLC0415
+
+    def answer(body: dict) -> Response:
+        return Response(json.dumps(body), 200, content_type="application/json")
+
     def slack(request):
-        from werkzeug.wrappers import Response
         posts.append(slack_post_message(request, "xoxb-test", channel="#revenue"))
-        return Response(json.dumps({"ok": True, "ts": "1.2"}), 200, content_type="application/json")
+        return answer({"ok": True, "channel": "C0REVENUE1", "ts": "1700000000.000100"})
+
+    # the chart: Slack's external upload flow (reserve, POST the bytes, share in the thread)
+    announced, uploads, shares = [], [], []
+
+    def get_upload_url(request):
+        announced.append(slack_get_upload_url(request, "xoxb-test"))
+        return answer({"ok": True, "upload_url": httpserver.url_for("/upload/F0CHART1"), "file_id": "F0CHART1"})
+
+    def upload(request):
+        uploads.append(slack_upload(request, int(announced[-1]["length"])))
+        return Response(f"OK - {len(uploads[-1])}", 200, content_type="text/plain")
+
+    def complete(request):
+        shares.append(slack_complete_upload(request, "xoxb-test", "F0CHART1"))
+        return answer({"ok": True, "files": [{"id": "F0CHART1", "title": shares[-1]["files"][0].get("title")}]})
 
     httpserver.expect_request("/chat.postMessage", method="POST").respond_with_handler(slack)
+    httpserver.expect_request("/files.getUploadURLExternal", method="POST").respond_with_handler(get_upload_url)
+    httpserver.expect_request("/upload/F0CHART1", method="POST").respond_with_handler(upload)
+    httpserver.expect_request("/files.completeUploadExternal", method="POST").respond_with_handler(complete)
     monkeypatch.setenv("DODO_SLACK_API_URL", httpserver.url_for("").rstrip("/"))
     inbox, port = _Inbox(), _free_port()
     smtpd = Controller(inbox, hostname="127.0.0.1", port=port)
@@ -235,6 +257,12 @@ def test_sends_slack_and_email_once_per_day(loaded, stream, httpserver, monkeypa
         smtpd.stop()
     assert list(first) == ["render_all"] and list(second) == ["render_all"]
     assert len(posts) == 1 and len(inbox.messages) == 1  # the rerun sent nothing again
+    assert len(uploads) == 1 and len(shares) == 1  # the chart too, once
+    assert announced[0]["filename"] == f"revenue-{day.isoformat()}.svg"
+    assert uploads[0] == reports.chart_svg(reports.build(loaded.conn, day)).encode()  # the report's SVG
+    assert ElementTree.fromstring(uploads[0]).tag == "{http://www.w3.org/2000/svg}svg"
+    assert shares[0]["channel_id"] == "C0REVENUE1" and shares[0]["thread_ts"] == "1700000000.000100"
+    assert shares[0]["files"][0]["title"] == f"Revenue report for {day.isoformat()} (UTC)"
     rows = expected(stream, day)["rows"]
     assert posts[0]["channel"] == "#revenue"
     assert all(r["net"] in posts[0]["text"] and r["mrr"] in posts[0]["text"] for r in rows)

@@ -1,4 +1,5 @@
-"""Transports: Slack (chat.postMessage or an incoming webhook), SMTP email, Twilio SMS.
+"""Transports: Slack (chat.postMessage or an incoming webhook; file uploads with a bot token), SMTP email,
+Twilio SMS.
 
 Each `send_*` returns the provider's id for the message (Slack ts, Twilio sid; e-mail: a
 ledger outcome with its Message-ID) or raises `DeliveryError` with a message free of
@@ -78,22 +79,59 @@ def send_slack(message: dict, *, token: str | None = None, channel: str | None =
                sleep: retry.Sleep = time.sleep, attempts: int = 4) -> str:
     """Post `{text, blocks}` with a bot token (chat.postMessage) or an incoming webhook."""
     if token:
-        resp = _post(f"{api_url}/chat.postMessage", "Slack", sleep, attempts,
-                     headers={"Authorization": f"Bearer {token}",
-                              "Content-Type": "application/json; charset=utf-8"},
-                     content=json.dumps({"channel": channel, **message}))
-        body = _json(resp)
-        if resp.status_code != 200 or not body.get("ok"):
-            why = "; ".join(str(e) for e in body.get("errors") or [])[:300]  # invalid_blocks says where
-            raise DeliveryError(f"Slack chat.postMessage: HTTP {resp.status_code} {body.get('error', '')}"
-                                f"{' (' + why + ')' if why else ''}".strip())
-        return str(body.get("ts"))
+        return str(post_slack(message, token=token, channel=channel, api_url=api_url, sleep=sleep,
+                              attempts=attempts).get("ts"))
     if webhook_url:
         resp = _post(webhook_url, "Slack webhook", sleep, attempts, json=message)
         if resp.status_code != 200:
             raise DeliveryError(f"Slack webhook: HTTP {resp.status_code} {resp.text[:200]}")
         return "webhook"
     raise DeliveryError("Slack: neither a token nor a webhook URL is configured")
+
+
+def post_slack(message: dict, *, token: str, channel: str | None, api_url: str = SLACK_API,
+               sleep: retry.Sleep = time.sleep, attempts: int = 4) -> dict:
+    """chat.postMessage with a bot token; Slack's answer (`channel` is the channel's ID, `ts`
+    the message's), which a file shared in the same place needs."""
+    resp = _post(f"{api_url}/chat.postMessage", "Slack", sleep, attempts,
+                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json; charset=utf-8"},
+                 content=json.dumps({"channel": channel, **message}))
+    return _slack_ok(resp, "chat.postMessage")
+
+
+def _slack_ok(resp: http.Response, method: str) -> dict:
+    body = _json(resp)
+    if resp.status_code != 200 or not body.get("ok"):
+        why = "; ".join(str(e) for e in body.get("errors") or [])[:300]  # invalid_blocks says where
+        raise DeliveryError(f"Slack {method}: HTTP {resp.status_code} {body.get('error', '')}"
+                            f"{' (' + why + ')' if why else ''}".strip())
+    return body
+
+
+def upload_slack_file(content: bytes, *, filename: str, title: str, token: str, channel_id: str,
+                      thread_ts: str | None = None, api_url: str = SLACK_API,
+                      sleep: retry.Sleep = time.sleep, attempts: int = 4) -> str:
+    """Share a file in a channel through Slack's external upload flow (files.upload is
+    retired): files.getUploadURLExternal (filename, length in bytes) gives an upload URL and
+    a file ID; the bytes are POSTed to that URL (pre-signed: no token); then
+    files.completeUploadExternal shares `[{id, title}]` in `channel_id` (an ID, not a name),
+    in the thread of `thread_ts` if given (docs.slack.dev/reference/methods/
+    files.getUploadURLExternal and files.completeUploadExternal). Bot token only: an
+    incoming webhook cannot upload files. Returns the file ID."""
+    auth = {"Authorization": f"Bearer {token}"}
+    got = _slack_ok(_post(f"{api_url}/files.getUploadURLExternal", "Slack", sleep, attempts, headers=auth,
+                          data={"filename": filename, "length": str(len(content))}), "files.getUploadURLExternal")
+    resp = _post(got["upload_url"], "Slack upload", sleep, attempts, content=content,
+                 headers={"Content-Type": "application/octet-stream"})
+    if resp.status_code != 200:
+        raise DeliveryError(f"Slack file upload: HTTP {resp.status_code} {resp.text[:200]}")
+    share = {"files": [{"id": got["file_id"], "title": title}], "channel_id": channel_id}
+    if thread_ts:
+        share["thread_ts"] = thread_ts
+    _slack_ok(_post(f"{api_url}/files.completeUploadExternal", "Slack", sleep, attempts,
+                    headers={**auth, "Content-Type": "application/json; charset=utf-8"}, content=json.dumps(share)),
+              "files.completeUploadExternal")
+    return str(got["file_id"])
 
 
 _ATEXT = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+-/?^_`{|}~")

@@ -222,13 +222,24 @@ def send(conn, r: Report, *, slack: dict | None = None, slack_webhook_url: str |
     results = {}
     msg = slack_message(r)
 
+    token = (slack or {}).get("token")
+
     def send_slack():
-        if (slack or {}).get("token") or slack_webhook_url:
-            return channels.send_slack(msg, token=(slack or {}).get("token"), channel=slack_channel,
-                                       webhook_url=slack_webhook_url, api_url=slack_api)
+        if token:  # its external_id "CHANNEL_ID/ts" places the chart (files need the channel's ID)
+            posted = channels.post_slack(msg, token=token, channel=slack_channel, api_url=slack_api)
+            return {"status": "sent", "external_id": f"{posted.get('channel')}/{posted.get('ts')}"}
+        if slack_webhook_url:
+            return channels.send_slack(msg, webhook_url=slack_webhook_url, api_url=slack_api)
         return _outbox("slack", key, {"channel": slack_channel, **msg})
 
     results["slack"] = ledger.deliver_once(conn, key, SINK, "slack", send_slack)
+    channel_id, _, ts = (results["slack"].get("external_id") or "").partition("/")
+    if token and results["slack"]["status"] == "sent" and channel_id and ts:
+        # The chart as a file in the report's thread; an incoming webhook cannot upload files.
+        # Its own ledger row: a rerun after a failed upload does not post the report again.
+        results["slack_chart"] = ledger.deliver_once(conn, key, SINK, "slack_chart", lambda: channels.upload_slack_file(
+            chart_svg(r).encode(), filename=f"revenue-{r.day.isoformat()}.svg", title=title(r), token=token,
+            channel_id=channel_id, thread_ts=ts, api_url=slack_api))
     if email_to:
         mail = email_message(r)
         sender = email_from or (smtp or {}).get("user") or "dodo-bundle@localhost"
