@@ -15,7 +15,7 @@ binary arrives as an optional dependency, e.g. @oven/bun-linux-x64). Each step i
 `bun run` process, as on Windmill. Scripts import `windmill-client` (pinned in
 package.json, resolved through NODE_PATH), which talks to the local API: the same
 wmill_local.handle that serves the Python client in process, here behind an HTTP server
-on 127.0.0.1 whose address and a per-job token reach the script as Windmill's reserved
+on 127.0.0.1 (local_runner/jobenv.py) whose address and a per-job token reach the script as Windmill's reserved
 variables (BASE_INTERNAL_URL, WM_TOKEN, WM_WORKSPACE, WM_JOB_ID, WM_STATE_PATH, ...).
 """
 from __future__ import annotations
@@ -23,19 +23,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import tempfile
-import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 
-from . import deep, wmill_local
+from . import deep, jobenv, wmill_local
 
 LANGUAGES = ("bun", "deno")  # rawscript languages run here (deno-style scripts run on Bun too)
 NODE_MODULES = Path(__file__).resolve().parent.parent / "node_modules"
@@ -51,49 +47,6 @@ def bun_path() -> Path:
         if candidate.exists():
             return candidate
     raise BunError(f"no Bun in {NODE_MODULES}: run `make setup` (npm ci installs the pinned `bun` package)")
-
-
-# ---------------------------------------------------------------- the local API over HTTP
-
-_contexts: dict[str, wmill_local.JobContext] = {}
-_api_lock = threading.Lock()
-_api: ThreadingHTTPServer | None = None
-
-
-class _ApiHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, fmt, *args):  # quiet: requests carry the job token
-        pass
-
-    def _serve(self):
-        body = self.rfile.read(int(self.headers.get("content-length") or 0))
-        token = (self.headers.get("authorization") or "").removeprefix("Bearer ")
-        ctx = _contexts.get(token)
-        if ctx is None:
-            resp = httpx.Response(401, text="Unauthorized")
-        else:
-            request = httpx.Request(self.command, f"http://windmill.local{self.path}", content=body)
-            with wmill_local.running(ctx):
-                resp = wmill_local.handle(request)
-        data = resp.content
-        self.send_response(resp.status_code)
-        self.send_header("content-type", resp.headers.get("content-type", "application/json"))
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
-
-
-def _api_url() -> str:
-    global _api
-    with _api_lock:
-        if _api is None:
-            _api = ThreadingHTTPServer(("127.0.0.1", 0), _ApiHandler)
-            _api.daemon_threads = True
-            threading.Thread(target=_api.serve_forever, daemon=True, name="wm-local-api").start()
-        return f"http://127.0.0.1:{_api.server_address[1]}"
 
 
 # ---------------------------------------------------------------- scripts
@@ -172,20 +125,20 @@ class TsScript:
                                for p in params if p["typ"] == "datetime")
         wrapper = _WRAPPER.format(main_import=json.dumps(str(self.file)), spread=",".join(names),
                                   dates=dates, main_name=fn_name)
-        token = secrets.token_urlsafe(24)
+        api = jobenv.api_server()  # the local API over HTTP, answering for this job's token
+        token = api.register(ctx)
         job_dir = Path(tempfile.mkdtemp(prefix="wm-bun-"))
         try:
             (job_dir / "args.json").write_text(deep.dumps(args))
             (job_dir / "wrapper.mjs").write_text(wrapper)
-            _contexts[token] = ctx
-            env = _reserved_env(ctx, token, root_job, step_id, flow_path)
+            env = _reserved_env(ctx, token, api.url, root_job, step_id, flow_path)
             proc = subprocess.run([str(bun_path()), "run", "--no-install", str(job_dir / "wrapper.mjs")],
                                   cwd=job_dir, env=env, stdin=subprocess.DEVNULL, capture_output=True,
                                   text=True, check=False)
             out = job_dir / "result.json"
             result = json.loads(out.read_text()) if out.exists() and out.stat().st_size else None
         finally:
-            _contexts.pop(token, None)
+            api.forget(token)
             shutil.rmtree(job_dir, ignore_errors=True)
         if proc.returncode == 0:
             return result
@@ -196,11 +149,10 @@ class TsScript:
         raise TsScriptFailed({"name": "ExecutionErr", "message": f"ExitCode: {proc.returncode}, last log lines:\n{last}"})
 
 
-def _reserved_env(ctx: wmill_local.JobContext, token: str, root_job: str, step_id: str | None,
+def _reserved_env(ctx: wmill_local.JobContext, token: str, url: str, root_job: str, step_id: str | None,
                   flow_path: str | None) -> dict:
     """Windmill's reserved variables (worker common.rs get_reserved_variables) and the
     client's base URL; nothing else of this process's environment leaks into the job."""
-    url = _api_url()
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
            "NODE_PATH": str(NODE_MODULES), "BASE_INTERNAL_URL": url, "BASE_URL": url, "WM_BASE_URL": url,
            "WM_TOKEN": token, "WM_WORKSPACE": ctx.config.workspace, "WM_JOB_ID": ctx.job_id,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +45,26 @@ ENV_RESOURCES = {
     "f/dodo/gcal": {"token": "GCAL_TOKEN", "calendar_id": "GCAL_CALENDAR_ID", "base_url": "GCAL_API_URL"},
 }
 POSTGRES_RESOURCE = "f/dodo/postgres"
+
+# windmill-worker common.rs@20db3a33 `transform_json`: only a top-level argument whose raw
+# JSON matches this is walked (then `$NAME` reserved strings in it are substituted too).
+RESOLVE_GATE = re.compile(r"\$(?:var|res|encrypted):")
+# `transform_json_value`: arrays are walked only this deep (the argument itself is depth 0)
+# and only up to this many items; objects at any depth.
+ARRAY_MAX_DEPTH, ARRAY_MAX_ITEMS = 2, 1000
+# The worker parses a gated argument with serde_json, whose recursion limit refuses a
+# 128th level of nesting ("Error while parsing inner arg").
+SERDE_MAX_DEPTH = 127
+
+
+class ArgumentError(Exception):
+    """An argument the worker cannot resolve: the job fails before its code runs, with
+    Windmill's result for a worker error, {"name": "InternalErr", "message": ...}
+    (windmill-worker handle_job_error; messages from common.rs, Error's Display)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.result = {"error": {"name": "InternalErr", "message": message}}
 
 
 def bundle_variables(root: str | Path) -> dict[str, str]:
@@ -90,6 +112,7 @@ class Config:
     workspace: str = "demo"
     secret_paths: set[str] = field(default_factory=set)  # variables created or loaded as secrets
     schedules: list[dict] = field(default_factory=list)  # the bundle's schedules (with `root`)
+    encrypted: dict[str, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
@@ -134,9 +157,83 @@ class Config:
         with self._lock:
             self.resources[path] = json.loads(json.dumps(value))
 
+    def encrypt(self, value: Any) -> str:
+        """A `$encrypted:` string that this workspace decrypts to `value` (Windmill encrypts
+        with the workspace key; here a registry stands in for the key)."""
+        token = secrets.token_hex(16)
+        with self._lock:
+            self.encrypted[token] = json.loads(json.dumps(value))
+        return f"$encrypted:{token}"
+
+    def resolve_args(self, args: dict, reserved: Mapping[str, str]) -> dict:
+        """A job's arguments as the worker hands them to the code (common.rs@20db3a33
+        `transform_json` / `transform_json_value`), for every job: script steps, the
+        preprocessor, the failure module, scripts run by path.
+
+        Only an argument whose JSON text matches RESOLVE_GATE is walked. In it, a string
+        starting with `$var:` becomes the variable, `$res:` the resource (itself
+        interpolated), `$encrypted:` the decrypted value, `$NAME` the reserved variable
+        NAME (left as is when NAME is not one); objects are walked at any depth (keys
+        untouched), arrays only at depth <= 2 and with <= 1000 items. A path that does not
+        exist fails the job (ArgumentError)."""
+        out = {}
+        for name, value in args.items():
+            if isinstance(value, (str, dict, list)) and RESOLVE_GATE.search(deep.dumps(value)):
+                if deep.deeper_than(value, SERDE_MAX_DEPTH):
+                    raise ArgumentError("Internal: Error while parsing inner arg: recursion limit exceeded")
+                value = self._transform(name, value, reserved)
+            out[name] = value
+        return out
+
+    def _transform(self, name: str, value: Any, reserved: Mapping[str, str]) -> Any:
+        """transform_json_value, iteratively: (name, depth) travel with each value; a
+        child of an object is named by its key, an array item keeps the array's name."""
+        root: list = [None]
+        stack = [(value, name, 0, root, 0)]
+        while stack:
+            item, label, depth, dest, slot = stack.pop()
+            if isinstance(item, str):
+                dest[slot] = self._resolve_string(label, item, reserved)
+            elif isinstance(item, dict):
+                copy: Any = dict(item)
+                for key, child in item.items():
+                    stack.append((child, key, depth + 1, copy, key))
+                dest[slot] = copy
+            elif isinstance(item, list) and depth <= ARRAY_MAX_DEPTH and len(item) <= ARRAY_MAX_ITEMS:
+                copy = list(item)
+                for index, child in enumerate(item):
+                    stack.append((child, label, depth + 1, copy, index))
+                dest[slot] = copy
+            else:
+                dest[slot] = item
+        return root[0]
+
+    def _resolve_string(self, name: str, text: str, reserved: Mapping[str, str]) -> Any:
+        if text.startswith("$var:"):
+            path = text[5:]
+            if path not in self.variables:
+                raise ArgumentError(f"Not found: Variable {path} not found for `{name}`: 404 variable not found")
+            return self.variables[path]
+        if text.startswith("$res:"):
+            path = text[5:]
+            if len(path.split("/")) < 2:
+                raise ArgumentError(f"Internal: Argument `{name}` is an invalid resource path: {path}")
+            try:
+                return self.get_resource(path)
+            except KeyError:
+                raise ArgumentError(f"Not found: Resource {path} not found for `{name}`: 404 resource not found") from None
+        if text.startswith("$encrypted:"):
+            with self._lock:
+                if text[11:] not in self.encrypted:
+                    raise ArgumentError("Internal: Failed to decrypt '$encrypted:' value")
+                return self.encrypted[text[11:]]
+        if text.startswith("$"):
+            return reserved.get(text[1:], text)
+        return text
+
     def interpolate(self, value: Any) -> Any:
-        """Resolve `$var:` / `$res:` strings, as Windmill does for job args and resources,
-        walked without recursion: a deeply nested delivery reaches its script."""
+        """A resource's `$var:` / `$res:` strings resolved (resources/get_value_interpolated),
+        walked without recursion. Job arguments are resolved by `resolve_args`."""
         return deep.walk(value, self._resolve)
 
     def _resolve(self, value: Any) -> Any:

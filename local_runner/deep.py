@@ -47,6 +47,19 @@ def walk(value: Any, leaf: Callable[[Any], Any], key: Callable[[Any], Any] = lam
     return root[0]
 
 
+def deeper_than(value: Any, limit: int) -> bool:
+    """Whether dicts and lists nest more than `limit` levels (`value` itself is level 1)."""
+    stack = [(value, 1)] if isinstance(value, _CONTAINERS) else []
+    while stack:
+        node, level = stack.pop()
+        if level > limit:
+            return True
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, _CONTAINERS):
+                stack.append((child, level + 1))
+    return False
+
+
 def dumps(value: Any, default: Callable[[Any], Any] = str) -> str:
     """json.dumps(value, default=default), at any depth."""
     try:

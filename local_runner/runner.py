@@ -22,6 +22,7 @@ import importlib
 import importlib.util
 import inspect
 import json
+import os
 import random
 import types
 import sys
@@ -37,12 +38,15 @@ from typing import Any, Callable
 
 import yaml
 
-from . import bun, deep, js, passthrough, wmill_local
-from .config import Config
+from . import bun, deep, jobenv, js, passthrough, triggers, wmill_local
+from .config import ArgumentError, Config
 
 _SAME = object()  # "no cached result"
 MAX_RETRY_INTERVAL_S = 6 * 3600  # Windmill caps a retry delay (MAX_RETRY_INTERVAL)
-KEEP_STARTED = 10_000  # finished flows started by scripts, kept for their result lookups
+KEEP_HISTORY = 10_000  # finished root flow runs kept for the jobs API (get, completed/list)
+# Windmill keeps every job's arguments; here a failed run's are kept (what replay from the
+# job history reads), as JSON text, the oldest dropped past this many bytes in all.
+HISTORY_ARGS_BYTES = 64 * 1024 * 1024
 
 
 class RunnerError(Exception):
@@ -280,6 +284,12 @@ def error_result(exc: BaseException) -> dict:
     return {"error": error}
 
 
+def job_error(exc: BaseException) -> dict:
+    """A failed job's result: the worker's own error for arguments it could not resolve,
+    else the script's exception."""
+    return exc.result if isinstance(exc, ArgumentError) else error_result(exc)
+
+
 def _stack(exc: BaseException) -> str:
     """The traceback of the script's own frames (the runner's are not the user's)."""
     here = str(Path(__file__).parent)
@@ -379,11 +389,13 @@ class Runner:
         self._modules: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
-        self._started: OrderedDict[str, Run] = OrderedDict()  # flows started through wmill
+        self._history: OrderedDict[str, dict] = OrderedDict()  # finished root flow runs, oldest first
+        self._history_bytes = 0
         self.progress: dict[str, int] = {}
         if str(self.root) not in sys.path:
             sys.path.insert(0, str(self.root))
         wmill_local.install()
+        jobenv.install()
 
     # -- loading
 
@@ -448,18 +460,64 @@ class Runner:
         """Run the flow at `path`. With `event` (a trigger's preprocessor event,
         {kind: webhook|http, ...}) the flow's preprocessor runs first and its result
         becomes the flow inputs; without it the preprocessor is skipped, as for runs
-        from the Windmill UI."""
+        from the Windmill UI (or API calls with skip_preprocessor=true). The finished run
+        stays in the job history with the arguments it was created with."""
         flow = self.load_flow(path)
         if event is not None and not flow["value"].get("preprocessor_module"):
             raise RunnerError(f"{path} has no preprocessor_module to receive a trigger event")
         job_id = job_id or str(uuid.uuid4())
         log: list[Job] = []
         job = self._start(log, "flow", path, None, job_id, job_id=job_id)
+        created_args = {"event": event} if event is not None else dict(args or {})
         try:
             success, result, skipped = self._flow_job(flow, path, job, dict(args or {}), event, log)
         finally:
             self._forget(log)
-        return Run(job_id, path, success, result, skipped, log)
+        run = Run(job_id, path, success, result, skipped, log)
+        self._remember(run, created_args, job.started_at)
+        return run
+
+    def _remember(self, run: Run, args: dict, started_at: float) -> None:
+        created = dt.datetime.fromtimestamp(started_at, dt.timezone.utc).isoformat().replace("+00:00", "Z")
+        args_json = None if run.success else deep.dumps(args)
+        with self._lock:
+            self._history[run.id] = {
+                "id": run.id, "type": "CompletedJob", "job_kind": "flow", "script_path": run.path,
+                "success": run.success, "result": run.result, "is_skipped": run.skipped, "args": args_json,
+                "created_at": created, "parent_job": None, "running": False, "canceled": False,
+                "workspace_id": self.config.workspace}
+            self._history_bytes += len(args_json or "")
+            while len(self._history) > KEEP_HISTORY:
+                self._history_bytes -= len(self._history.popitem(last=False)[1]["args"] or "")
+            for job in self._history.values():  # oldest first
+                if self._history_bytes <= HISTORY_ARGS_BYTES:
+                    break
+                self._history_bytes -= len(job["args"] or "")
+                job["args"] = None
+
+    @staticmethod
+    def _with_args(job: dict) -> dict:
+        return dict(job, args=deep.loads(job["args"]) if job["args"] else None)
+
+    def list_jobs(self, query: dict) -> list[dict]:
+        """GET jobs/completed/list: finished root flow runs, newest first, filtered by
+        script_path_exact, success, created_after/created_before (ISO 8601), page and
+        per_page (default 1000 here); args only with include_args=true."""
+        with self._lock:
+            jobs = list(reversed(self._history.values()))
+
+        def keep(job: dict) -> bool:
+            if query.get("script_path_exact") not in (None, job["script_path"]):
+                return False
+            if query.get("success") in ("true", "false") and job["success"] != (query["success"] == "true"):
+                return False
+            return (query.get("created_after", "") < job["created_at"]
+                    and job["created_at"] < query.get("created_before", "~"))
+        per_page, page = int(query.get("per_page") or 1000), int(query.get("page") or 1)
+        chosen = [j for j in jobs if keep(j)][(page - 1) * per_page: page * per_page]
+        if query.get("include_args") == "true":
+            return [self._with_args(j) for j in chosen]
+        return [{k: v for k, v in j.items() if k != "args"} for j in chosen]
 
     def run_flow_value(self, value: dict, args: dict | None = None, *, path: str = "preview") -> Run:
         """Run an OpenFlow `value` given in memory, as Windmill runs a RawFlow job (a flow
@@ -494,7 +552,7 @@ class Runner:
         log: list[Job] = []
         job = self._start(log, kind, path, None, job_id, job_id=job_id)
         try:
-            args = self.config.interpolate(args or {})
+            args = args or {}  # each job resolves its own arguments (_call)
             if preprocess:
                 out = code("preprocessor", args, job, path)
                 args = out if isinstance(out, dict) else ({} if out is None else {"value": out})
@@ -515,15 +573,14 @@ class Runner:
         with self._lock:
             return self._jobs.get(job_id)
 
-    def _start_flow(self, path: str, args: dict) -> str:
-        """wmill.run_flow_async from a script: a root flow job of its own (Windmill's
-        do_not_track_in_parent default), run to its end before the id is returned."""
-        run = self.run_flow(path, args)
-        with self._lock:
-            self._started[run.id] = run
-            while len(self._started) > KEEP_STARTED:
-                self._started.popitem(last=False)
-        return run.id
+    def _start_flow(self, path: str, query_string: str, headers: list, body: bytes) -> str:
+        """A script's POST to jobs/run/f/<path> (wmill.run_flow_async, or its own HTTP
+        call): a root flow job of its own (Windmill's do_not_track_in_parent default),
+        run to its end before the id is returned. Its arguments are those Windmill's
+        API makes of the request: a flow with a preprocessor gets the webhook event
+        unless the query says skip_preprocessor=true (triggers.webhook_call)."""
+        args, event = triggers.webhook_call(query_string, headers, body, has_preprocessor=self.has_preprocessor(path))
+        return self.run_flow(path, args, event=event).id
 
     # -- jobs
 
@@ -550,10 +607,8 @@ class Runner:
                     "parent_job": job.parent, "root_job": job.root, "script_path": job.path,
                     "success": job.success, "result": job.result}
         with self._lock:
-            run = self._started.get(job_id)
-        return run and {"id": run.id, "type": "CompletedJob", "running": False, "parent_job": None,
-                        "script_path": run.path, "success": run.success, "result": run.result,
-                        "is_skipped": run.skipped}
+            run = self._history.get(job_id)
+        return run and self._with_args(run)
 
     # -- flows
 
@@ -789,7 +844,7 @@ class Runner:
             return self._finish(job, True, hit)
         job = self._start(scope.log, kind or job_kind, label, parent, scope.root, step_id=sid, attempt=attempt)
         try:
-            call = lambda: code(fn_name, self.config.interpolate(args), job, scope.path)  # noqa: E731
+            call = lambda: code(fn_name, args, job, scope.path)  # noqa: E731 - _call resolves the arguments
             result = self._with_timeout(call, timeout) if timeout else call()
         except Exception as e:  # noqa: BLE001 - the error is the job's result
             raise StepFailed(self._finish(job, False, self._error_of(e, sid)), sid) from None
@@ -800,8 +855,11 @@ class Runner:
     @staticmethod
     def _error_of(e: Exception, sid) -> dict:
         """The job's error result. Windmill's wrappers add the flow step's id
-        (WM_FLOW_STEP_ID) as `step_id` (python_executor.rs, bun_executor.rs wrappers)."""
-        out = error_result(e)
+        (WM_FLOW_STEP_ID) as `step_id` (python_executor.rs, bun_executor.rs wrappers);
+        arguments the worker could not resolve are its own error (job_error)."""
+        out = job_error(e)
+        if isinstance(e, ArgumentError):
+            return out
         if sid and "step_id" not in out["error"]:
             out["error"]["step_id"] = sid
         return out
@@ -905,29 +963,61 @@ class Runner:
 
     def _ts_code(self, ts):
         def run(fn, args, job, flow_path):
-            ctx = self._job_context(job, flow_path)
-            return ts.call(fn, args, ctx, root_job=job.root, step_id=job.step_id, flow_path=flow_path)
+            return self._as_job(job, flow_path, args, lambda ctx, env, resolved: ts.call(
+                fn, resolved, ctx, root_job=job.root, step_id=job.step_id, flow_path=flow_path))
         return run
 
     def _job_context(self, job: Job, flow_path: str):
         return wmill_local.JobContext(self.config, job.id, job.parent, f"state/{flow_path}/{job.step_id or 'main'}",
                                       self._job_view, self.progress, self._start_flow, self.on_progress,
-                                      load_flow=self.load_flow)
+                                      list_jobs=self.list_jobs, load_flow=self.load_flow)
+
+    def _as_job(self, job: Job, flow_path: str, args: dict, run: Callable):
+        """Run one job as a worker does: its arguments resolved (Config.resolve_args),
+        with its own environment (WM_TOKEN, WM_JOB_ID, ... jobenv) and its token known to
+        the REST API; `run(ctx, env, resolved_args)` is the code."""
+        ctx = self._job_context(job, flow_path)
+        api = jobenv.api_server()
+        token = api.register(ctx)
+        try:
+            env = self._job_env(job, flow_path, token, api.url, ctx.state_path)
+            public = os.environ.get("WM_BASE_URL")
+            args = self.config.resolve_args(args, {**env, "WM_BASE_URL": public} if public else env)
+            return run(ctx, env, args)
+        finally:
+            api.forget(token)
+
+    def _job_env(self, job: Job, flow_path: str, token: str, api_url: str, state_path: str) -> dict:
+        """The reserved variables a worker gives a job (windmill-common variables.rs
+        `get_reserved_variables`), also its environment, plus BASE_INTERNAL_URL: the API
+        the job calls. WM_BASE_URL, the instance's public address, stays whatever the
+        process environment says (`make serve` knows its own; unset otherwise)."""
+        in_flow = job.parent is not None
+        return {"WM_WORKSPACE": self.config.workspace, "WM_TOKEN": token, "WM_JOB_ID": job.id,
+                "WM_JOB_PATH": job.path, "WM_FLOW_JOB_ID": job.parent or "", "WM_ROOT_FLOW_JOB_ID": job.root,
+                "WM_FLOW_PATH": flow_path if in_flow else "", "WM_FLOW_STEP_ID": job.step_id or "",
+                "WM_STATE_PATH": state_path, "WM_PERMISSIONED_AS": "u/local", "WM_EMAIL": "local@windmill.dev",
+                "WM_USERNAME": "local", "BASE_INTERNAL_URL": api_url}
 
     def _call(self, mod, fn_name: str, args: dict, job: Job, flow_path: str):
-        """Call `fn` as Windmill's Python wrapper does: by name, defaults for missing args;
-        a `datetime` / `bytes` parameter given a string gets it parsed / base64-decoded
-        (python_executor.rs wrapper)."""
+        """A Python job: `fn` called as Windmill's Python wrapper does (by name, defaults
+        for missing args; a `datetime` / `bytes` parameter given a string gets it parsed /
+        base64-decoded: python_executor.rs wrapper), its arguments resolved first."""
         fn = getattr(mod, fn_name, None)
         if fn is None:
             raise RunnerError(f"{mod.__name__} has no {fn_name}()")
+        return self._as_job(job, flow_path, args, lambda ctx, env, resolved: self._invoke(fn, fn_name, resolved, ctx,
+                                                                                           env))
+
+    @staticmethod
+    def _invoke(fn, fn_name: str, args: dict, ctx, env: dict):
         kwargs = {}
         for name, p in inspect.signature(fn).parameters.items():
             if name in args:
                 kwargs[name] = _python_arg(p.annotation, args[name])
             elif p.default is inspect.Parameter.empty and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
                 raise TypeError(f"{fn_name}() missing required argument: '{name}'")
-        with wmill_local.running(self._job_context(job, flow_path)):
+        with wmill_local.running(ctx), jobenv.job_environment(env):
             return _jsonable(fn(**kwargs))
 
     # -- composite modules

@@ -4,18 +4,21 @@ Answers the URL shapes a real Windmill instance answers, so a request that Dodo 
 send to Windmill works unchanged:
 
     POST /api/w/<ws>/jobs/run/f/<flow path>              async: 201, job id (text/plain)
-    POST /api/w/<ws>/jobs/run_wait_result/f/<flow path>  sync: 200, the result (JSON)
-         ?raw=true  ?include_header=a,b  (token: Authorization: Bearer / ?token=)
+    POST /api/w/<ws>/jobs/run_wait_result/f/<flow path>  sync: the result (JSON), 200, or
+                                                         422 when the run failed
+         ?raw=true  ?include_header=a,b  ?include_query=a  ?skip_preprocessor=true
+         (token: Authorization: Bearer / ?token=)
     GET  /api/w/<ws>/jobs_u/completed/get_result/<id>    a finished job's result
     GET  /api/w/<ws>/jobs_u/completed/get_result_maybe/<id>
     GET  /api/w/<ws>/jobs_u/get/<id>                     the job (QueuedJob / CompletedJob)
     <method> /api/r/[<ws>/]<route_path>                  each f/**/*.http_trigger.yaml
 
-Argument mapping follows backend/windmill-api/src/args.rs (see platform-facts.md):
-a body that is not UTF-8 or not JSON is answered 400 before any job runs; a JSON body
-that is not an object becomes {"body": value}. With a preprocessor the job's only
-argument is `event`; without one the body's keys (plus raw_string and the included
-headers) are the arguments.
+Argument mapping follows backend/windmill-api/src/args.rs (local_runner/triggers.py):
+a body that is not UTF-8 or not JSON (an empty one with a JSON content type included) is
+answered 400 before any job runs. With a preprocessor the job's only argument is `event`
+(a JSON body that is not an object as is in event.body); without one, or with
+skip_preprocessor=true, the body's keys (a non-object body as `body`, plus raw_string,
+the included headers and query) are the arguments.
 
 A body over the size limit (REQUEST_SIZE_LIMIT bytes, default Windmill's 200 MB) is
 answered 413 without being read; a bad content-length, or JSON nested deeper than the
@@ -61,8 +64,9 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import yaml
 
-from . import deep
+from . import deep, triggers
 from .runner import Runner, RunnerError, error_result
+from .triggers import BadRequest
 
 # Windmill's default request body limit (windmill-api DEFAULT_BODY_LIMIT, 200 MB; an
 # instance setting raises or lowers it): a larger body is answered 413 unread.
@@ -83,14 +87,6 @@ DEFAULT_KEEP_JOBS = 2_000
 DEFAULT_KEEP_BYTES = 64 * 2**20
 # Resident growth (bytes) since the last trim after which a finished job trims the heap.
 TRIM_GROWTH = 32 * 2**20
-
-RESERVED_QUERY = {"raw", "include_header", "token", "include_query", "job_id", "parent_job",
-                  "tag", "scheduled_for", "scheduled_in_secs", "memory_id", "skip_preprocessor"}
-
-
-class BadRequest(Exception):
-    pass
-
 
 @dataclass
 class HttpRoute:
@@ -122,30 +118,6 @@ def load_routes(root: Path) -> list[HttpRoute]:
             t.get("http_method", "post").upper(), t["script_path"], t.get("request_type", "sync") == "async",
             bool(t.get("raw_string")), bool(t.get("workspaced_route")), re.compile(f"^{regex}$")))
     return routes
-
-
-def parse_body(raw: bytes | bytearray) -> Any:
-    """Windmill: not UTF-8 or not JSON -> 400; empty -> {}. A bytearray (the request
-    buffer) is emptied once decoded: a large body is not held twice while its job runs."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest("body is not valid UTF-8") from None
-    finally:
-        if isinstance(raw, bytearray):
-            raw.clear()
-    if not text.strip():
-        return {}, text
-    try:
-        return json.loads(text), text
-    except json.JSONDecodeError as e:
-        raise BadRequest(f"body is not valid JSON: {e}") from None
-    except RecursionError:  # deeper than the parser's stack: refuse, never drop the connection
-        raise BadRequest("body is not valid JSON: nested too deeply") from None
-
-
-def as_args(body: Any) -> dict:
-    return body if isinstance(body, dict) else {"body": body}
 
 
 class App:
@@ -258,37 +230,18 @@ class App:
                         is_skipped=rec["is_skipped"], local_jobs=rec["local_jobs"])
         return view
 
-    # -- argument mapping (args.rs)
+    # -- argument mapping (args.rs): local_runner/triggers.py
 
-    def webhook_call(self, path: str, query: dict, headers: dict, raw: bytes) -> tuple[dict, dict | None]:
-        body, text = parse_body(raw)
-        include = [h.strip().lower() for h in query.get("include_header", [""])[0].split(",") if h.strip()]
-        picked = {h.replace("-", "_"): headers[h] for h in include if h in headers}
-        want_raw = query.get("raw", ["false"])[0] == "true"
-        if self.runner.has_preprocessor(path):
-            q = {k: v[0] for k, v in query.items() if k not in RESERVED_QUERY}
-            event = {"kind": "webhook", "body": as_args(body), "raw_string": text if want_raw else None,
-                     "query": q, "headers": picked}
-            return {}, event
-        args = dict(as_args(body))
-        if want_raw:
-            args["raw_string"] = text
-        args.update(picked)
-        return args, None
+    def webhook_call(self, path: str, query_string: str, headers: triggers.Headers,
+                     raw: bytes) -> tuple[dict, dict | None]:
+        return triggers.webhook_call(query_string, headers, raw, has_preprocessor=self.runner.has_preprocessor(path))
 
-    def route_call(self, route: HttpRoute, path: str, params: dict, query: dict, headers: dict,
-                   raw: bytes) -> tuple[dict, dict | None]:
-        body, text = parse_body(raw)
-        if self.runner.has_preprocessor(route.script_path):
-            event = {"kind": "http", "trigger_path": route.trigger_path, "route": route.route_path,
-                     "path": path, "method": route.method, "params": params,
-                     "query": {k: v[0] for k, v in query.items()}, "headers": dict(headers),
-                     "body": as_args(body), "raw_string": text if route.raw_string else None}
-            return {}, event
-        args = dict(as_args(body))
-        if route.raw_string:
-            args["raw_string"] = text
-        return args, None
+    def route_call(self, route: HttpRoute, path: str, params: dict, method: str, query_string: str,
+                   headers: triggers.Headers, raw: bytes) -> tuple[dict, dict | None]:
+        return triggers.route_call(route_path=route.route_path, called_path=path, params=params, method=method,
+                                   query_string=query_string, headers=headers, raw=raw,
+                                   raw_string=route.raw_string,
+                                   has_preprocessor=self.runner.has_preprocessor(route.script_path))
 
     def authorized(self, headers: dict, query: dict) -> bool:
         if not self.token:
@@ -380,7 +333,8 @@ def make_handler(app: App, header_timeout: float = DEFAULT_HEADER_TIMEOUT_S,
         def _dispatch(self, method: str):
             url = urlsplit(self.path)
             query = parse_qs(url.query, keep_blank_values=True)
-            headers = {k.lower(): v for k, v in self.headers.items()}
+            received = list(self.headers.items())  # in order, repeated names included
+            headers = {k.lower(): v for k, v in received}
             length = (self.headers.get("content-length") or "0").strip()
             if not length.isdigit():  # int() would take "-1" and read to EOF
                 self.close_connection = True
@@ -394,10 +348,12 @@ def make_handler(app: App, header_timeout: float = DEFAULT_HEADER_TIMEOUT_S,
                 self.close_connection = True
                 return self._send(408, "request body not received in time", "text/plain")
             try:
-                self._route(method, url.path, query, headers, raw)
+                self._route(method, url, query, received, raw)
                 raw = None
             except BadRequest as e:
                 self._send(400, str(e), "text/plain")
+            except triggers.UnsupportedMediaType as e:
+                self._send(415, str(e), "text/plain")
             except queue.Full:
                 self.send_response(503)
                 self.send_header("retry-after", "1")
@@ -432,9 +388,10 @@ def make_handler(app: App, header_timeout: float = DEFAULT_HEADER_TIMEOUT_S,
             self._reader.deadline = None
             return buf
 
-        def _route(self, method, path, query, headers, raw):
+        def _route(self, method, url, query, received, raw):
+            path, headers = url.path, {k.lower(): v for k, v in received}
             if path.startswith("/api/r/"):
-                return self._http_route(method, path.removeprefix("/api/r/"), query, headers, raw)
+                return self._http_route(method, path.removeprefix("/api/r/"), url.query, received, raw)
             m = _W.match(path)
             if not m or m["ws"] != app.workspace:
                 return self._send(404, "not found", "text/plain")
@@ -445,7 +402,7 @@ def make_handler(app: App, header_timeout: float = DEFAULT_HEADER_TIMEOUT_S,
                 sync = rest.startswith("jobs/run_wait_result/")
                 flow = rest.split("/f/", 1)[1]
                 app.runner.load_flow(flow)  # unknown flow -> RunnerError -> 404
-                args, event = app.webhook_call(flow, query, headers, raw)
+                args, event = app.webhook_call(flow, url.query, received, raw)
                 if sync:
                     return self._result(app.run(flow, args, event))
                 return self._send(201, app.submit(flow, args, event), "text/plain")
@@ -454,8 +411,10 @@ def make_handler(app: App, header_timeout: float = DEFAULT_HEADER_TIMEOUT_S,
             return self._send(404, "not found", "text/plain")
 
         def _result(self, rec: dict):
+            """execution.rs@3e67f263 `result_to_response`: a result's own
+            windmill_status_code, else 200 for a success and 422 for a failure."""
             result = rec["result"]
-            status = 200
+            status = 200 if rec["success"] else 422
             if isinstance(result, dict) and isinstance(result.get("windmill_status_code"), int):
                 status = result["windmill_status_code"]
             self._send(status, result)
@@ -476,7 +435,7 @@ def make_handler(app: App, header_timeout: float = DEFAULT_HEADER_TIMEOUT_S,
                                         "success": view.get("success"), "started": view["started_at"] is not None})
             return self._send(404, "not found", "text/plain")
 
-        def _http_route(self, method, rel, query, headers, raw):
+        def _http_route(self, method, rel, query_string, received, raw):
             for route in app.routes:
                 candidate = rel
                 if route.workspaced:
@@ -485,7 +444,8 @@ def make_handler(app: App, header_timeout: float = DEFAULT_HEADER_TIMEOUT_S,
                         continue
                 m = route.pattern.match(candidate.strip("/"))
                 if m and route.method == method:
-                    args, event = app.route_call(route, "/" + candidate.strip("/"), m.groupdict(), query, headers, raw)
+                    args, event = app.route_call(route, "/" + candidate.strip("/"), m.groupdict(), method,
+                                                 query_string, received, raw)
                     if route.is_async:
                         return self._send(201, app.submit(route.script_path, args, event), "text/plain")
                     return self._result(app.run(route.script_path, args, event))

@@ -24,6 +24,7 @@ from typing import Any, Callable
 import httpx
 import wmill.client as wc
 
+from . import triggers
 from .config import Config
 
 _local = threading.local()
@@ -37,9 +38,11 @@ class JobContext:
     state_path: str
     lookup_job: Callable[[str], dict | None]
     progress: dict
-    run_flow: Callable[[str, dict], str] | None = None   # starts a flow job, returns its id
+    # starts a flow job from a `jobs/run/f/<path>` call (path, query string, headers, body), returns its id
+    run_flow: Callable[[str, str, list, bytes], str] | None = None
     on_progress: Callable[[str, int], None] | None = None
     load_flow: Callable[[str], dict] | None = None  # a flow's OpenFlow document by path (flows/get)
+    list_jobs: Callable[[dict], list] | None = None  # jobs/completed/list with its query
 
 
 def current() -> JobContext | None:
@@ -76,11 +79,17 @@ def handle(request: httpx.Request) -> httpx.Response:
     if not m:
         return _json(404, {"error": f"not implemented locally: {request.url.path}"})
     rest, cfg = m["rest"], ctx.config
-    body = json.loads(request.content) if request.content else None
+    body = None
+    if request.content and not rest.startswith("jobs/run/"):  # a run's body is parsed as Windmill parses it
+        body = json.loads(request.content)
     get = request.method == "GET"
     try:
         if get and rest.startswith("variables/get_value/"):
             return _json(200, cfg.get_variable(rest.removeprefix("variables/get_value/")))
+        if get and rest.startswith("variables/exists/"):
+            return _json(200, rest.removeprefix("variables/exists/") in cfg.variables)
+        if get and rest.startswith("resources/exists/"):
+            return _json(200, rest.removeprefix("resources/exists/") in cfg.resources)
         if get and rest.startswith("variables/get/"):
             path = rest.removeprefix("variables/get/")
             return _json(200, {"path": path, "value": cfg.get_variable(path), "is_secret": path in cfg.secret_paths})
@@ -120,8 +129,11 @@ def handle(request: httpx.Request) -> httpx.Response:
             return _json(200, "updated")
         if not get and rest.startswith("jobs/run/f/") and ctx.run_flow:
             # Windmill queues the flow and answers its id at once; here it runs to its end
-            # first, in this thread: a caller that waits for it sees the same outcome
-            job_id = ctx.run_flow(rest.removeprefix("jobs/run/f/"), body or {})
+            # first, in this thread: a caller that waits for it sees the same outcome. The
+            # call is a webhook call like any other (triggers.webhook_call): a flow with a
+            # preprocessor runs it unless ?skip_preprocessor=true.
+            job_id = ctx.run_flow(rest.removeprefix("jobs/run/f/"), request.url.query.decode(),
+                                  list(request.headers.multi_items()), request.content)
             return httpx.Response(201, text=job_id, headers={"content-type": "text/plain"})
         if get and rest.startswith("flows/get/") and ctx.load_flow:
             path = rest.removeprefix("flows/get/")
@@ -130,6 +142,8 @@ def handle(request: httpx.Request) -> httpx.Response:
             except Exception:  # noqa: BLE001 - no such flow: Windmill answers 404
                 return _json(404, {"error": f"flow not found: {path}"})
             return _json(200, {"path": path, **flow})
+        if get and rest == "jobs/completed/list" and ctx.list_jobs:
+            return _json(200, ctx.list_jobs(dict(request.url.params)))
         if get and rest.startswith("jobs_u/get/"):
             job = ctx.lookup_job(rest.removeprefix("jobs_u/get/"))
             return _json(200, job) if job else _json(404, {"error": "job not found"})
@@ -151,6 +165,8 @@ def handle(request: httpx.Request) -> httpx.Response:
             return _json(200, ctx.progress.get(rest.removeprefix("job_metrics/get_progress/")))
     except KeyError as e:
         return _json(404, {"error": str(e.args[0])})
+    except triggers.BadRequest as e:
+        return httpx.Response(400, text=str(e), headers={"content-type": "text/plain"})
     return _json(404, {"error": f"not implemented locally: {request.method} {rest}"})
 
 

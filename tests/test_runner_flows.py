@@ -274,16 +274,22 @@ def depth_and_leaf(value) -> tuple[int, object]:
 
 # A trigger body nested deeper than Python's recursion limit (attack tests: ~600 levels
 # through the server) must reach the preprocessor, whose own checks reject it with their
-# documented error: the runner's argument handling ($var:/$res: resolution, JSON copies of
-# results, the expression scope) walks it without recursion. The leaf is still resolved as
-# a Windmill worker resolves job arguments.
+# documented error: the runner's argument handling (JSON copies of results, the
+# expression scope) walks it without recursion. An argument holding `$var:`-like text is
+# parsed by the worker with serde_json (common.rs `transform_json`), whose recursion limit
+# refuses a 128th level: that job fails before its code runs.
 def test_a_deeply_nested_trigger_body_reaches_the_preprocessor_and_the_steps(runner):
-    body = nested(3000, "$var:f/rt/token")
+    body = nested(3000, "plain text")
     event = {"kind": "webhook", "body": body, "raw_string": "{}", "query": {}, "headers": {}}
     run = runner.run_flow("f/rt/preprocessor", event=event)
     assert run.success, run.result
     assert kinds(run) == ["flow", "preprocessor", "script"]
-    assert depth_and_leaf(run.result["body"]) == (3000, "tok")
+    assert depth_and_leaf(run.result["body"]) == (3000, "plain text")
+    event["body"] = nested(3000, "$var:f/rt/token")
+    run = runner.run_flow("f/rt/preprocessor", event=event)
+    assert not run.success and kinds(run) == ["flow", "preprocessor"]
+    assert run.result["error"] == {"name": "InternalErr",
+                                   "message": "Internal: Error while parsing inner arg: recursion limit exceeded"}
 
 
 def test_deep_json_codec_matches_json_and_has_no_depth_limit():

@@ -1,0 +1,2 @@
+def main(inputs=None, gated=None, ungated=None):
+    return {"inputs": inputs, "gated": gated, "ungated": ungated}

@@ -1,0 +1,2 @@
+def main(message: str = "boom"):
+    raise ValueError(message)

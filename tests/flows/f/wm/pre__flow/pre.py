@@ -1,0 +1,2 @@
+def preprocessor(event: dict):
+    return {"seen": event}
