@@ -60,7 +60,7 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 import yaml
 
@@ -444,7 +444,8 @@ def make_handler(app: App, header_timeout: float = DEFAULT_HEADER_TIMEOUT_S,
                         continue
                 m = route.pattern.match(candidate.strip("/"))
                 if m and route.method == method:
-                    args, event = app.route_call(route, "/" + candidate.strip("/"), m.groupdict(), method,
+                    params = {k: unquote(v) for k, v in m.groupdict().items()}  # axum Path: percent-decoded
+                    args, event = app.route_call(route, "/" + candidate.strip("/"), params, method,
                                                  query_string, received, raw)
                     if route.is_async:
                         return self._send(201, app.submit(route.script_path, args, event), "text/plain")

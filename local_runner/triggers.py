@@ -79,16 +79,19 @@ def _utf8(raw: bytes | bytearray) -> str:
             raw.clear()
 
 
+def _not_json(word: str) -> Any:
+    raise ValueError(f"{word} is not JSON")
+
+
 def _from_json(text: str) -> Any:
+    """serde_json: strict JSON (no NaN / Infinity); a text not starting with `{` is
+    passed as is (WebhookArgs::from_json no_hashmap)."""
     try:
-        if text[:1] != "{":  # WebhookArgs::from_json: no_hashmap, the value as is
-            return json.loads(text)
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
+        return json.loads(text, parse_constant=_not_json)
+    except ValueError as e:  # JSONDecodeError included
         raise BadRequest(f"invalid json: {e}") from None
     except RecursionError:  # deeper than the parser's stack: refuse, never drop the connection
         raise BadRequest("invalid json: nested too deeply") from None
-    return {} if value is None else value
 
 
 def main_args(body: Any, raw_string: str | None, extra: dict | None = None) -> dict:

@@ -4,8 +4,18 @@
 
     rejected_http           a 4xx before any job runs (not UTF-8, not JSON, too deep, too big)
     rejected_preprocessor   the flow's preprocessor refuses it (signature, headers, body shape)
+                            and its failure module records nothing
+    recorded_failed         a signed delivery the worker could not hand to the preprocessor
+                            (text that resolves to a missing `$var:`): the failure module
+                            verified it and recorded it failed (step preprocessor) for replay
     stored                  a signed delivery, kept inertly: an inbox row (processed, ignored,
                             failed or duplicate), its text stored as data and rendered escaped
+
+Injections (`$var:`, `$res:`, `$encrypted:`, `$WM_TOKEN`) go into every header, the query
+and a route parameter, on both endpoints: a Windmill worker resolves them in the
+preprocessor's own arguments (common.rs `transform_json`), so the check that scans every
+response, job result, log line, row and outbox entry looks for each configured secret
+(the webhook secret, a secret variable and a resource's token) and for any job token.
 
 `Harness` serves the bundle's flows on 127.0.0.1 (the local runner's `make serve` App,
 in-process) and sends each case as Dodo would, to the webhook URL and to the HTTP
@@ -20,12 +30,14 @@ import base64
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Callable
+from urllib.parse import quote
 
 import httpx
 
@@ -33,18 +45,26 @@ from fixture_data import FIXTURE_SECRET, envelope, sign
 from f.dodo.lib import db as dblib
 from local_runner import Runner
 from local_runner.demo import ROOT, bundle_config, quiet_wmill_client
-from local_runner.server import DEFAULT_BODY_LIMIT, App, make_server
+from local_runner.server import DEFAULT_BODY_LIMIT, App, HttpRoute, make_server
 
 SCHEMA = "dodo"  # the scripts' default schema
 JOINER = "\u2060"  # WORD JOINER, written out: never taken from the code under test
 OTHER_SECRET = "whsec_" + base64.b64encode(b"an-attacker-chosen-signing-key!!").decode()
+# Configured in the harness's workspace beside the webhook secret: a secret variable and a
+# resource holding a token, both named by the injections below.
+CANARY_VARIABLE, CANARY_RESOURCE = "f/dodo/attack_canary", "f/dodo/attack_canary_resource"
+CANARY_SECRET = "canary-" + uuid.uuid4().hex
+CANARY_TOKEN = "canary-token-" + uuid.uuid4().hex
 # Secret material that must never appear in a response, job result, log, row or outbox.
 SECRETS = [FIXTURE_SECRET, FIXTURE_SECRET.removeprefix("whsec_"),
            base64.b64decode(FIXTURE_SECRET.removeprefix("whsec_")).decode(),
-           OTHER_SECRET, OTHER_SECRET.removeprefix("whsec_")]
+           OTHER_SECRET, OTHER_SECRET.removeprefix("whsec_"), CANARY_SECRET, CANARY_TOKEN]
+JOB_TOKEN_PREFIX = "wm_job_"  # every job's WM_TOKEN (local_runner/jobenv.py): none may leak either
 HEADERS = "webhook-id,webhook-timestamp,webhook-signature"
 WEBHOOK = f"/api/w/demo/jobs/run/f/f/dodo/webhook?raw=true&include_header={HEADERS}"
 ROUTE = "/api/r/dodo/webhook"
+# A route with a parameter to the same flow, as a merchant may add (the harness mounts it)
+PARAM_ROUTE = "dodo/webhook/:tenant"
 TARGETS = {"webhook": WEBHOOK, "route": ROUTE}
 TEST_BODY_LIMIT = 8 * 1024 * 1024  # the tests' limit; `make serve` uses Windmill's 200 MB
 assert TEST_BODY_LIMIT < DEFAULT_BODY_LIMIT
@@ -62,7 +82,15 @@ INJECTIONS = {
     "js_template": "${flow_input.event}`); throw 1; //",
     "bidi": "\u202egnp.exe",
 }
-OUTCOMES = ("rejected_http", "rejected_preprocessor", "stored")
+# Worker-resolved text in a header, the query or a route parameter (not the signed body)
+RESOLVED = {
+    "webhook_secret": "$var:f/dodo/webhook_secret",
+    "secret_variable": f"$var:{CANARY_VARIABLE}",
+    "resource": f"$res:{CANARY_RESOURCE}",
+    "job_token": "$WM_TOKEN",
+}
+UNRESOLVABLE = {"missing_variable": "$var:f/dodo/no_such_variable", "bad_encrypted": "$encrypted:not-ciphertext"}
+OUTCOMES = ("rejected_http", "rejected_preprocessor", "recorded_failed", "stored")
 
 
 @dataclass
@@ -166,6 +194,51 @@ def _injected(tag: str, text: str, etype: str) -> Callable[[str], Request]:
     return build
 
 
+def _in_header(tag: str, name: str, text: str) -> Callable[[str], Request]:
+    return _variant(tag, lambda r, i: _headers(r, [name], [(name, text)]))
+
+
+def _extra(tag: str, where: str, text: str) -> Callable[[str], Request]:
+    """A genuine signed delivery with `text` in an extra header, the query or a route
+    parameter: nothing the signature covers."""
+    def build(target: str) -> Request:
+        r = valid(tag)
+        if where == "header":
+            r.headers.append(("x-inject", text))
+        elif where == "query":
+            base = TARGETS[target]
+            r.path = base + ("&include_query=q&q=" if "?" in base else "?q=") + quote(text, safe="")
+        else:
+            r.path = f"/api/r/dodo/webhook/{quote(text, safe='')}"
+        return r
+    return build
+
+
+def _resolution_cases() -> list[Case]:
+    """Worker-resolved injections: in each of the three signed headers (the delivery is
+    refused, nothing echoed), and beside a genuine delivery in an extra header, the query
+    or a route parameter (stored; text the worker cannot resolve fails the preprocessor job,
+    and the failure module records the genuine delivery failed, for replay)."""
+    cases = []
+    for label, text in {**RESOLVED, "missing_variable": UNRESOLVABLE["missing_variable"]}.items():
+        for header in ("webhook-id", "webhook-timestamp", "webhook-signature"):
+            cases.append(Case(f"resolve_{label}_in_{header}", "rejected_preprocessor",
+                              _in_header(f"h{label[:6]}", header, text)))
+    for label, text in {**RESOLVED, **UNRESOLVABLE}.items():
+        resolved = label in RESOLVED
+        cases += [
+            # a webhook passes only the include_header headers: the extra one never arrives
+            Case(f"resolve_{label}_in_extra_header", "stored", _extra(f"x{label[:6]}", "header", text), ("webhook",)),
+            Case(f"resolve_{label}_in_extra_header", "stored" if resolved else "recorded_failed",
+                 _extra(f"x{label[:6]}", "header", text), ("route",)),
+            Case(f"resolve_{label}_in_query", "stored" if resolved else "recorded_failed",
+                 _extra(f"q{label[:6]}", "query", text)),
+            Case(f"resolve_{label}_in_route_param", "stored" if resolved else "recorded_failed",
+                 _extra(f"p{label[:6]}", "param", text), ("route",)),
+        ]
+    return cases
+
+
 def stored_text(text: str) -> str:
     """What Postgres holds for `text`: U+0000 cannot be stored (U+FFFD), a leading `$`
     is defused (f/dodo/lib/inert.py)."""
@@ -207,8 +280,11 @@ def _cases() -> list[Case]:
              lambda t: _headers(r := valid("dupsame"), add=list(r.headers))),
         Case("conflicting_ids_in_one_header", "rejected_preprocessor",
              _variant("idjoin", lambda r, i: _headers(r, ["webhook-id"], [("webhook-id", f"{i['msg']}, msg_other")]))),
+        # A webhook passes a repeated header's first value (HeaderMap::get), a route its last
+        Case("duplicated_id_header_unsigned_second", "stored",
+             _variant("iddup", lambda r, i: _headers(r, add=[("webhook-id", "msg_atk_unsigned")])), ("webhook",)),
         Case("duplicated_id_header_unsigned_second", "rejected_preprocessor",
-             _variant("iddup", lambda r, i: _headers(r, add=[("webhook-id", "msg_atk_unsigned")]))),
+             _variant("iddup", lambda r, i: _headers(r, add=[("webhook-id", "msg_atk_unsigned")])), ("route",)),
         Case("webhook_url_without_include_header", "rejected_preprocessor",
              lambda t: setattr(r := valid("noinc"), "path", WEBHOOK.split("&")[0]) or r, targets=("webhook",)),
         Case("webhook_url_without_raw", "rejected_preprocessor",
@@ -226,9 +302,9 @@ def _cases() -> list[Case]:
         Case("non_json", "rejected_http", lambda t: _signed("hello, not json", _ids("nonjson"))),
         Case("non_utf8", "rejected_http",
              _variant("latin1", lambda r, i: setattr(r, "body", r.body.replace(b"Ana Souza", "Ana Souzá".encode("latin-1"))))),
-        Case("empty_body", "rejected_preprocessor", lambda t: _signed("", _ids("empty"))),
+        Case("empty_body", "rejected_http", lambda t: _signed("", _ids("empty"))),  # JSON content type
         Case("json_array", "rejected_preprocessor", lambda t: _signed("[1, 2, 3]", _ids("array"))),
-        Case("json_nan", "rejected_preprocessor", lambda t: _signed('{"type": "payment.failed", "x": NaN}', _ids("nan"))),
+        Case("json_nan", "rejected_http", lambda t: _signed('{"type": "payment.failed", "x": NaN}', _ids("nan"))),
         Case("nested_100k_levels", "rejected_http", lambda t: _signed(_nested(100_000), _ids("deep100k"))),
         Case("nested_2000_levels", "rejected_http", lambda t: _signed(_nested(2000), _ids("deep2k"))),
         Case("nested_600_levels", "rejected_preprocessor", lambda t: _signed(_nested(600), _ids("deep600"))),
@@ -255,6 +331,7 @@ def _cases() -> list[Case]:
             Case(f"inject_{label}_refund", "stored", _injected(label, text, "refund.succeeded"), one,
                  stored_as={"refunds.reason": expected}),
         ]
+    cases += _resolution_cases()
     return cases + [  # last: every snapshot after them reads their rows
         Case("huge_metadata_4mb", "stored", lambda t: _signed(
             dict(e := _payment(i := _ids("hugemeta")), data=dict(e["data"], metadata={"blob": "x" * 4_000_000})), i)),
@@ -288,8 +365,22 @@ class Harness:
         self.conn = dblib.connect(pg_url, SCHEMA)
         quiet_wmill_client()
         self.sleeps: list[float] = []
-        self.runner = Runner(ROOT, bundle_config(pg_url, FIXTURE_SECRET), sleep=self.sleeps.append)
+        config = bundle_config(pg_url, FIXTURE_SECRET)
+        config.variables[CANARY_VARIABLE] = CANARY_SECRET
+        config.resources[CANARY_RESOURCE] = {"token": CANARY_TOKEN}
+        self.runner = Runner(ROOT, config, sleep=self.sleeps.append)
+        self.job_results: list[str] = []  # every job's result, each run's jobs included
+        run_flow = self.runner.run_flow
+
+        def recording_run_flow(*args, **kwargs):
+            run = run_flow(*args, **kwargs)
+            self.job_results.append(json.dumps([j.result for j in run.jobs], default=str))
+            return run
+        self.runner.run_flow = recording_run_flow
         self.app = App(self.runner, workers=2, max_body=TEST_BODY_LIMIT)
+        entry = next(r for r in self.app.routes if r.script_path == "f/dodo/webhook")
+        self.app.routes.append(HttpRoute(entry.trigger_path, PARAM_ROUTE, "POST", entry.script_path, True,
+                                         True, False, re.compile(r"^dodo/webhook/(?P<tenant>[^/]+)$")))
         self.server = make_server(self.app, "127.0.0.1", 0)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -360,7 +451,10 @@ class Harness:
         pre = [j for j in job["local_jobs"] if j["kind"] == "preprocessor"]
         if pre and not pre[0]["success"]:
             detail = json.dumps(job["result"])[:300]
-            return Outcome(case.name, target, "rejected_preprocessor", status, detail), req
+            row = self.conn.execute("SELECT status, failed_step FROM webhook_events WHERE webhook_id = %s",
+                                    (_webhook_id(req),)).fetchone()
+            kind = "recorded_failed" if row == ("failed", "preprocessor") else "rejected_preprocessor"
+            return Outcome(case.name, target, kind, status, detail, row and row[0]), req
         row = self.conn.execute("SELECT status FROM webhook_events WHERE webhook_id = %s",
                                 (_webhook_id(req),)).fetchone()
         result = job["result"]
@@ -403,7 +497,7 @@ class Harness:
             jobs = json.dumps(list(self.app.jobs.values()), default=str)
         rows = json.dumps({t: sorted(r) for t, r in self.snapshot().items()})
         out = open(self.outbox, encoding="utf-8").read() if os.path.exists(self.outbox) else ""
-        return "\n".join([*self.responses, jobs, *self.logs, rows, out])
+        return "\n".join([*self.responses, jobs, *self.job_results, *self.logs, rows, out])
 
 
 def redact(text: str) -> str:
@@ -444,7 +538,7 @@ def run_all(pg_url: str, outbox: str, cases: list[Case] = CASES) -> dict:
                 after = h.snapshot()
                 if got.outcome != case.expect:
                     problems.append(redact(f"{case.name}/{target}: {got.outcome} ({got.detail[:120]})"))
-                if got.outcome != "stored" and changed_rows(before, after):
+                if got.outcome not in ("stored", "recorded_failed") and changed_rows(before, after):
                     problems.append(f"{case.name}/{target}: state changed by a rejected request")
                 if foreign_changes(before, after, list(req.ids.values())):
                     problems.append(f"{case.name}/{target}: rows of other deliveries changed")
@@ -455,7 +549,7 @@ def run_all(pg_url: str, outbox: str, cases: list[Case] = CASES) -> dict:
                 if not (h.workers_alive() and h.canary(target)):
                     problems.append(f"{case.name}/{target}: server stopped serving")
         said = h.everything_said()
-        leaks = [n for n, s in enumerate(SECRETS) if s in said]
+        leaks = [n for n, s in enumerate(SECRETS) if s in said] + (["job token"] if JOB_TOKEN_PREFIX in said else [])
     finally:
         h.close()
     counts = {k: sum(o.outcome == k for o in outcomes) for k in OUTCOMES}

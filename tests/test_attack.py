@@ -1,17 +1,19 @@
 """Attack and bad input through the real local server and the real flows (issue 7, item 2).
 
 Every case of tests/attack_cases.py goes to the webhook URL and to the HTTP route:
-it must end as expected (rejected with a 4xx, rejected by the preprocessor, or stored
-inertly), change no row of any other delivery (a rejected one changes none at all),
-leave every worker alive and the server serving a normal delivery, and no secret may
-appear in any response, job result, log, row or outbox entry.
+it must end as expected (rejected with a 4xx, rejected by the preprocessor, recorded
+failed for replay, or stored inertly), change no row of any other delivery (a rejected
+one changes none at all), leave every worker alive and the server serving a normal
+delivery, and no secret may appear in any response, job result, log, row or outbox
+entry: neither a configured secret nor any job's token, though the injections name them
+in every header, the query and a route parameter.
 """
 import json
 import re
 import time
 
 import pytest
-from attack_cases import (CASES, SCHEMA, SECRETS, TEST_BODY_LIMIT, Harness, changed_rows, drop_pg_schema,
+from attack_cases import (CASES, JOB_TOKEN_PREFIX, SCHEMA, SECRETS, TEST_BODY_LIMIT, Harness, changed_rows, drop_pg_schema,
                           foreign_changes, redact, start_pg_schema, stored_text, valid, _signed)
 
 from f.dodo.lib.inert import defuse
@@ -41,7 +43,12 @@ def test_attack_case(harness, case, target, capfd):
     assert got.outcome == case.expect, redact(f"{got.outcome} {got.status}: {got.detail}")
     if got.outcome == "rejected_http":
         assert 400 <= got.status < 500 and got.detail.strip(), "a 4xx with a reason"
-    if got.outcome != "stored":
+    if got.outcome == "recorded_failed":  # only its own inbox row, its body defused
+        assert set(changed_rows(before, after)) == {"webhook_events"}
+        payload = harness.conn.execute("SELECT payload FROM webhook_events WHERE webhook_id = %s",
+                                       (req.ids["msg"],)).fetchone()[0]
+        assert payload["data"]["payment_id"] == req.ids["pay"]
+    elif got.outcome != "stored":
         assert changed_rows(before, after) == {}
     else:
         assert got.inbox in ("processed", "ignored", "failed", "duplicate")
@@ -105,14 +112,18 @@ def test_body_limit_follows_windmill():
 
 
 def test_no_secret_in_any_response_job_log_row_or_outbox(harness, capfd, caplog):
-    # runs last: everything the module's cases produced, plus two cases of its own
-    for name in ("resigned_with_another_secret", "inject_windmill_var_payment", "inject_windmill_res_payment"):
-        harness.send(next(c for c in CASES if c.name == name), "webhook")
+    # runs last: everything the module's cases produced, plus cases of its own
+    for name in ("resigned_with_another_secret", "inject_windmill_var_payment", "inject_windmill_res_payment",
+                 "resolve_webhook_secret_in_webhook-timestamp", "resolve_secret_variable_in_webhook-signature",
+                 "resolve_job_token_in_webhook-id", "resolve_resource_in_query"):
+        for target in ("webhook", "route"):
+            harness.send(next(c for c in CASES if c.name == name), target)
     out, err = capfd.readouterr()
     said = harness.everything_said() + out + err + caplog.text
-    assert len(said) > 10_000  # the scan saw the run, not an empty string
+    assert len(said) > 10_000 and len(harness.job_results) > 100  # the scan saw the run's job results
     leaked = [n for n, s in enumerate(SECRETS) if s in said]
     assert leaked == [], f"secret material #{leaked} found"
+    assert JOB_TOKEN_PREFIX not in said, "a job token found"
 
 
 @pytest.mark.parametrize("name", ["nested_600_levels", "nested_200_levels_in_metadata"])

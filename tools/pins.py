@@ -41,9 +41,11 @@ def read_lock(root: Path = ROOT) -> dict[str, str]:
 
 
 def module_imports(path: Path) -> set[str]:
-    """Dotted names imported at module level (the only imports Windmill infers from)."""
+    """Dotted names imported anywhere in the module, function-level (lazy) imports
+    included: Windmill infers from module-level imports only, and a `# requirements:`
+    block replaces the inference, so a lazy import is installed only if pinned here."""
     names = set()
-    for node in ast.parse(path.read_text()).body:
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:

@@ -1,25 +1,20 @@
 # requirements:
 # annotated-types==0.8.0
-# anyio==4.16.0
-# certifi==2026.10.19.post1
-# h11==0.16.0
-# httpcore==1.0.9
-# httpx==0.28.1
-# idna==3.20
 # psycopg2-binary==2.9.13
 # pydantic==2.14.3
 # pydantic_core==2.50.4
+# standardwebhooks==1.1.0
 # typing-inspection==0.4.5
 # typing_extensions==4.16.0
-# wmill==1.850.0
-"""Replay failed or dead-lettered deliveries through the entry flow, oldest event first."""
+"""Replay failed deliveries through the entry flow, oldest event first: failed inbox rows,
+and (source job_history / both) failed runs of f/dodo/webhook from Windmill's job history."""
 
 from typing import Literal, Optional
 
 from f.dodo.lib import db as pg
 from f.dodo.lib import replay as rp
-from f.dodo.lib.workspace import integration_refs
 from f.dodo.lib.resources import postgresql
+from f.dodo.lib.workspace import integration_refs, webhook_secrets
 
 
 def main(
@@ -31,6 +26,7 @@ def main(
     status: Optional[list[Literal["failed", "received"]]] = None,
     dry_run: bool = False,
     limit: int = 100,
+    source: Literal["inbox", "job_history", "both"] = "inbox",
     schema: str = "dodo",
     resend_unknown: bool = False,
 ) -> dict:
@@ -38,10 +34,15 @@ def main(
     # may have been delivered) and send those again, at the risk of a duplicate.
     selection = rp.Selection(tuple(webhook_ids or ()), tuple(event_types or ()), rp.parse_time(since),
                              rp.parse_time(until), tuple(status or ("failed",)), limit, resend_unknown)
+    rows = []
     with pg.connect(db, schema) as conn:
-        rows = rp.select(conn, selection)
-        if dry_run:
-            return rp.rich_result(rp.plan(conn, rows), dry_run=True)
-        done = rp.replay(conn, rows, rp.run_entry_flow, integration_refs(), rp.report_progress,
-                         resend_unknown=resend_unknown)
-    return rp.rich_result(done, dry_run=False)
+        if source in ("job_history", "both"):  # first: what never reached the inbox
+            runs = rp.history_runs(selection.since, limit)
+            rows += rp.replay_history(conn, runs, webhook_secrets(), rp.run_entry_flow, integration_refs(),
+                                      rp.report_progress, dry_run=dry_run)
+        if source in ("inbox", "both"):
+            picked = rp.select(conn, selection)
+            rows += (rp.plan(conn, picked) if dry_run
+                     else rp.replay(conn, picked, rp.run_entry_flow, integration_refs(), rp.report_progress,
+                                    resend_unknown=resend_unknown))
+    return rp.rich_result(rows, dry_run=dry_run)

@@ -1,13 +1,6 @@
 # requirements:
-# anyio==4.16.0
-# certifi==2026.10.19.post1
-# h11==0.16.0
-# httpcore==1.0.9
-# httpx==0.28.1
-# idna==3.20
 # psycopg2-binary==2.9.13
-# typing_extensions==4.16.0
-# wmill==1.850.0
+# standardwebhooks==1.1.0
 """Daily revenue report: figures per currency, sent to Slack and email, shown as a rich result."""
 
 import os

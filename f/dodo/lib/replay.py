@@ -16,6 +16,18 @@ A Slack or SMS send of unknown outcome (ledger status `unknown`: it may have bee
 delivered) is never resent by a replay, unless `resend_unknown` is set: then the events
 holding such sends are selected too, whatever their inbox status, and those sends are
 released (ledger.release_unknown) and sent again, at the risk of a duplicate.
+
+A delivery can also fail with no inbox row: Postgres was down longer than the record
+step's retries and its failure module could not reach it either, or the preprocessor
+rejected a genuine delivery while the signing secret was misconfigured. Windmill keeps
+each failed run of the entry flow in its job history with the arguments it was created
+with; `history_runs` reads them (jobs/completed/list) and `replay_history` re-runs each:
+a trigger event (raw body and headers) is verified again with the current secrets first,
+a run that was past its preprocessor is re-run with its verified inputs.
+
+Every re-run is started with `skip_preprocessor=true` (f/dodo/lib/windmill_api.py):
+Windmill runs a flow's preprocessor for any API call without it, and the preprocessor
+wants a trigger event, not flow inputs.
 """
 from __future__ import annotations
 
@@ -25,10 +37,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-import wmill
-
-from f.dodo.lib import ledger
-from f.dodo.lib.errors import EventError
+from f.dodo.lib import ledger, windmill_api
+from f.dodo.lib.errors import EventError, SignatureError
+from f.dodo.lib.inert import defuse
 from f.dodo.lib.normalizer import normalize_event
 from f.dodo.lib.notify import delivery_key
 
@@ -175,14 +186,94 @@ def replay(conn, rows: list[dict], run: Run, integrations: dict | None = None,
     return out
 
 
+# ---------------------------------------------------------------- Windmill's job history
+
+
+@dataclass(frozen=True)
+class FailedRun:
+    """A failed run of the entry flow from Windmill's job history."""
+    job: str
+    created_at: str
+    args: dict
+
+
+def history_runs(since: datetime | None = None, limit: int = 100) -> list[FailedRun]:
+    """Failed root runs of the entry flow, oldest first, with their arguments."""
+    params = {"script_path_exact": ENTRY_FLOW, "success": "false", "has_null_parent": "true",
+              "include_args": "true", "order_desc": "true", "per_page": str(limit)}
+    if since:
+        params["created_after"] = since.isoformat().replace("+00:00", "Z")
+    runs = []
+    for job in windmill_api.list_completed_jobs(**params):
+        args = job.get("args")
+        if args is None:  # an older Windmill lists jobs without their args
+            args = windmill_api.get_job(job["id"]).get("args")
+        if isinstance(args, dict):
+            runs.append(FailedRun(job["id"], job.get("created_at") or "", args))
+    return sorted(runs, key=lambda r: r.created_at)
+
+
+def history_inputs(run: FailedRun, secrets: list[str], tolerance_s: int | None) -> dict:
+    """The entry flow's verified inputs {event, webhook_id} of a failed run. A trigger
+    event is verified again (SignatureError when it does not verify); timestamps are not
+    checked (`tolerance_s` None): the run is old by nature, its signature is what counts."""
+    from f.dodo.lib.signature import verify_trigger_event  # noqa: PLC0415
+
+    event = run.args.get("event")
+    if isinstance(event, dict) and event.get("kind") in ("webhook", "http"):
+        verified = verify_trigger_event(event, secrets, tolerance_s if tolerance_s is not None else 10**12)
+        return defuse(verified)
+    return {"event": event, "webhook_id": run.args.get("webhook_id")}
+
+
+def replay_history(conn, runs: list[FailedRun], secrets: list[str], run: Run, integrations: dict | None = None,
+                   progress: Progress | None = None, dry_run: bool = False) -> list[dict]:
+    """Re-run each failed run once per webhook-id, oldest first; runs whose delivery the
+    inbox already holds as processed (a later retry went through) are skipped."""
+    out, seen = [], set()
+    for i, failed in enumerate(runs):
+        row = {"job": failed.job, "created_at": failed.created_at}
+        try:
+            inputs = history_inputs(failed, secrets, None)
+        except SignatureError as exc:
+            out.append(dict(row, webhook_id=None, action=f"rejected: {exc}", success=False, replay_job=None))
+            continue
+        wid = inputs.get("webhook_id") or "(pasted event)"
+        status = _inbox_status(conn, inputs["webhook_id"]) if inputs.get("webhook_id") else None
+        if wid in seen or status in ("processed", "ignored"):
+            out.append(dict(row, webhook_id=wid, action=f"skipped: {'already replayed' if wid in seen else status}",
+                            success=True, replay_job=None))
+            continue
+        seen.add(wid)
+        if dry_run:
+            out.append(dict(row, webhook_id=wid, action=f"run {ENTRY_FLOW}", success=None, replay_job=None))
+            continue
+        args = {**inputs, **(integrations or {}), "delivery_attempt": uuid.uuid4().hex}
+        args = {k: v for k, v in args.items() if v is not None}
+        ok, _, job_id = run(args)
+        out.append(dict(row, webhook_id=wid, action="re-run", success=ok, replay_job=job_id,
+                        inbox_status=_inbox_status(conn, inputs.get("webhook_id"))))
+        if progress:
+            progress(i + 1, len(runs))
+    return out
+
+
+def _inbox_status(conn, webhook_id: str | None) -> str | None:
+    if not webhook_id:
+        return None
+    row = conn.execute("SELECT status FROM webhook_events WHERE webhook_id = %s", (webhook_id,)).fetchone()
+    return row and row[0]
+
+
 # ---------------------------------------------------------------- through Windmill
 
 
 def run_entry_flow(args: dict, *, poll_s: float = 0.25, max_poll_s: float = 2.0) -> tuple[bool, Any, str]:
-    """Start the entry flow as its own job and wait for it (sequential: event order)."""
-    job_id = wmill.run_flow_async(ENTRY_FLOW, args)
+    """Start the entry flow as its own job, without its preprocessor (the arguments are
+    verified flow inputs), and wait for it (sequential: event order)."""
+    job_id = windmill_api.run_flow_async(ENTRY_FLOW, args, skip_preprocessor=True)
     while True:
-        job = wmill.get_job(job_id)
+        job = windmill_api.get_job(job_id)
         if job.get("type") == "CompletedJob":
             return bool(job.get("success")), job.get("result"), job_id
         time.sleep(poll_s)
@@ -190,8 +281,8 @@ def run_entry_flow(args: dict, *, poll_s: float = 0.25, max_poll_s: float = 2.0)
 
 
 def report_progress(done: int, total: int) -> None:
-    """wmill.set_progress takes 0..99 while the job runs; Windmill sets 100 at the end."""
-    wmill.set_progress(min(99, done * 100 // max(total, 1)))
+    """Progress takes 0..99 while the job runs; Windmill sets 100 at the end."""
+    windmill_api.set_progress(min(99, done * 100 // max(total, 1)))
 
 
 def rich_result(rows: list[dict], dry_run: bool) -> dict:

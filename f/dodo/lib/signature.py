@@ -4,7 +4,12 @@
 HMAC of `{id}.{timestamp}.{raw body}` against the current and the previous secret, then
 parses the body (a JSON object at most MAX_DEPTH levels deep). Every failure raises a subclass of `SignatureError` (errors.py) whose
 `field` names the header (or `body`, `raw_string`, `secret`, `kind`) at fault. No
-message ever holds a secret.
+message ever holds a secret, a header value or body text: a Windmill worker resolves
+`$var:`/`$res:`/`$encrypted:`/`$WM_TOKEN`-like strings in the preprocessor's own
+arguments (windmill-worker common.rs `transform_json`), headers included, so a header
+value may already be a secret when it arrives here. A header value that still starts
+with `$` (not resolved) is malformed. Only `raw_string`, which the worker never
+resolves (it starts with `{`), is verified and parsed; `event.body` is never read.
 
 The HMAC itself comes from `standardwebhooks` (`Webhook.sign`). Its `verify` is not
 used as is: its clock tolerance is fixed at 5 minutes and reads the wall clock, and a
@@ -121,9 +126,7 @@ def headers_from_event(event: dict) -> dict:
         raise UnsupportedTriggerError("kind", "the preprocessor event is not an object")
     kind = event.get("kind")
     if kind not in ("webhook", "http"):
-        raise UnsupportedTriggerError(
-            "kind", f"trigger {str(kind)[:40]!r} is not supported: use a webhook or an HTTP route"
-        )
+        raise UnsupportedTriggerError("kind", "this trigger kind is not supported: use a webhook or an HTTP route")
     raw = event.get("headers")
     found = _normalise_names(raw if isinstance(raw, dict) else {})
     return {name: found[name] for name in HEADERS if name in found}
@@ -156,10 +159,13 @@ def _read_headers(headers: dict) -> tuple[str, int, list[bytes]]:
     missing = [name for name in HEADERS if not _values(headers.get(name))]
     if missing:
         raise MissingHeaderError(", ".join(missing), "missing header")
+    for name in HEADERS:
+        if any(v.startswith("$") for v in _values(headers[name])):
+            raise InvalidHeaderError(name, "malformed: a value starting with '$'")
     msg_id = _single(headers, ID)
     stamp = _single(headers, TIMESTAMP)
     if not _TIMESTAMP_RE.fullmatch(stamp):
-        raise InvalidHeaderError(TIMESTAMP, f"not Unix seconds: {stamp[:40]!r}")
+        raise InvalidHeaderError(TIMESTAMP, "not Unix seconds")
     return msg_id, int(stamp), _signatures(headers[SIGNATURE])
 
 
@@ -193,9 +199,8 @@ def _check_timestamp(timestamp: int, tolerance_s: int, now: int) -> None:
     skew = now - timestamp
     if abs(skew) > tolerance_s:
         when = "old" if skew > 0 else "new"
-        raise TimestampToleranceError(
-            TIMESTAMP, f"{abs(skew)} s too {when} (tolerance {tolerance_s} s)"
-        )
+        # the skew is not shown: it would give away a resolved variable's digits
+        raise TimestampToleranceError(TIMESTAMP, f"too {when} (tolerance {tolerance_s} s)")
 
 
 def _decode(raw_body: str | bytes) -> str:

@@ -3,10 +3,11 @@
 One place for the paths every script and flow refers to, and for the references
 to the optional integrations that the entry flow's sinks receive. Only references
 (`$res:`/`$var:` strings) leave here, never secret values: the worker resolves each
-reference when the step that receives it starts.
+reference when the step that receives it starts. Lookups use f/dodo/lib/windmill_api
+(standard library only): the preprocessor imports this module on every delivery.
 """
 
-import wmill
+from f.dodo.lib import windmill_api
 
 POSTGRES = "f/dodo/postgres"
 NOTIFY_ROUTING = "f/dodo/notify_routing"
@@ -29,24 +30,36 @@ DESTINATIONS = {"posthog": "f/dodo/posthog", "segment": "f/dodo/segment", "mailc
 
 def optional_variable(path: str) -> str | None:
     """A variable that may not exist: None when Windmill answers 404."""
-    try:
-        return wmill.get_variable(path)
-    except Exception as exc:  # wmill raises a bare Exception carrying the status
-        if ": 404" in str(exc):
-            return None
-        raise
+    return windmill_api.optional_variable(path)
+
+
+def webhook_secrets() -> list[str]:
+    """The current then the previous signing secret; SecretConfigError naming the fix
+    when there is no current one (never verify with the previous secret alone)."""
+    from f.dodo.lib.signature import NO_SECRET, SecretConfigError  # noqa: PLC0415 - light, stdlib only
+
+    current = optional_variable(WEBHOOK_SECRET)
+    if not current:
+        raise SecretConfigError("secret", NO_SECRET)
+    return [current, optional_variable(WEBHOOK_SECRET_PREVIOUS) or ""]
+
+
+def webhook_tolerance_s(default: int) -> int:
+    """The timestamp tolerance variable in seconds, or `default`."""
+    text = (optional_variable(WEBHOOK_TOLERANCE) or "").strip()
+    return int(text) if text else default
 
 
 def set_secret(path: str, value: str) -> None:
     """Create or update a secret variable (Windmill API variables/create | update)."""
-    wmill.set_variable(path, value, is_secret=True)
+    windmill_api.set_secret_variable(path, value)
 
 
 def optional_resource(path: str) -> dict | None:
     """A resource that may not exist: None when it does not. Scripts look optional
     integrations up themselves: a schedule's or step's static `$res:` of a missing path
     fails the job before any code runs (windmill-worker common.rs transform_json_value)."""
-    return wmill.get_resource(path, none_if_undefined=True)
+    return windmill_api.optional_resource(path)
 
 
 def message_channels(slack: dict | None = None, smtp: dict | None = None,
@@ -65,13 +78,13 @@ def message_channels(slack: dict | None = None, smtp: dict | None = None,
 
 
 def integration_refs() -> dict:
-    """References to the optional integrations that exist. interpolated=False keeps a
-    resource's own secrets as `$var:` references instead of reading them here."""
+    """References to the optional integrations that exist; only their existence is
+    asked, so no secret value is read here."""
     found = {name: f"$res:{path}" for name, path in INTEGRATIONS.items() if _exists(path)}
     destinations = {name: f"$res:{path}" for name, path in DESTINATIONS.items() if _exists(path)}
     if destinations:
         found["destinations"] = destinations
-    if optional_variable(SLACK_WEBHOOK_URL):
+    if windmill_api.variable_exists(SLACK_WEBHOOK_URL):
         found["slack_webhook_url"] = f"$var:{SLACK_WEBHOOK_URL}"
     if custom_has_steps():
         found["custom"] = True
@@ -79,7 +92,7 @@ def integration_refs() -> dict:
 
 
 def _exists(resource_path: str) -> bool:
-    return wmill.get_resource(resource_path, none_if_undefined=True, interpolated=False) is not None
+    return windmill_api.resource_exists(resource_path)
 
 
 def custom_has_steps() -> bool:
@@ -88,17 +101,7 @@ def custom_has_steps() -> bool:
     that fails for another reason than 404 counts as yes: a user's steps are never
     skipped because of it (an empty flow then costs its two jobs)."""
     try:
-        flow = _api_get(f"flows/get/{CUSTOM_FLOW}")
-    except Exception as exc:  # wmill raises a bare Exception carrying the status
-        return ": 404" not in str(exc)
+        flow = windmill_api.get_flow(CUSTOM_FLOW)
+    except windmill_api.WindmillApiError as exc:
+        return exc.status != 404
     return bool(((flow or {}).get("value") or {}).get("modules"))
-
-
-def _api_get(rest: str):
-    from wmill import client  # noqa: PLC0415 - its global client, as wmill.get_variable uses it
-
-    @client.init_global_client
-    def get():
-        return client._client.get(f"/w/{client._client.workspace}/{rest}").json()
-
-    return get()
