@@ -89,6 +89,16 @@ def get_flow(path: str) -> dict:
     return _get(f"flows/get/{path}")
 
 
+def set_secret_variable(path: str, value: str) -> None:
+    """Create the secret variable, or update its value (as wmill's set_variable does:
+    variables/create when GET variables/get/{path} answers 404, else variables/update)."""
+    if variable_exists(path):
+        _request("POST", f"variables/update/{path}", None, {"value": value}, text=True)
+    else:
+        _request("POST", "variables/create", None,
+                 {"path": path, "value": value, "is_secret": True, "description": ""}, text=True)
+
+
 def variable_exists(path: str) -> bool:
     """Whether the variable exists, its value never read (GET variables/exists/{path})."""
     return bool(_get(f"variables/exists/{path}"))
