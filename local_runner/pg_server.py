@@ -164,6 +164,14 @@ class PgServer:
         if self.ephemeral:  # the mkdtemp dir around the data dir
             shutil.rmtree(self.data_dir.parent, ignore_errors=True)
 
+    def halt(self) -> None:
+        """Stop the server but keep its data: `start()` brings the same database back
+        (an outage, in tests)."""
+        if not self.managed:
+            raise RuntimeError("the server given by DATABASE_URL is not ours to stop")
+        self._cmd("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop", check=False)
+        self.running = False
+
     def restart(self) -> None:
         """Stop and start again on the same port and data: open connections are dropped."""
         if not self.managed:

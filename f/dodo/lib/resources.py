@@ -43,7 +43,7 @@ class smtp(TypedDict, total=False):
     password: str
 
 
-class twilio(TypedDict, total=False):
+class dodo_twilio(TypedDict, total=False):
     accountSid: str
     token: str
     from_number: str
