@@ -547,6 +547,8 @@ def serve(root: str | Path = ".", env: dict | None = None, data_dir: str | None 
     from .demo import quiet_wmill_client  # noqa: PLC0415
     pgpool.install(max_idle=int(env.get("PG_POOL_IDLE", "16")))  # the server's jobs share connections
     quiet_wmill_client()  # a 404 for an optional integration is expected, not an error to print per event
+    # unconfigured sinks write what they would have sent here (on Windmill: nowhere)
+    os.environ["DODO_OUTBOX"] = env.get("DODO_OUTBOX") or os.path.join("var", "outbox.jsonl")
     app, pg = build(root, env, data_dir)
     port = int(env.get("PORT", "8000"))
     server = make_server(app, "127.0.0.1", port,
