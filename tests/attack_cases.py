@@ -500,6 +500,15 @@ class Harness:
         return "\n".join([*self.responses, jobs, *self.job_results, *self.logs, rows, out])
 
 
+FRAGMENT = 16  # a leak may be cut short (an error quoting 40 characters of a header)
+
+
+def leaked_secrets(said: str) -> list[int]:
+    """Indexes of SECRETS of which any FRAGMENT-character piece appears in `said`."""
+    return [n for n, secret in enumerate(SECRETS)
+            if any(secret[i:i + FRAGMENT] in said for i in range(max(1, len(secret) - FRAGMENT + 1)))]
+
+
 def redact(text: str) -> str:
     for s in SECRETS:
         text = text.replace(s, "<secret>")
@@ -549,7 +558,7 @@ def run_all(pg_url: str, outbox: str, cases: list[Case] = CASES) -> dict:
                 if not (h.workers_alive() and h.canary(target)):
                     problems.append(f"{case.name}/{target}: server stopped serving")
         said = h.everything_said()
-        leaks = [n for n, s in enumerate(SECRETS) if s in said] + (["job token"] if JOB_TOKEN_PREFIX in said else [])
+        leaks = leaked_secrets(said) + (["job token"] if JOB_TOKEN_PREFIX in said else [])
     finally:
         h.close()
     counts = {k: sum(o.outcome == k for o in outcomes) for k in OUTCOMES}

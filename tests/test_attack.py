@@ -13,8 +13,8 @@ import re
 import time
 
 import pytest
-from attack_cases import (CASES, JOB_TOKEN_PREFIX, SCHEMA, SECRETS, TEST_BODY_LIMIT, Harness, changed_rows, drop_pg_schema,
-                          foreign_changes, redact, start_pg_schema, stored_text, valid, _signed)
+from attack_cases import (CASES, JOB_TOKEN_PREFIX, SCHEMA, TEST_BODY_LIMIT, Harness, changed_rows, drop_pg_schema,
+                          foreign_changes, leaked_secrets, redact, start_pg_schema, stored_text, valid, _signed)
 
 from f.dodo.lib.inert import defuse
 from local_runner.server import DEFAULT_BODY_LIMIT
@@ -120,8 +120,8 @@ def test_no_secret_in_any_response_job_log_row_or_outbox(harness, capfd, caplog)
             harness.send(next(c for c in CASES if c.name == name), target)
     out, err = capfd.readouterr()
     said = harness.everything_said() + out + err + caplog.text
-    assert len(said) > 10_000 and len(harness.job_results) > 100  # the scan saw the run's job results
-    leaked = [n for n, s in enumerate(SECRETS) if s in said]
+    assert len(said) > 10_000 and len(harness.job_results) > 10  # the scan saw the runs' job results
+    leaked = leaked_secrets(said)  # a piece of one counts: an error may quote a cut header
     assert leaked == [], f"secret material #{leaked} found"
     assert JOB_TOKEN_PREFIX not in said, "a job token found"
 
