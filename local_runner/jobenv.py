@@ -91,6 +91,7 @@ class ApiServer:
     is answered for the job whose token (`Authorization: Bearer` or `?token=`) it carries."""
 
     def __init__(self):
+        self.pid = os.getpid()
         self.jobs: dict[str, wmill_local.JobContext] = {}
         self.lock = threading.Lock()
         server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -150,10 +151,11 @@ _server_lock = threading.Lock()
 
 
 def api_server() -> ApiServer:
-    """The process's ApiServer, started on first use."""
+    """The process's ApiServer, started on first use (again in a forked child: the
+    parent's serving thread did not come along, and its socket answers for the parent)."""
     global _server
     with _server_lock:
-        if _server is None:
+        if _server is None or _server.pid != os.getpid():
             _server = ApiServer()
         return _server
 

@@ -98,7 +98,9 @@ def test_non_object_events_raise_only_documented_errors(event):
 @SETTINGS
 @given(
     body=json_values.filter(lambda v: isinstance(v, dict)) | st.dictionaries(st.text(max_size=5), json_values, max_size=8),
-    msg_id=st.text(st.characters(blacklist_characters=",", blacklist_categories=("Cs", "Zs", "Cc")), min_size=1, max_size=30),
+    # a value starting with `$` is malformed (the worker resolves such text; Dodo's ids are msg_...)
+    msg_id=st.text(st.characters(blacklist_characters=",", blacklist_categories=("Cs", "Zs", "Cc")), min_size=1,
+                   max_size=30).filter(lambda m: not m.strip().startswith("$")),
     skew=st.integers(-300, 300),
     kind=st.sampled_from(["webhook", "http"]),
 )

@@ -59,7 +59,9 @@ def test_preprocessor_pins_come_from_requirements_lock():
     script = ROOT / "f/dodo/webhook__flow/preprocessor.py"
     header = pins.current_pins(script.read_text())
     assert header and set(header) <= lock
-    assert "standardwebhooks==1.1.0" in header and any(p.startswith("wmill==") for p in header)
+    assert "standardwebhooks==1.1.0" in header
+    # every delivery pays the preprocessor's imports: Windmill's API over urllib, not wmill (httpx)
+    assert not any(p.startswith(("wmill==", "httpx==")) for p in header)
 
 
 # --- negative tests: each check catches a broken copy ---------------------------------
