@@ -154,7 +154,7 @@ try:
 except Exception as exc:
     message = str(exc)
 result = main(message, "preprocessor", {}, delivery=json.dumps(event))
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("psycopg", "pydantic", "httpx", "wmill")
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("psycopg", "psycopg2", "pydantic", "httpx", "wmill")
                or m in ("f.dodo.lib.db", "f.dodo.lib.store", "f.dodo.lib.normalizer", "f.dodo.lib.events"))
 print(json.dumps({"result": result, "heavy": heavy}))
 """
@@ -176,6 +176,6 @@ def test_a_forged_delivery_costs_three_jobs_and_imports_nothing_heavy(runner, db
     out = subprocess.run([sys.executable, "-c", _IMPORTS, json.dumps(event)], env=env, cwd=ROOT,
                          capture_output=True, text=True, check=True)
     got = json.loads(out.stdout)
-    assert got["result"] == {"status": "rejected", "error": "webhook-signature: matches none of the 1 configured "
-                             "secret(s): the body, id or timestamp was altered, or it was signed with another secret"}
+    assert got["result"]["status"] == "rejected"
+    assert got["result"]["error"].startswith("webhook-signature: matches none of the 1 configured secret(s)")
     assert got["heavy"] == []

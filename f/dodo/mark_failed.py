@@ -31,7 +31,7 @@ def main(message: str, step_id: str, db: postgresql, event: Optional[dict] = Non
          webhook_id: Optional[str] = None, name: Optional[str] = None, delivery: Optional[str] = None,
          schema: str = "dodo") -> dict:
     error = f"{name}: {message}" if name and not message.startswith(name) else message
-    if step_id == PREPROCESSOR:
+    if delivery is not None or step_id == PREPROCESSOR:  # the raw trigger event: nothing verified it
         return preprocessor_failed(message, error, delivery, db, schema)
     from f.dodo.lib import db as pg  # noqa: PLC0415 - only a verified delivery reaches Postgres
     from f.dodo.lib import store  # noqa: PLC0415
