@@ -57,6 +57,27 @@ ARRAY_MAX_DEPTH, ARRAY_MAX_ITEMS = 2, 1000
 SERDE_MAX_DEPTH = 127
 
 
+def _gated(value: Any) -> bool:
+    """Whether the argument's JSON text matches RESOLVE_GATE: some string or key holds
+    one of its texts (JSON escapes none of their characters, and a key's closing quote
+    keeps `"$var": ...` from matching). Walked without serialising: a large body is not
+    copied for the check."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "$" in item and RESOLVE_GATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if isinstance(key, str) and "$" in key and RESOLVE_GATE.search(key):
+                    return True
+                stack.append(child)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return False
+
+
 class ArgumentError(Exception):
     """An argument the worker cannot resolve: the job fails before its code runs, with
     Windmill's result for a worker error, {"name": "InternalErr", "message": ...}
@@ -178,7 +199,7 @@ class Config:
         exist fails the job (ArgumentError)."""
         out = {}
         for name, value in args.items():
-            if isinstance(value, (str, dict, list)) and RESOLVE_GATE.search(deep.dumps(value)):
+            if isinstance(value, (str, dict, list)) and _gated(value):
                 if deep.deeper_than(value, SERDE_MAX_DEPTH):
                     raise ArgumentError("Internal: Error while parsing inner arg: recursion limit exceeded")
                 value = self._transform(name, value, reserved)
