@@ -27,7 +27,7 @@ from local_runner.demo import ROOT, bundle_config, quiet_wmill_client
 from tools import pins
 
 ENTRY = "f/dodo/webhook"
-WINDMILL_TYPES = {"postgresql", "slack", "smtp", "hubspot"}  # Windmill's own resource types the bundle uses
+WINDMILL_TYPES = {"postgresql", "mysql", "slack", "smtp", "hubspot"}  # Windmill's own resource types the bundle uses
 
 
 @pytest.fixture
