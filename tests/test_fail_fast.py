@@ -72,6 +72,18 @@ def test_invalid_routing_fails_the_notify_step_at_once(db, outbox, sleeps):
     assert row["status"] == "failed" and row["failed_step"] == "notify"
 
 
+def test_a_missing_resource_fails_the_record_step_at_once(db, outbox, sleeps):
+    """Windmill fails a job whose `$res:` path does not exist before the script runs
+    (common.rs transform_json); no retry can create the resource, so none is waited for."""
+    config = bundle_config(db.url, FIXTURE_SECRET)
+    del config.resources["f/dodo/postgres"]
+    run = run_entry(config, sleeps)
+    assert not run.success
+    [record] = steps_named(run, "record")
+    assert sleeps == []
+    assert "Resource f/dodo/postgres not found for `db`" in record.result["error"]["message"]
+
+
 def hubspot_refusing(httpserver, status: int, body: dict):
     """HubSpot's contacts batch upsert answering `status` (its documented error body)."""
     seen = []
