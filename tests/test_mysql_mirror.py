@@ -374,15 +374,19 @@ def test_server_restart_mid_batch_loses_and_doubles_nothing(db, target, mariadb)
         my.close()
 
 
-def test_script_without_a_mysql_resource_is_skipped(db, monkeypatch):
+def test_script_without_a_mysql_resource_is_skipped(db, httpserver, monkeypatch):
     from f.dodo import mysql_mirror as script  # noqa: PLC0415
 
-    asked = []
-    monkeypatch.setattr(script.wmill, "get_resource",
-                        lambda path, none_if_undefined=False: asked.append((path, none_if_undefined)))
+    monkeypatch.setenv("WM_BASE_URL", httpserver.url_for("/").rstrip("/"))
+    monkeypatch.setenv("WM_WORKSPACE", "ws")
+    monkeypatch.setenv("WM_TOKEN", "job-token")
+    monkeypatch.delenv("BASE_INTERNAL_URL", raising=False)
+    httpserver.expect_ordered_request(  # Windmill's answer for a resource that does not exist
+        "/api/w/ws/resources/get_value_interpolated/f/dodo/mysql", method="GET",
+        headers={"Authorization": "Bearer job-token"}).respond_with_data("not found", status=404)
     assert script.main(db.resource, schema=db.schema) == {
         "skipped": "no f/dodo/mysql resource: create a mysql resource there to mirror"}
-    assert asked == [("f/dodo/mysql", True)]
+    assert len(httpserver.log) == 1
 
 
 def test_script_mirrors_into_the_given_resource(db, target):

@@ -1,23 +1,14 @@
 # requirements:
 # annotated-types==0.8.0
-# anyio==4.16.0
-# certifi==2026.10.19.post1
-# h11==0.16.0
-# httpcore==1.0.9
-# httpx==0.28.1
-# idna==3.20
 # psycopg2-binary==2.9.13
 # pydantic==2.14.3
 # pydantic_core==2.50.4
 # standardwebhooks==1.1.0
 # typing-inspection==0.4.5
 # typing_extensions==4.16.0
-# wmill==1.850.0
 """Workspace error handler: tell a person about a failed delivery (once), with the replay command."""
 
 from typing import Optional
-
-import wmill
 
 from f.dodo.lib import alerting, heal, ledger
 from f.dodo.lib import workspace as ws
@@ -39,7 +30,7 @@ def main(
     attempts: Optional[int] = None,
     schema: str = "dodo",
 ) -> dict:
-    db = wmill.get_resource(ws.POSTGRES, none_if_undefined=True)
+    db = ws.optional_resource(ws.POSTGRES)
     conn = ledger.connect(db, schema)
     try:
         event = alerting.alert_for(conn, path=path, job_id=job_id, webhook_id=webhook_id, status=status,

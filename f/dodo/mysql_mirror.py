@@ -1,32 +1,25 @@
 # requirements:
 # annotated-types==0.8.0
-# anyio==4.16.0
-# certifi==2026.10.19.post1
-# h11==0.16.0
-# httpcore==1.0.9
-# httpx==0.28.1
-# idna==3.20
 # psycopg2-binary==2.9.13
 # pydantic==2.14.3
 # pydantic_core==2.50.4
 # PyMySQL==1.2.4
+# standardwebhooks==1.1.0
 # typing-inspection==0.4.5
 # typing_extensions==4.16.0
-# wmill==1.850.0
 """Mirror customers, payments, subscriptions and refunds into MySQL/MariaDB (f/dodo/mysql)."""
 
 from datetime import timedelta
 from typing import Optional
 
-import wmill
-
 from f.dodo.lib import db as pg
 from f.dodo.lib import mysql_mirror as mirror
+from f.dodo.lib import workspace as ws
 from f.dodo.lib.resources import mysql, postgresql
 
 
 def _workspace_mysql() -> Optional[dict]:
-    return wmill.get_resource(mirror.RESOURCE_PATH, none_if_undefined=True)
+    return ws.optional_resource(mirror.RESOURCE_PATH)
 
 
 def main(

@@ -15,7 +15,6 @@
 # standardwebhooks==1.1.0
 # typing-inspection==0.4.5
 # typing_extensions==4.16.0
-# wmill==1.850.0
 """Reconcile Postgres with the Dodo API: record what webhooks missed, report drift."""
 
 from typing import Optional

@@ -26,9 +26,7 @@ from f.dodo.lib.normalizer import normalize_event
 def workspace_sinks() -> tuple[HubSpot | None, rules.Routing, notify.Transports]:
     """The HubSpot client, routing and notification transports the workspace configures
     (optional integrations looked up, never a static `$res:` that fails when absent)."""
-    import wmill  # noqa: PLC0415
-
-    found = {name: wmill.get_resource(path, none_if_undefined=True) for name, path in ws.INTEGRATIONS.items()}
+    found = {name: ws.optional_resource(path) for name, path in ws.INTEGRATIONS.items()}
     hub = found["hubspot"]
     client = HubSpot(hub["token"], os.environ.get("DODO_HUBSPOT_API_URL", API)) if hub and hub.get("token") else None
     transports = notify.Transports(slack=found["slack"], smtp=found["smtp"], twilio=found["twilio"],
@@ -40,9 +38,7 @@ def workspace_sinks() -> tuple[HubSpot | None, rules.Routing, notify.Transports]
 
 def workspace_destinations() -> dict:
     """The per-event destinations (analytics, campaigns, calendar) the workspace configures."""
-    import wmill  # noqa: PLC0415
-
-    return {name: wmill.get_resource(path, none_if_undefined=True) for name, path in ws.DESTINATIONS.items()}
+    return {name: ws.optional_resource(path) for name, path in ws.DESTINATIONS.items()}
 
 
 def sinks(conn, hubspot_client, routing, transports, destinations: dict | None = None) -> Callable[[str, dict], str]:
