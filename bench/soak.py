@@ -73,7 +73,7 @@ class Settings:
     kill_steps: tuple = ("record", "crm", "notify")
     hubspot_period_s: float = 20.0
     hubspot_burst_s: float = 3.0
-    deadline_s: float = 560.0      # everything (send, drain, replay) stops by then
+    deadline_s: float = 680.0      # everything (send, drain, replay) stops by then
     drain_s: float = 90.0          # sending stops this long before the deadline
     report: str | None = str(REPORT)
 
