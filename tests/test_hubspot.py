@@ -356,7 +356,7 @@ def test_steps_share_one_http_client_and_each_request_carries_its_own_token(hub,
             built.append(1)
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(hubspot, "_http", None)
+    monkeypatch.setattr(hubspot.http, "_shared", {})
     monkeypatch.setattr(hubspot.http, "Client", Counted)
     monkeypatch.setenv("DODO_HUBSPOT_API_URL", httpserver.url_for(""))
     httpserver.expect_request("/crm/v3/objects/deals/7", method="GET").respond_with_json({"id": "7"})

@@ -205,7 +205,7 @@ def test_a_slack_post_that_times_out_is_not_sent_again(conn, slack, httpserver, 
 
     httpserver.clear_all_handlers()
     httpserver.expect_request("/api/chat.postMessage", method="POST").respond_with_handler(slow)
-    monkeypatch.setattr(channels, "_http", channels.http.Client(timeout=0.3))
+    monkeypatch.setattr(channels.http, "_shared", {15.0: channels.http.Client(timeout=0.3)})
     ev = event()
     result = notify(conn, ev, routing.load(SLACK_ONLY),
                     Transports(slack={"token": SLACK_TOKEN}, slack_api=slack.url, sleep=lambda s: None))

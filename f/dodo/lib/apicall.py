@@ -15,17 +15,6 @@ from typing import Any
 from f.dodo.lib import http_client as http
 from f.dodo.lib import retry
 
-_http: http.Client | None = None
-
-
-def client() -> http.Client:
-    # One client per process, shared by every destination (its TLS context is built once).
-    global _http
-    if _http is None:
-        _http = http.Client(timeout=15.0)
-    return _http
-
-
 class ApiError(RuntimeError):
     """A destination refused the request (4xx other than 429: permanent, errors.RETRY_IF)
     or stayed down (503: the step's retry may help)."""
@@ -44,7 +33,7 @@ def call(service: str, method: str, url: str, *, fixes: dict[int, str] | None = 
     otherwise, with the fix for its status from `fixes`."""
     allow = set(kwargs.pop("allow", ()))
     try:
-        resp = retry.request(client(), method, url, service=service, attempts=attempts, sleep=sleep, **kwargs)
+        resp = retry.request(http.shared(15.0), method, url, service=service, attempts=attempts, sleep=sleep, **kwargs)
     except retry.Unavailable as exc:
         raise ApiError(service, 503, str(exc), "the step's retry or a replay sends it again") from None
     if resp.is_success or resp.status_code in allow:

@@ -32,16 +32,7 @@ class DeliveryError(RuntimeError):
     """A channel refused or never took the message."""
 
 
-_http: http.Client | None = None
 _tls: ssl.SSLContext | None = None
-
-
-def _client() -> http.Client:
-    # One pooled client per process: building one loads the CA bundle (~30 ms of CPU).
-    global _http
-    if _http is None:
-        _http = http.Client(timeout=15.0)
-    return _http
 
 
 def _tls_context() -> ssl.SSLContext:
@@ -56,7 +47,7 @@ def _tls_context() -> ssl.SSLContext:
 def _post(url: str, service: str, sleep: retry.Sleep, attempts: int, **kwargs) -> http.Response:
     """POST without an idempotency key: retried only while provably unsent (retry.py)."""
     try:
-        resp = retry.request(_client(), "POST", url, service=service, sleep=sleep, attempts=attempts,
+        resp = retry.request(http.shared(15.0), "POST", url, service=service, sleep=sleep, attempts=attempts,
                              resend=False, **kwargs)
     except retry.Unavailable as exc:
         raise DeliveryError(str(exc)) from None

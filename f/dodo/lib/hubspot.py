@@ -61,18 +61,6 @@ class HubSpotError(RuntimeError):
         super().__init__(text)
 
 
-_http: http.Client | None = None
-
-
-def _client() -> http.Client:
-    # One pooled client per process, shared by every token and base URL (the token goes in
-    # each request's headers): building one loads the CA bundle, ~23 ms of CPU.
-    global _http
-    if _http is None:
-        _http = http.Client()
-    return _http
-
-
 class HubSpot:
     """A token and a base URL over the process's shared connection pool: cheap to build,
     and no TLS work until the first call."""
@@ -92,7 +80,7 @@ class HubSpot:
         `resend=False` (a create, which HubSpot does not dedupe): no retry once the request
         may have been applied; the caller's next attempt finds out (search) instead."""
         try:
-            resp = retry.request(_client(), method, self._base + path, json=body, headers=self._headers,
+            resp = retry.request(http.shared(), method, self._base + path, json=body, headers=self._headers,
                                  timeout=self._timeout, service="HubSpot", attempts=self._attempts,
                                  sleep=self._sleep, wait_429=rate_limit_wait, resend=resend)
         except retry.Unavailable as exc:
