@@ -298,6 +298,7 @@ class ProcessRunner(Runner):
         env = {**self.env, "WM_JOB_ID": job.id}
         if not self.loader:
             env["PYTHONPATH"] = str(self.root)
+        args = self.config.resolve_args(args, env)  # as the worker does before it starts the job
         ok, result, cpu = run_job(mod, fn_name, args, env, step_id=job.step_id, loader=self.loader)
         with self._lock:
             self.costs.append(JobCost(mod.path, job.step_id, cpu, ok,
