@@ -423,3 +423,16 @@ def test_bad_resource_names_the_fix(target):
         mirror.connect(dict(target, database=""))
     with pytest.raises(mirror.ConfigError, match="f/dodo/mysql: cannot connect to MySQL at 127.0.0.1:.*Access denied.*; check the resource"):
         mirror.connect(dict(target, password="wrong"))
+
+
+def test_the_mirror_page_reads_an_index_range_not_the_whole_inbox(db):
+    """Migration v045: the page query walks webhook_events_mirror_scan_idx in its own
+    order (no scan of every processed row, no sort) from the cursor on."""
+    _record(db, make_stream(120, seed=5))
+    db.conn.execute("ANALYZE webhook_events")
+    with db.conn.transaction():
+        # a small table: ask what a large one gets (a plain index scan in the query's order)
+        db.conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off")
+        plan = "\n".join(r[0] for r in db.conn.execute(
+            "EXPLAIN " + mirror._PAGE, ["2026-01-01T00:00:00Z", "", 500]).fetchall())
+    assert "webhook_events_mirror_scan_idx" in plan and "Sort" not in plan, plan

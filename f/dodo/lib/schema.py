@@ -26,6 +26,7 @@ MIGRATIONS = (
     "v020_reconcile_cursor",
     "v030_delivery_count",
     "v040_warehouse_export",
+    "v045_mirror_scan_index",
 )
 
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
