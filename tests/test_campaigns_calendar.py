@@ -196,11 +196,14 @@ def test_a_dispute_deadline_appears_and_goes_when_the_dispute_closes(db, calenda
     stand, resource = calendar
     eid = gcalendar.event_id("dispute", "dsp_6TyUi8OpA2sDf4GhJ0kLz")
     deliver(db.conn, event("dispute.opened", "msg_d"), {"gcal": resource}, sleeps)
-    assert stand.live()[eid]["start"] == {"date": "2026-03-09"}  # opened 2026-03-02 + 7 days
+    assert stand.live()[eid]["start"] == {"date": "2026-03-06"}  # opened 2026-03-02 + Dodo's 4 days to respond
     deliver(db.conn, event("dispute.won", "msg_w"), {"gcal": resource}, sleeps)
     assert stand.live() == {}
     deliver(db.conn, event("dispute.won", "msg_w"), {"gcal": resource}, sleeps)  # replay: no call
     assert [m for m, _ in stand.calls].count("DELETE") == 1
+    # a late (older) dispute.opened after the dispute was won: Postgres's row decides, no deadline again
+    deliver(db.conn, event("dispute.opened", "msg_late", "2026-03-02T09:00:00Z"), {"gcal": resource}, sleeps)
+    assert stand.live() == {}
 
 
 def test_customer_html_is_escaped_in_the_calendar(db, calendar, sleeps):

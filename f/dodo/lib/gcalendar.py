@@ -11,8 +11,9 @@ derived from the object (`renewal:<subscription>`, `trial:<subscription>`,
 `dispute:<dispute>`), so a replay or a later event updates, moves or removes the same
 event instead of adding one. All-day events on the date (UTC).
 
-Newer wins: with Postgres the subscription's current row (the record step keeps the
-newest event per subscription) decides, not the event being delivered. Customer text in
+Newer wins: with Postgres the subscription's or dispute's current row (the record step
+keeps the newest event per object) decides, not the event being delivered. A dispute's
+deadline is created_at + DISPUTE_DAYS (Dodo sends no deadline field; see below). Customer text in
 the summary and description is plain text (the API does not run it; HTML is escaped
 because Google renders descriptions as HTML).
 """
@@ -29,8 +30,13 @@ from f.dodo.lib import apicall, retry
 
 API = "https://www.googleapis.com"
 LIVE = {"active", "on_hold", "past_due", "paused", "pending"}
-DISPUTE_OPEN = {"dispute.opened", "dispute.challenged"}
-DISPUTE_DAYS = 7  # Dodo's dispute payload has no deadline: this many days after it opened
+DISPUTE_OPEN = {"dispute_opened", "dispute_challenged"}  # dispute_status values
+_STATUS_OF = {"dispute.opened": "dispute_opened", "dispute.challenged": "dispute_challenged"}
+# Dodo's dispute object has no deadline field (SDK dodopayments 1.123.0 types/dispute.py and
+# get_dispute.py; dodopayments-python@9ee69f8; the API reference's dispute webhook payload), and
+# Dodo's dispute guide says "You have 4 days to respond to a dispute after creation"
+# (docs.dodopayments.com/features/transactions/disputes): the deadline is created_at + 4 days.
+DISPUTE_DAYS = 4
 _FIXES = {401: "the gcal resource's token is invalid or expired: reconnect the resource f/dodo/gcal "
                "(OAuth, scope https://www.googleapis.com/auth/calendar.events)",
           403: "the token may not write this calendar: share it with the account or fix calendar_id",
@@ -82,12 +88,25 @@ def wanted(conn, event: dict) -> dict[str, dict | None]:
                                                   f"Subscription {sub_id} trial ends.") if live else None
         return out
     if event.get("category") == "dispute" and event.get("dispute_id"):
-        opened = _day((event.get("data") or {}).get("created_at") or event.get("occurred_at"))
+        status, created = dispute_row(conn, event)
+        opened = _day(created or event.get("occurred_at"))
         body = (_all_day(f"Dispute response due: {who}", opened + timedelta(days=DISPUTE_DAYS),
                          f"Dispute {event['dispute_id']} on payment {event.get('payment_id')}: respond in Dodo.")
-                if event.get("event_type") in DISPUTE_OPEN else None)
+                if status in DISPUTE_OPEN else None)
         return {event_id("dispute", event["dispute_id"]): body}
     return {}
+
+
+def dispute_row(conn, event: dict) -> tuple[str | None, object]:
+    """(dispute_status, created_at) as Postgres has it now (newest event: a late
+    dispute.opened after dispute.won does not bring the deadline back), else as the event says."""
+    data = event.get("data") or {}
+    if conn is not None:
+        found = conn.execute("SELECT status, created_at FROM disputes WHERE dispute_id = %s",
+                             (event["dispute_id"],)).fetchone()
+        if found:
+            return found[0], found[1]
+    return data.get("dispute_status") or _STATUS_OF.get(event.get("event_type")), data.get("created_at")
 
 
 def _all_day(summary: str, day: date | None, description: str) -> dict | None:
