@@ -2,8 +2,9 @@
 
 Like pg_server.py for Postgres: `mariadb-install-db` initialises a throw-away data
 directory, `mariadbd` listens on a free loopback port (no networking beyond 127.0.0.1,
-its socket and pid file inside the data directory), and `stop()` shuts it down and
-deletes the directory. As root the server runs as the `mysql` account (Debian's package
+its socket and pid file inside the data directory), offering TLS with a throw-away
+certificate for `localhost` (`ca_pem`), and `stop()` shuts it down and deletes the
+directory. As root the server runs as the `mysql` account (Debian's package
 creates it), else as the current user. The tests connect as
 `dodo` (a random password per server, all rights on the databases named dodo_*: `dodo_test`, or a test's own).
 
@@ -60,10 +61,24 @@ class MariaDBServer:
         self.port = _free_port()
         self.password = secrets.token_hex(12)
         self.database = "dodo_test"
+        self.ca_pem = ""
         self.user = "mysql" if os.geteuid() == 0 else pwd.getpwuid(os.getuid()).pw_name
         self._proc: subprocess.Popen | None = None
         if os.geteuid() == 0:
             shutil.chown(self.data_dir, self.user, self.user)
+
+    def _make_certificate(self) -> None:
+        """A throw-away self-signed certificate for the name `localhost` only (the openssl CLI,
+        as tests/provider_standins.py): a client that checks the name connects to `localhost`,
+        one that connects to 127.0.0.1 and checks it is refused. `ca_pem` is what a client trusts."""
+        cert, key = self.data_dir / "server-cert.pem", self.data_dir / "server-key.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                        "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+        if os.geteuid() == 0:
+            for f in (cert, key):
+                shutil.chown(f, self.user, self.user)
+        self.ca_pem = cert.read_text()
 
     @property
     def resource(self) -> dict:
@@ -77,11 +92,14 @@ class MariaDBServer:
                 f"--pid-file={d / 'mysqld.pid'}", f"--port={self.port}", "--bind-address=127.0.0.1",
                 f"--user={self.user}", "--skip-name-resolve", "--innodb-flush-log-at-trx-commit=2",
                 "--innodb-buffer-pool-size=32M", "--character-set-server=utf8mb4",
-                "--collation-server=utf8mb4_bin", f"--log-error={d / 'error.log'}"]
+                "--collation-server=utf8mb4_bin", f"--log-error={d / 'error.log'}",
+                # TLS offered (not required): plain connections as before, TLS ones for the mirror's tests
+                f"--ssl-cert={d / 'server-cert.pem'}", f"--ssl-key={d / 'server-key.pem'}"]
 
     def start(self) -> "MariaDBServer":
         first = not (self.data_dir / "data").exists()
         if first:
+            self._make_certificate()
             subprocess.run([self.install_bin, "--no-defaults", f"--datadir={self.data_dir / 'data'}",
                             f"--user={self.user}", "--auth-root-authentication-method=normal",
                             "--skip-test-db"], check=True, capture_output=True, timeout=180)

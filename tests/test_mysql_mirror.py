@@ -436,3 +436,63 @@ def test_the_mirror_page_reads_an_index_range_not_the_whole_inbox(db):
         plan = "\n".join(r[0] for r in db.conn.execute(
             "EXPLAIN " + mirror._PAGE, ["2026-01-01T00:00:00Z", "", 500]).fetchall())
     assert "webhook_events_mirror_scan_idx" in plan and "Sort" not in plan, plan
+
+
+# ---------------------------------------------------------------- TLS (the server offers it: mysql_server.py)
+
+def _cipher(conn) -> str:
+    with conn.cursor() as cur:
+        cur.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+        return cur.fetchone()[1]
+
+
+def _other_ca() -> str:
+    import subprocess  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as d:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                        "/CN=localhost", "-addext", "subjectAltName=DNS:localhost", "-keyout", f"{d}/k.pem",
+                        "-out", f"{d}/c.pem"], check=True, capture_output=True)
+        return Path(d, "c.pem").read_text()
+
+
+def test_tls_with_the_workspace_ca_checks_the_certificate_and_its_name(target, mariadb):
+    """ssl + the CA variable: verified (chain and host name); the wrong CA or a host the
+    certificate does not name fails with the fix; ssl alone encrypts without checking, as
+    Windmill's own MySQL scripts do, and says so."""
+    secure = dict(target, ssl=True, host="localhost")  # the certificate names localhost only
+    my = mirror.connect(secure, mariadb.ca_pem)
+    try:
+        assert _cipher(my) and mirror.tls(secure, mariadb.ca_pem)[1] == "verified"
+    finally:
+        my.close()
+    for resource, ca in ((secure, _other_ca()), (dict(secure, host="127.0.0.1"), mariadb.ca_pem)):
+        with pytest.raises(mirror.ConfigError, match="certificate failed verification.*; set f/dodo/mysql_ca_cert"):
+            mirror.connect(resource, ca).close()
+    unverified = dict(target, ssl=True)
+    my = mirror.connect(unverified)
+    try:
+        assert _cipher(my)  # encrypted all the same
+        assert mirror.tls(unverified)[1].startswith("encrypted, certificate not verified (set the variable "
+                                                    "f/dodo/mysql_ca_cert")
+    finally:
+        my.close()
+    assert mirror.tls(target)[1].startswith("preferred: encrypted if the server offers it, certificate not verified")
+    with pytest.raises(mirror.ConfigError, match="f/dodo/mysql_ca_cert: it holds no PEM certificate"):
+        mirror.connect(secure, "not a certificate")
+
+
+def test_script_verifies_with_the_ca_variable(db, target, mariadb, httpserver, monkeypatch):
+    from f.dodo import mysql_mirror as script  # noqa: PLC0415
+
+    monkeypatch.setenv("WM_BASE_URL", httpserver.url_for("/").rstrip("/"))
+    monkeypatch.setenv("WM_WORKSPACE", "ws")
+    monkeypatch.setenv("WM_TOKEN", "job-token")
+    monkeypatch.delenv("BASE_INTERNAL_URL", raising=False)
+    httpserver.expect_request("/api/w/ws/variables/get_value/f/dodo/mysql_ca_cert", method="GET",
+                              headers={"Authorization": "Bearer job-token"}).respond_with_json(mariadb.ca_pem)
+    _record(db, [_payment("pay_tls", "USD", 500, "2026-03-08T10:00:00Z", "msg_tls")])
+    result = script.main(db.resource, dict(target, ssl=True, host="localhost"), schema=db.schema)
+    assert (result["applied"], result["tls"]) == (1, "verified")

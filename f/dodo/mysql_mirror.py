@@ -32,9 +32,11 @@ def main(
     target = mysql_db or _workspace_mysql()
     if not target:
         return {"skipped": f"no {mirror.RESOURCE_PATH} resource: create a mysql resource there to mirror"}
-    my = mirror.connect(target)
+    ca_cert = ws.optional_variable(mirror.CA_VARIABLE) if target.get("ssl") else None
+    my = mirror.connect(target, ca_cert)
     try:
         with pg.connect(db, schema) as conn:
-            return mirror.mirror_batch(conn, my, page=page, overlap=timedelta(minutes=overlap_minutes))
+            result = mirror.mirror_batch(conn, my, page=page, overlap=timedelta(minutes=overlap_minutes))
     finally:
         my.close()
+    return result | {"tls": mirror.tls(target, ca_cert)[1]}

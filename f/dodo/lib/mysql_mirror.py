@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
@@ -39,6 +40,7 @@ from f.dodo.lib.errors import ConfigError
 from f.dodo.lib.normalizer import normalize_event
 
 RESOURCE_PATH = "f/dodo/mysql"
+CA_VARIABLE = "f/dodo/mysql_ca_cert"  # optional: the CA (PEM) that verifies the server's certificate
 CURSOR_NAME = "inbox"
 _RETRY_ERRNOS = (1213, 1205)  # deadlock, lock wait timeout: the whole page again
 _KEY = "VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
@@ -257,16 +259,43 @@ def _rollback(conn) -> None:
 
 
 # -- connection ------------------------------------------------------------------------
-def connect(resource: dict):
+def tls(resource: dict, ca_cert: str | None = None) -> tuple[ssl.SSLContext | None, str]:
+    """(TLS context or None, what it does) for the resource's `ssl` and the optional CA:
+    `ssl: true` requires TLS (PyMySQL refuses a server that does not offer it).
+
+    Windmill's `mysql` resource type has no CA field, and Windmill's own MySQL scripts
+    encrypt `ssl: true` connections without checking the certificate
+    (backend/windmill-worker/src/mysql_executor.rs@75a13bf4 do_mysql:
+    with_danger_accept_invalid_certs). The mirror does the same unless the workspace holds
+    the CA (PEM) in the variable f/dodo/mysql_ca_cert: then the certificate must chain to
+    it and carry the resource's host name, as a browser checks (VERIFY_X509_STRICT off,
+    as PyMySQL does: MySQL's self-made certificates lack the extensions it wants)."""
+    if not resource.get("ssl"):  # PyMySQL's default: TLS when the server offers it, unchecked, else plain
+        return None, "preferred: encrypted if the server offers it, certificate not verified (set ssl to require it)"
+    if not ca_cert:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        return ctx, f"encrypted, certificate not verified (set the variable {CA_VARIABLE} to verify it)"
+    try:
+        ctx = ssl.create_default_context(cadata=ca_cert)
+    except (ssl.SSLError, ValueError):
+        raise ConfigError(CA_VARIABLE, "it holds no PEM certificate",
+                          "paste the CA certificate (-----BEGIN CERTIFICATE----- ...) that signed the "
+                          "MySQL server's certificate") from None
+    ctx.verify_flags &= ~ssl.VERIFY_X509_STRICT
+    return ctx, "verified"
+
+
+def connect(resource: dict, ca_cert: str | None = None):
     """A PyMySQL connection from Windmill's `mysql` resource {host, port, user, password,
-    database, ssl}: utf8mb4, UTC, strict, READ COMMITTED, the mirror's tables created."""
+    database, ssl} (`ca_cert`: see `tls`): utf8mb4, UTC, strict, READ COMMITTED, the
+    mirror's tables created."""
     missing = [k for k in ("host", "user", "database") if not resource.get(k)]
     if missing:
         raise ConfigError(RESOURCE_PATH, f"the mysql resource lacks {', '.join(missing)}",
                           "edit it in Windmill (Resources) to set them")
-    # ssl: TLS-encrypted; PyMySQL verifies the certificate only when given a CA, which the
-    # mysql resource type has no field for (see docs/internals.md "MySQL mirror")
-    ssl = {"ssl": {}} if resource.get("ssl") else {}
+    context, _ = tls(resource, ca_cert)
+    ssl_arg = {"ssl": context} if context else {}
     try:
         conn = pymysql.connect(host=resource["host"], port=int(resource.get("port") or 3306),
                                user=resource["user"], password=resource.get("password") or "",
@@ -274,8 +303,12 @@ def connect(resource: dict):
                                connect_timeout=10, init_command=(
                                    "SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,"
                                    "NO_ENGINE_SUBSTITUTION'"),
-                               **ssl)
+                               **ssl_arg)
     except pymysql.err.OperationalError as exc:
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc.args[-1]):
+            raise ConfigError(RESOURCE_PATH, f"the MySQL server's certificate failed verification "
+                              f"({exc.args[-1]})", f"set {CA_VARIABLE} to the CA that signed it, and the "
+                              "resource's host to a name the certificate carries") from None
         raise ConfigError(RESOURCE_PATH, f"cannot connect to MySQL at {resource['host']}:"
                           f"{resource.get('port') or 3306} ({exc.args[-1]})",
                           "check the resource's host, port, user, password and database, and that the "
