@@ -29,6 +29,7 @@ import json
 import re
 import typing
 from datetime import datetime, timezone
+from typing import Callable
 
 from dodopayments.types import (
     DisputeListResponse,
@@ -71,6 +72,7 @@ class DodoApi:
         self.secrets: dict[str, str] = {}
         self.writes: list[tuple[str, str, dict]] = []  # (method, path, body) of webhook writes
         self._ids = itertools.count(1)
+        self.endless_webhook_pages: Callable[[int], str] | None = None  # request number -> the cursor answered
         self._idempotency: dict[str, str] = {}
         httpserver.expect_request("/webhooks", method="GET").respond_with_handler(self._list_webhooks)
         httpserver.expect_request("/webhooks", method="POST").respond_with_handler(self._create_webhook)
@@ -172,6 +174,13 @@ class DodoApi:
         if (denied := self._auth(request)) is not None:
             return denied
         limit = int(request.args.get("limit", 10))
+        if self.endless_webhook_pages is not None:  # a pager that never says done (bounded here: 1,000)
+            cursor = self.endless_webhook_pages(len(self.requests))
+            if not self.webhooks:
+                self.add_webhook("https://elsewhere.example/hook")
+            other = next(iter(self.webhooks.values()))
+            return Response(json.dumps({"data": [other], "done": len(self.requests) > 1000, "iterator": cursor}),
+                            200, content_type="application/json")
         ids = sorted(self.webhooks)
         start = ids.index(request.args["iterator"]) + 1 if request.args.get("iterator") else 0
         page = ids[start:start + limit]

@@ -129,6 +129,19 @@ def test_bad_settings_name_the_fix(workspace, db, httpserver, args, words, monke
     assert api.writes == []
 
 
+@pytest.mark.parametrize("cursor", [lambda n: f"ep_{n:05d}", lambda n: "ep_same"], ids=["endless", "repeated"])
+def test_an_endpoint_list_that_never_ends_is_an_error_not_a_loop(workspace, db, httpserver, cursor):
+    _, runner = workspace
+    api = DodoApi(httpserver)
+    api.endless_webhook_pages = cursor
+    out = run_setup(runner, api, db)
+    assert not out.success and out.result["error"]["name"] == "SetupError"
+    assert "did not end" in out.result["error"]["message"] and "delete unused endpoints" in out.result["error"]["message"]
+    pages = [path for path, _ in api.requests if path == "/webhooks"]
+    assert 1 < len(pages) <= 50
+    assert api.writes == []
+
+
 def test_endpoint_url_from_windmill_base(monkeypatch):
     from f.dodo.lib import setup  # noqa: PLC0415
 

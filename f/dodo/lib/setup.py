@@ -37,6 +37,8 @@ DESCRIPTION = "Windmill bundle f/dodo/webhook"
 # Windmill Cloud mounts every HTTP route under its workspace (windmill-worker.md §2,
 # backend/windmill-trigger-http/src/lib.rs): /api/r/{workspace}/{route}.
 CLOUD_HOSTS = ("app.windmill.dev", "eu.windmill.dev")
+PAGE_LIMIT = 100  # endpoints a page
+MAX_ENDPOINT_PAGES = 50  # 5,000 endpoints: far more than one account holds; past it the pager is stuck
 
 
 class SetupError(ValueError):
@@ -121,8 +123,25 @@ def _ours(hook, workspace: str, url: str) -> bool:
 
 
 def find_endpoints(client, workspace: str, url: str) -> list:
-    """This workspace's endpoints in the client's Dodo environment (the SDK follows the pages)."""
-    return [h for h in client.webhooks.list(limit=100) if _ours(h, workspace, url)]
+    """This workspace's endpoints in the client's Dodo environment. The SDK's cursor pager
+    follows `iterator` for as long as the API says `done: false`: bounded here, and a cursor
+    seen before (an API that repeats itself) is an error, not a loop."""
+    found, cursors = [], set()
+    page = client.webhooks.list(limit=PAGE_LIMIT)
+    for number in range(1, MAX_ENDPOINT_PAGES + 1):
+        found += [h for h in page.data if _ours(h, workspace, url)]
+        if not page.has_next_page():
+            break
+        if number == MAX_ENDPOINT_PAGES or page.iterator in cursors:
+            raise _endless("the same cursor twice" if page.iterator in cursors else f"over {number} pages")
+        cursors.add(page.iterator)
+        page = page.get_next_page()
+    return found
+
+
+def _endless(why: str) -> SetupError:
+    return SetupError(f"the Dodo API's list of webhook endpoints did not end ({why}): delete unused endpoints "
+                      "in the Dodo dashboard (Webhooks) and run setup again")
 
 
 def ensure_endpoint(client, url: str, workspace: str, mode: str, filter_types: list[str]) -> Endpoint:
