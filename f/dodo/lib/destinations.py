@@ -17,6 +17,7 @@ from typing import Callable
 
 from f.dodo.lib import analytics, campaigns, crm, gcalendar, ledger, retry
 from f.dodo.lib.errors import ConfigError, is_permanent, mark_permanent
+from f.dodo.lib.resources import configured
 
 # name (the flow input's key and resource f/dodo/<name>) -> (ledger sink, required fields)
 DESTINATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -59,7 +60,7 @@ def deliver(conn, event: dict, resources: dict | None, *, sleep: retry.Sleep = t
     key = crm.note_id(event)
     results = {}
     for name, resource in (resources or {}).items():
-        if name not in DESTINATIONS or not resource:
+        if name not in DESTINATIONS or configured(resource) is None:  # absent or empty: not configured
             continue
 
         def send(name=name, resource=resource) -> dict:

@@ -25,6 +25,7 @@ from f.dodo.lib import channels, hubspot, routing
 from f.dodo.lib import schema as migrations
 from f.dodo.lib import workspace as ws
 from f.dodo.lib.reconcile import client_from_resource
+from f.dodo.lib.resources import configured
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 _B64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
@@ -64,9 +65,10 @@ def check_secret(name: str, value: str | None, required: bool) -> Check:
 
 
 def check_fields(name: str, value: Any, required_keys: tuple[str, ...], any_of: tuple[str, ...] = ()) -> Check:
-    """An optional resource: absent is skip; present must hold its keys (values not shown)."""
-    if value is None:
-        return Check(name, SKIP, "not configured (optional)")
+    """An optional resource: absent or empty is skip; present must hold its keys (values not shown)."""
+    if configured(value) is None:
+        return Check(name, SKIP, "not configured (optional)" if value is None else
+                     "empty: counts as not configured (optional)")
     if not isinstance(value, dict):
         return Check(name, FAIL, "is not an object resource", f"recreate {name} with the resource type's fields")
     missing = [k for k in required_keys if not value.get(k)]
@@ -346,7 +348,7 @@ def check_all(get_variable: Getter, get_resource: Getter, connect: Callable[[Any
         if check.status == OK and probe and live is not None:
             check = LIVE_CHECKS[path](value, live)
         checks.append(check)
-    hook = get_variable(SLACK_WEBHOOK)
+    hook = configured(get_variable(SLACK_WEBHOOK))  # empty: not configured, as the sinks read it
     if hook is not None:
         good = str(hook).startswith("https://hooks.slack.com/")
         checks.append(Check(SLACK_WEBHOOK, OK if good else WARN, "set" if good else "set, but not an "

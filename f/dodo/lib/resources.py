@@ -5,7 +5,23 @@ Windmill infers a resource input from the annotation's name alone
 entry scripts import these instead of each declaring its own copy.
 """
 
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
+
+
+def configured(value: Any) -> Any:
+    """`value`, or None when it is empty: a variable that is "" (or blank) or a resource
+    whose fields are all empty (None, blank, {} or []) counts as not configured, exactly as
+    an absent one does. Windmill lets both exist empty, and the preprocessor only asks
+    whether they exist, so every step that receives one decides here."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return value if value.strip() else None
+    if isinstance(value, dict):
+        return value if any(configured(v) is not None for v in value.values()) else None
+    if isinstance(value, (list, tuple)):
+        return value if any(configured(v) is not None for v in value) else None
+    return value
 
 
 class postgresql(TypedDict, total=False):

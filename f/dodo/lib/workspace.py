@@ -29,8 +29,11 @@ DESTINATIONS = {"posthog": "f/dodo/posthog", "segment": "f/dodo/segment", "mailc
 
 
 def optional_variable(path: str) -> str | None:
-    """A variable that may not exist: None when Windmill answers 404."""
-    return windmill_api.optional_variable(path)
+    """A variable that may not exist: None when Windmill answers 404, or when it is empty
+    (resources.configured)."""
+    from f.dodo.lib.resources import configured  # noqa: PLC0415 - not on the preprocessor's path
+
+    return configured(windmill_api.optional_variable(path))
 
 
 def webhook_secrets() -> list[str]:
@@ -38,15 +41,15 @@ def webhook_secrets() -> list[str]:
     when there is no current one (never verify with the previous secret alone)."""
     from f.dodo.lib.signature import NO_SECRET, SecretConfigError  # noqa: PLC0415 - light, stdlib only
 
-    current = optional_variable(WEBHOOK_SECRET)
+    current = windmill_api.optional_variable(WEBHOOK_SECRET)
     if not current:
         raise SecretConfigError("secret", NO_SECRET)
-    return [current, optional_variable(WEBHOOK_SECRET_PREVIOUS) or ""]
+    return [current, windmill_api.optional_variable(WEBHOOK_SECRET_PREVIOUS) or ""]
 
 
 def webhook_tolerance_s(default: int) -> int:
     """The timestamp tolerance variable in seconds, or `default`."""
-    text = (optional_variable(WEBHOOK_TOLERANCE) or "").strip()
+    text = (windmill_api.optional_variable(WEBHOOK_TOLERANCE) or "").strip()
     return int(text) if text else default
 
 
@@ -56,19 +59,24 @@ def set_secret(path: str, value: str) -> None:
 
 
 def optional_resource(path: str) -> dict | None:
-    """A resource that may not exist: None when it does not. Scripts look optional
-    integrations up themselves: a schedule's or step's static `$res:` of a missing path
-    fails the job before any code runs (windmill-worker common.rs transform_json_value)."""
-    return windmill_api.optional_resource(path)
+    """A resource that may not exist: None when it does not, or when its fields are all
+    empty (resources.configured). Scripts look optional integrations up themselves: a
+    schedule's or step's static `$res:` of a missing path fails the job before any code
+    runs (windmill-worker common.rs transform_json_value)."""
+    from f.dodo.lib.resources import configured  # noqa: PLC0415
+
+    return configured(windmill_api.optional_resource(path))
 
 
 def message_channels(slack: dict | None = None, smtp: dict | None = None,
                      slack_webhook_url: str | None = None) -> tuple[dict, list[str]]:
     """The Slack and email settings a scheduled script was given, else those the workspace
     has ({slack, smtp, slack_webhook_url}), and a line for each channel left unconfigured."""
-    slack = slack or optional_resource(INTEGRATIONS["slack"])
-    smtp = smtp or optional_resource(INTEGRATIONS["smtp"])
-    url = slack_webhook_url or optional_variable(SLACK_WEBHOOK_URL) or None
+    from f.dodo.lib.resources import configured  # noqa: PLC0415
+
+    slack = configured(slack) or optional_resource(INTEGRATIONS["slack"])
+    smtp = configured(smtp) or optional_resource(INTEGRATIONS["smtp"])
+    url = configured(slack_webhook_url) or optional_variable(SLACK_WEBHOOK_URL)
     skipped = []
     if not (slack or {}).get("token") and not url:
         skipped.append(f"slack: neither {INTEGRATIONS['slack']} nor {SLACK_WEBHOOK_URL} is configured")
@@ -79,7 +87,8 @@ def message_channels(slack: dict | None = None, smtp: dict | None = None,
 
 def integration_refs() -> dict:
     """References to the optional integrations that exist; only their existence is
-    asked, so no secret value is read here."""
+    asked, so no secret value is read here. One that exists but is empty is passed too:
+    the step that receives it reads it as not configured (resources.configured)."""
     found = {name: f"$res:{path}" for name, path in INTEGRATIONS.items() if _exists(path)}
     destinations = {name: f"$res:{path}" for name, path in DESTINATIONS.items() if _exists(path)}
     if destinations:

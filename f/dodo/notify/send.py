@@ -6,13 +6,15 @@ import os
 
 from f.dodo.lib import channels, ledger, routing as rules
 from f.dodo.lib.notify import Transports, notify
-from f.dodo.lib.resources import dodo_twilio, postgresql, slack, smtp
+from f.dodo.lib.resources import configured, dodo_twilio, postgresql, slack, smtp
 
 
 def main(event: dict, routing: str | None = None, slack: slack | None = None, smtp: smtp | None = None,
          twilio: dodo_twilio | None = None, postgresql: postgresql | None = None,
          slack_webhook_url: str | None = None, schema: str = "dodo") -> dict:
-    transports = Transports(slack=slack, slack_webhook_url=slack_webhook_url or None, smtp=smtp, twilio=twilio,
+    # an empty resource or variable (passed because it exists) counts as not configured
+    transports = Transports(slack=configured(slack), slack_webhook_url=configured(slack_webhook_url),
+                            smtp=configured(smtp), twilio=configured(twilio),
                             slack_api=os.environ.get("DODO_SLACK_API_URL", channels.SLACK_API),
                             twilio_api=os.environ.get("DODO_TWILIO_API_URL", channels.TWILIO_API))
     config = rules.load(routing)  # a bad variable fails before anything is sent
