@@ -81,9 +81,16 @@ class SlackApi:
     {"bytes", "filename", "share"}.
 
     `queue` holds responses served instead (before validation), for outages: a 503 is
-    served after the message was posted, as when Slack's edge fails after the write."""
+    served after the message was posted, as when Slack's edge fails after the write.
 
-    def __init__(self, httpserver, channel: str = "#payments"):
+    `scopes` are the token's: every answer lists them in the `x-oauth-scopes` header, as
+    Slack's Web API does (slackapi/node-slack-sdk WebClient.ts `buildResult` reads it), and
+    a method whose scope is missing answers `missing_scope` with `needed` and `provided`
+    (api.slack.com/methods: files.getUploadURLExternal needs files:write). `auth.test`
+    answers the token's team and bot user."""
+
+    def __init__(self, httpserver, channel: str = "#payments", scopes: tuple[str, ...] = ("chat:write", "files:write")):
+        self.scopes = scopes
         self.posted: list[dict] = []
         self.files: list[dict] = []
         self._pending: dict[str, dict] = {}
@@ -95,12 +102,29 @@ class SlackApi:
         httpserver.expect_request("/api/files.getUploadURLExternal", method="POST").respond_with_handler(self.reserve)
         httpserver.expect_request(re.compile(r"^/upload/F\w+$"), method="POST").respond_with_handler(self.upload)
         httpserver.expect_request("/api/files.completeUploadExternal", method="POST").respond_with_handler(self.share)
+        httpserver.expect_request("/api/auth.test", method="POST").respond_with_handler(self.auth_test)
+
+    def _answer(self, body: dict) -> Response:
+        return _json(body, headers={"x-oauth-scopes": ",".join(self.scopes)})
+
+    def _missing(self, scope: str) -> Response | None:
+        if scope in self.scopes:
+            return None
+        return self._answer({"ok": False, "error": "missing_scope", "needed": scope, "provided": ",".join(self.scopes)})
+
+    def auth_test(self, request):
+        if request.headers.get("Authorization") != f"Bearer {SLACK_TOKEN}":
+            return _json({"ok": False, "error": "invalid_auth"})
+        return self._answer({"ok": True, "url": "https://acme.slack.com/", "team": "Acme", "user": "dodo-bot",
+                             "team_id": "T0123456789", "user_id": "U0123456789", "bot_id": "B0123456789"})
 
     def reserve(self, request):
         form = standin_checks.slack_get_upload_url(request, SLACK_TOKEN)
+        if (refused := self._missing("files:write")) is not None:
+            return refused
         file_id = f"F{len(self._pending) + 1:09d}"
         self._pending[file_id] = {"filename": form["filename"], "length": int(form["length"]), "bytes": None}
-        return _json({"ok": True, "upload_url": self._upload_url + file_id, "file_id": file_id})
+        return self._answer({"ok": True, "upload_url": self._upload_url + file_id, "file_id": file_id})
 
     def upload(self, request):
         file = self._pending[request.path.rsplit("/", 1)[1]]
@@ -113,7 +137,7 @@ class SlackApi:
         file = self._pending[file_id]
         assert file["bytes"] is not None, "files.completeUploadExternal before the bytes were uploaded"
         self.files.append({"bytes": file["bytes"], "filename": file["filename"], "share": body})
-        return _json({"ok": True, "files": [{"id": file_id, "name": file["filename"]}]})
+        return self._answer({"ok": True, "files": [{"id": file_id, "name": file["filename"]}]})
 
     def handle(self, request):
         assert request.headers["Authorization"] == f"Bearer {SLACK_TOKEN}"
@@ -126,13 +150,16 @@ class SlackApi:
             if resp.status_code >= 500:
                 self.posted.append(body)  # posted, but the answer is an error
             return resp
+        if (refused := self._missing("chat:write")) is not None:
+            return refused
         errors = block_errors(body.get("blocks") or [])
         if errors:
             return _json({"ok": False, "error": "invalid_blocks", "errors": errors,
                           "response_metadata": {"messages": [f"[ERROR] {e}" for e in errors]}})
         self.posted.append(body)
         ts = f"1700000000.{len(self.posted):06d}"
-        return _json({"ok": True, "channel": "C0123456789", "ts": ts, "message": {"text": body.get("text"), "ts": ts}})
+        return self._answer({"ok": True, "channel": "C0123456789", "ts": ts,
+                             "message": {"text": body.get("text"), "ts": ts}})
 
 
 class TwilioApi:

@@ -23,6 +23,8 @@ from werkzeug.wrappers import Request, Response
 from f.dodo.lib import db as pg
 from f.dodo.lib import channels, doctor, hubspot
 from tests.dodo_api_standin import DodoApi
+from tests.provider_standins import SLACK_TOKEN as STANDIN_SLACK_TOKEN
+from tests.provider_standins import SlackApi
 
 SLACK_TOKEN, HUBSPOT_TOKEN = "xoxb-live-token", "pat-live-token"
 TWILIO = {"accountSid": "AC0123456789abcdef0123456789abcdef", "token": "twilio-secret", "from_number": "+15550001111"}
@@ -74,7 +76,8 @@ def providers(httpserver, properties: dict[str, set[str]]):
     def slack(request: Request) -> Response:
         ok = request.headers.get("Authorization") == f"Bearer {SLACK_TOKEN}"
         body = {"ok": True, "team": "Acme", "user": "dodo-bot"} if ok else {"ok": False, "error": "invalid_auth"}
-        return Response(json.dumps(body), 200, content_type="application/json")
+        return Response(json.dumps(body), 200, content_type="application/json",
+                        headers={"x-oauth-scopes": "chat:write,files:write,channels:read"} if ok else {})
 
     def twilio(request: Request) -> Response:
         expected = "Basic " + base64.b64encode(f"{TWILIO['accountSid']}:{TWILIO['token']}".encode()).decode()
@@ -173,6 +176,23 @@ def test_revoked_slack_and_hubspot_tokens(db, httpserver):
     assert (found["f/dodo/slack"].status, found["f/dodo/hubspot"].status) == ("fail", "fail")
     assert "invalid_auth" in found["f/dodo/slack"].detail and "f/dodo/slack" in found["f/dodo/slack"].fix
     assert "401" in found["f/dodo/hubspot"].detail and "private-app token" in found["f/dodo/hubspot"].fix
+
+
+@pytest.mark.parametrize("scopes,missing", [(("chat:write",), "files:write"), (("files:write",), "chat:write")])
+def test_a_slack_token_without_a_scope_the_bundle_uses_fails_with_the_fix(httpserver, scopes, missing):
+    slack = SlackApi(httpserver, scopes=scopes)
+    live = doctor.Live(workspace="acme", slack_api=slack.url)
+    [check] = [c for c in doctor.check_all({}.get, {"f/dodo/slack": {"token": STANDIN_SLACK_TOKEN}}.get,
+                                           lambda r: None, live=live) if c.name == "f/dodo/slack"]
+    assert check.status == "fail" and f"lacks the scope {missing}" in check.detail
+    assert missing in check.fix and "reinstall" in check.fix and check.fix.count(".") <= 1
+    assert STANDIN_SLACK_TOKEN not in check.detail + check.fix
+
+
+def test_a_slack_token_with_the_scopes_is_ok(httpserver):
+    slack = SlackApi(httpserver)
+    check = doctor.check_slack({"token": STANDIN_SLACK_TOKEN}, doctor.Live(slack_api=slack.url))
+    assert check.status == "ok" and "has chat:write, files:write" in check.detail
 
 
 def test_role_that_cannot_write_fails_with_the_grant(db, pg_url):

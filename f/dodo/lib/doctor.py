@@ -221,7 +221,15 @@ def check_endpoint_secret(resource: Any, stored: str | None, previous: str | Non
     return run_check(ENDPOINT, probe, "check the API key in f/dodo/dodo_api")
 
 
+# What the bundle calls with the bot token: chat.postMessage, and the revenue report's chart
+# upload (files.getUploadURLExternal / files.completeUploadExternal).
+SLACK_SCOPES = ("chat:write", "files:write")
+
+
 def check_slack(resource: dict, live: Live) -> Check:
+    """auth.test, and the token's scopes: Slack lists those granted in every Web API
+    response's `x-oauth-scopes` header, comma-separated (slackapi/node-slack-sdk
+    packages/web-api/src/WebClient.ts@00a2dddd `buildResult`)."""
     def probe() -> str:
         resp = httpx.post(f"{live.slack_api}/auth.test", headers={"Authorization": f"Bearer {resource['token']}"},
                           timeout=live.timeout)
@@ -229,7 +237,15 @@ def check_slack(resource: dict, live: Live) -> Check:
         if resp.status_code != 200 or not body.get("ok"):
             raise Broken(f"auth.test: HTTP {resp.status_code} {body.get('error', '')}".strip(),
                          "create a new bot token (chat:write, files:write) and put it in f/dodo/slack")
-        return f"auth.test ok: team {body.get('team')!r}, bot {body.get('user')!r}"
+        granted = resp.headers.get("x-oauth-scopes")
+        missing = [s for s in SLACK_SCOPES if granted is not None and s not in re.split(r"\s*,\s*", granted.strip())]
+        if missing:
+            raise Broken(f"the bot token lacks the scope {', '.join(missing)}"
+                         + (" (the revenue report's chart upload is refused)" if "files:write" in missing else ""),
+                         f"add {', '.join(missing)} under OAuth & Permissions -> Bot Token Scopes in the Slack app, "
+                         "reinstall it and put the new token in f/dodo/slack")
+        scopes = "scopes not reported" if granted is None else "has " + ", ".join(SLACK_SCOPES)
+        return f"auth.test ok: team {body.get('team')!r}, bot {body.get('user')!r}; {scopes}"
 
     return run_check(SLACK, probe, "check that Windmill's workers can reach slack.com")
 
