@@ -64,10 +64,11 @@ class Server:
 
     def __init__(self, tree: Path, name: str, db_url: str, secret: str, outbox: Path):
         self.name, self.port = name, _free_port()
-        env = {**os.environ, "PORT": str(self.port), "DATABASE_URL": db_url, "DODO_SCHEMA": f"bench_{name}",
+        env = {**os.environ, "PORT": str(self.port), "DATABASE_URL": db_url,
                "DODO_WEBHOOK_SECRET": secret, "DODO_OUTBOX": str(outbox), "QUEUE_SIZE": "100000",
                "PYTHONPATH": str(tree)}
         env.pop("WM_TOKEN", None)
+        env.pop("DODO_SCHEMA", None)  # older checkouts read it; both must migrate the schema the flows use
         self.proc = subprocess.Popen([sys.executable, "-m", "local_runner", "serve"], cwd=tree, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for line in self.proc.stdout:  # wait for "serving Windmill endpoints ..."

@@ -190,8 +190,7 @@ def replay(a) -> int:
     bar = progress_bar()
     runner = Runner(a.root, Config.from_env(root=a.root), on_progress=bar)
     args = {"db": "$res:f/dodo/postgres", "webhook_ids": a.webhook_id, "event_types": a.event_type,
-            "since": a.since, "until": a.until, "status": a.status, "dry_run": a.dry_run, "limit": a.limit,
-            "schema": os.environ.get("DODO_SCHEMA", "dodo")}
+            "since": a.since, "until": a.until, "status": a.status, "dry_run": a.dry_run, "limit": a.limit}
     out = runner.run_script("f/dodo/replay", args)
     if not out.success:
         print(f"replay failed: {out.result['error']['message']}", file=sys.stderr)

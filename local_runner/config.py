@@ -45,6 +45,10 @@ ENV_RESOURCES = {
     "f/dodo/gcal": {"token": "GCAL_TOKEN", "calendar_id": "GCAL_CALENDAR_ID", "base_url": "GCAL_API_URL"},
 }
 POSTGRES_RESOURCE = "f/dodo/postgres"
+# The Postgres schema the local commands migrate and read: the scripts' default `schema`
+# argument, which the entry flow's steps and the schedules use (they pass none). There is
+# no environment variable for it: on Windmill a job's schema is its `schema` argument only.
+SCHEMA = "dodo"
 
 # windmill-worker common.rs@20db3a33 `transform_json`: only a top-level argument whose raw
 # JSON matches this is walked (then `$NAME` reserved strings in it are substituted too).

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from standardwebhooks import Webhook
 
-from .config import Config
+from .config import SCHEMA, Config
 from .runner import Runner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -336,7 +336,7 @@ def run_demo(database_url: str, *, port: int = 0, outbox: str | None = None, out
         paths.append({"webhook_id": d.webhook_id, "event_type": d.envelope["type"], "path": path_of(job),
                       "success": job["success"], "skipped": job["is_skipped"], "jobs": len(job["local_jobs"])})
         out(line)
-    with dblib.connect(config.get_resource("f/dodo/postgres"), os.environ.get("DODO_SCHEMA", "dodo")) as conn:
+    with dblib.connect(config.get_resource("f/dodo/postgres"), SCHEMA) as conn:
         tables = report(conn)
     for key, (cols, rows) in tables.items():
         print_table(REPORTS[key][0], cols, rows, out)

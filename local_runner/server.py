@@ -65,6 +65,7 @@ from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 import yaml
 
 from . import deep, triggers
+from .config import SCHEMA
 from .runner import Runner, RunnerError, error_result
 from .triggers import BadRequest
 
@@ -483,12 +484,11 @@ def make_server(app: App, host: str = "127.0.0.1", port: int = 8000, *,
     return server_class((host, port), handler)
 
 
-def apply_migrations(config, schema: str | None = None) -> str:
+def apply_migrations(config, schema: str = SCHEMA) -> str:
     """Apply the bundle's pending migrations once at start, as the owner's f/dodo/migrate
-    would (schema: `schema`, else $DODO_SCHEMA, else "dodo"): the jobs only check the version."""
+    would: the jobs only check the version."""
     from f.dodo.lib import db  # noqa: PLC0415 - the bundle's own library
 
-    schema = schema or os.environ.get("DODO_SCHEMA", "dodo")
     db.connect(config.get_resource("f/dodo/postgres"), schema, migrate=True).close()
     return f"migrations: applied to schema {schema}"
 
@@ -528,7 +528,7 @@ def build(root: str | Path = ".", env: dict | None = None,
     if pg:
         env["DATABASE_URL"] = pg.url
     config = Config.from_env(env, root=root)  # shipped variables, integrations, f/dodo/postgres
-    print(apply_migrations(config, env.get("DODO_SCHEMA")), flush=True)
+    print(apply_migrations(config), flush=True)
     app = App(Runner(root, config), token=env.get("WM_TOKEN"), workers=int(env.get("WORKERS", "4")),
               queue_size=int(env.get("QUEUE_SIZE", "1000")), keep_results=int(env.get("KEEP_JOBS", DEFAULT_KEEP_JOBS)),
               keep_bytes=int(env.get("KEEP_JOBS_BYTES", DEFAULT_KEEP_BYTES)))

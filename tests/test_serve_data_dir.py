@@ -30,7 +30,7 @@ def data_dir():
 
 
 def _start(data_dir, capsys):
-    env = {"DODO_SCHEMA": "dodo", "WORKERS": "1", "PATH": os.environ.get("PATH", "")}
+    env = {"WORKERS": "1", "PATH": os.environ.get("PATH", "")}
     app, pg = build(REPO, env, data_dir=data_dir)
     printed = capsys.readouterr().out
     assert pg is not None and f"postgres: {pg.url} (data kept in " in printed
