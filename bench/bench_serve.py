@@ -1,7 +1,7 @@
 """`make serve` as a server process: deliveries/s and resident memory, against today's.
 
-Two trees run the same `python -m local_runner serve` in child processes on one
-Postgres: the working tree, and the baseline commit (BASELINE, extracted with `git
+Two trees run the same `python -m local_runner serve` in child processes, each on its
+own Postgres: the working tree, and the baseline commit (BASELINE, extracted with `git
 archive`), so "today" is measured in the same run. Throughput: interleaved rounds, each
 tree in turn gets N signed deliveries from C keep-alive clients on the entry flow's
 webhook URL (async, 201 + job id, as Dodo sends them) and the clock stops when every
@@ -10,10 +10,12 @@ job reads completed (GET jobs_u/completed/get_result_maybe). Memory: the server'
 """
 from __future__ import annotations
 
+import argparse
 import base64
 import http.client
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -30,7 +32,7 @@ import psutil
 from standardwebhooks import Webhook
 
 ROOT = Path(__file__).resolve().parent.parent
-BASELINE = "1aa46fd"  # main before the serve work (issue 11 item 5, issue 12 item 5)
+BASELINE = "3b2a138"  # main at the start of the day (issue 11 item 5, issue 12 item 5)
 HEADERS = "webhook-id,webhook-timestamp,webhook-signature"
 TYPES = ("payment.succeeded", "subscription.renewed", "refund.succeeded", "dispute.opened")
 
@@ -53,6 +55,33 @@ def _baseline_tree() -> Path | None:
     return dest
 
 
+def _baseline_packages(tree: Path) -> Path | None:
+    """The packages the baseline's requirements.lock pins and this environment lacks or pins
+    otherwise (psycopg 3 before the psycopg2 switch), installed once into var/ and put first on
+    the baseline server's PYTHONPATH: each tree runs on its own dependencies."""
+    from importlib import metadata  # noqa: PLC0415
+    wanted = []
+    for line in (tree / "requirements.lock").read_text().splitlines():
+        name, _, version = line.split("#")[0].strip().partition("==")
+        if not version:
+            continue
+        try:
+            if metadata.version(name) == version:
+                continue
+        except metadata.PackageNotFoundError:
+            pass
+        wanted.append(f"{name}=={version}")
+    if not wanted:
+        return None
+    site = ROOT / "var" / f"bench-baseline-{BASELINE}"
+    marker = site / ".installed"
+    if not (marker.exists() and marker.read_text() == "\n".join(wanted)):
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site),
+                        *wanted], check=True)
+        marker.write_text("\n".join(wanted))
+    return site
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -62,11 +91,11 @@ def _free_port() -> int:
 class Server:
     """One `python -m local_runner serve` child of `tree`."""
 
-    def __init__(self, tree: Path, name: str, db_url: str, secret: str, outbox: Path):
+    def __init__(self, tree: Path, name: str, db_url: str, secret: str, outbox: Path, packages: Path | None = None):
         self.name, self.port = name, _free_port()
         env = {**os.environ, "PORT": str(self.port), "DATABASE_URL": db_url,
                "DODO_WEBHOOK_SECRET": secret, "DODO_OUTBOX": str(outbox), "QUEUE_SIZE": "100000",
-               "PYTHONPATH": str(tree)}
+               "PYTHONPATH": os.pathsep.join(str(p) for p in (tree, packages) if p)}
         env.pop("WM_TOKEN", None)
         env.pop("DODO_SCHEMA", None)  # older checkouts read it; both must migrate the schema the flows use
         self.proc = subprocess.Popen([sys.executable, "-m", "local_runner", "serve"], cwd=tree, env=env,
@@ -128,31 +157,34 @@ def deliver(server: Server, secret: str, bodies: list[str], n: int, tag: str, cl
     return time.perf_counter() - t0
 
 
-def run(quick: bool = True) -> dict:
+def run(quick: bool = True, rounds: int | None = None, n: int | None = None, measure_memory: bool = True) -> dict:
     sys.path.insert(0, str(ROOT))
     from local_runner.pg_server import start_server  # noqa: PLC0415
 
-    n, rounds, clients = (150, 3, 8) if quick else (600, 5, 8)
-    memory_n = {"now": 2_000 if quick else 20_000, "today": 1_000 if quick else 4_000}
+    n = n or (150 if quick else 600)
+    rounds, clients = rounds or (3 if quick else 5), 8
+    memory_n = {"now": 2_000 if quick else 20_000, "today": 1_000 if quick else 4_000} if measure_memory else {}
     step = 500 if quick else 2_000
     secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
     bodies, run_id = _bodies(), f"{time.time_ns():x}"
     outdir = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     base = _baseline_tree()
-    trees = {"now": ROOT} | ({"today": base} if base else {})
-    pg = start_server()
-    servers: dict[str, Server] = {}
+    trees = {"now": (ROOT, None)} | ({"today": (base, _baseline_packages(base))} if base else {})
+    pgs, servers = [], {}
     try:
-        for name, tree in trees.items():
-            servers[name] = Server(tree, name, pg.url, secret, outdir / f"{name}.jsonl")
+        for name, (tree, packages) in trees.items():  # a Postgres each: the flows' steps use schema "dodo"
+            pgs.append(start_server())
+            servers[name] = Server(tree, name, pgs[-1].url, secret, outdir / f"{name}.jsonl", packages)
             deliver(servers[name], secret, bodies, 40, f"{run_id}_{name}_warm", clients)
         seconds: dict[str, list[float]] = {name: [] for name in servers}
-        for r in range(rounds):  # interleaved: each round runs every tree once
-            for name, server in servers.items():
-                seconds[name].append(deliver(server, secret, bodies, n, f"{run_id}_{name}_r{r}", clients))
+        for r in range(rounds):  # interleaved: each round runs every tree once, in alternating order
+            for name in (list(servers) if r % 2 == 0 else list(servers)[::-1]):
+                seconds[name].append(deliver(servers[name], secret, bodies, n, f"{run_id}_{name}_r{r}", clients))
         rates = {name: round(n / statistics.median(s), 1) for name, s in seconds.items()}
         memory: dict[str, list[tuple[int, float]]] = {}
         for name, server in servers.items():
+            if name not in memory_n:
+                continue
             samples = [(0, round(server.rss_mb(), 1))]
             for done in range(step, memory_n[name] + 1, step):
                 deliver(server, secret, bodies, step, f"{run_id}_{name}_m{done}", clients)
@@ -161,14 +193,21 @@ def run(quick: bool = True) -> dict:
     finally:
         for server in servers.values():
             server.stop()
-        pg.stop()
+        for pg in pgs:
+            pg.stop()
+        shutil.rmtree(outdir, ignore_errors=True)
+        if base:
+            shutil.rmtree(base, ignore_errors=True)
 
     def growth(samples):  # MB per 1,000 deliveries over the second half (past any warm-up)
         half = samples[len(samples) // 2:]
         (d0, m0), (d1, m1) = half[0], half[-1]
         return round((m1 - m0) / max(d1 - d0, 1) * 1000, 2)
+    # each round's now/today ratio too: both trees ran back to back under the same load
+    round_ratios = [round(t / w, 2) for w, t in zip(seconds.get("now", []), seconds.get("today", []))]
     figures = {"deliveries_per_round": n, "rounds": rounds, "clients": clients,
-               "deliveries_per_s": rates, "rss_mb_samples": memory,
+               "deliveries_per_s": rates, "round_seconds": seconds, "round_ratios": round_ratios,
+               "rss_mb_samples": memory,
                "rss_growth_mb_per_1000": {k: growth(v) for k, v in memory.items()}}
     rows = [{"name": f"`make serve` deliveries/s ({clients} clients, median of {rounds} interleaved rounds)",
              "measured": f"{rates['now']} /s",
@@ -183,5 +222,16 @@ def run(quick: bool = True) -> dict:
             "baseline": f"today ({BASELINE}): {rates.get('today')} deliveries/s", "ratio": ratio, "rows": rows}
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="make bench's sizes: 5 rounds of 600, memory to 20,000")
+    parser.add_argument("--rounds", type=int, help="interleaved throughput rounds (default 3, --full 5)")
+    parser.add_argument("--deliveries", type=int, help="deliveries per tree per round (default 150, --full 600)")
+    parser.add_argument("--no-memory", action="store_true", help="throughput only")
+    args = parser.parse_args()
+    print(json.dumps(run(quick=not args.full, rounds=args.rounds, n=args.deliveries, measure_memory=not args.no_memory),
+                     indent=2))
+
+
 if __name__ == "__main__":
-    print(json.dumps(run(quick="--full" not in sys.argv), indent=2))
+    main()

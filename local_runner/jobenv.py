@@ -8,13 +8,21 @@ a job, that job's variables over the process environment (`job_environment`).
 
 Scripts that call Windmill's REST API themselves (urllib, not the `wmill` client, whose
 calls are answered in process by wmill_local) reach `ApiServer`: the same endpoints on
-127.0.0.1, each request answered for the job whose token it carries.
+127.0.0.1, each request answered for the job whose token it carries. Bun jobs and other
+processes reach it over HTTP; urllib calls made by this process's own jobs are answered
+in process by the same code (`InProcessApi`), as the `wmill` client's are: a delivery's
+dozen API calls then cost no loopback connection, server thread or header parsing.
 """
 from __future__ import annotations
 
+import email.message
+import http
+import io
 import os
 import secrets
 import threading
+import urllib.request
+import urllib.response
 from collections.abc import MutableMapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
@@ -66,10 +74,14 @@ _install_lock = threading.Lock()
 
 
 def install() -> None:
-    """Make `os.environ` job-aware (idempotent)."""
+    """Make `os.environ` job-aware and urllib's default opener answer this process's API
+    in process (idempotent)."""
     with _install_lock:
         if not isinstance(os.environ, JobEnviron):
             os.environ = JobEnviron(os.environ)
+        opener = urllib.request._opener  # noqa: SLF001 - what urlopen() uses; None until first built
+        if not (opener and any(isinstance(h, InProcessApi) for h in opener.handlers)):
+            urllib.request.install_opener(urllib.request.build_opener(InProcessApi))
 
 
 class job_environment:
@@ -97,6 +109,7 @@ class ApiServer:
         server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         server.daemon_threads = True
         self.url = f"http://127.0.0.1:{server.server_address[1]}"
+        self.netloc = f"127.0.0.1:{server.server_address[1]}"
         threading.Thread(target=server.serve_forever, daemon=True, name="wm-local-api").start()
 
     def register(self, ctx: wmill_local.JobContext) -> str:
@@ -113,6 +126,40 @@ class ApiServer:
         with self.lock:
             return self.jobs.get(token)
 
+    def answer(self, method: str, path: str, headers: dict, body: bytes) -> tuple[int, str, bytes]:
+        """(status, content type, body) of one request, for the job whose token it carries."""
+        auth = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+        token = auth[7:] if auth.lower().startswith("bearer ") else ""
+        ctx = self.context(token)
+        if ctx is None:
+            response = httpx.Response(401, text="Unauthorized: not a running job's token")
+        else:
+            request = httpx.Request(method, "http://windmill.local" + path, headers=headers, content=body)
+            with wmill_local.running(ctx):
+                response = wmill_local.handle(request)
+        return response.status_code, response.headers.get("content-type", "application/json"), response.content
+
+
+class InProcessApi(urllib.request.HTTPHandler):
+    """urllib's http handler, except that a request to this process's ApiServer is
+    answered in the calling thread by `ApiServer.answer`, as the server would answer it
+    (same status, content type and body; urllib raises HTTPError for a 4xx/5xx as usual).
+    Anything else, and a body urllib would stream, goes over the network as before."""
+
+    def http_open(self, req):
+        api = _server
+        if (api is None or api.pid != os.getpid() or req.host != api.netloc
+                or not isinstance(req.data, (bytes, type(None)))):
+            return super().http_open(req)
+        headers = dict(req.unredirected_hdrs)  # Host, Content-Type/-Length (urllib's do_request_)
+        headers.update((k, v) for k, v in req.headers.items() if k not in headers)
+        status, content_type, data = api.answer(req.get_method(), req.selector, headers, req.data or b"")
+        info = email.message.Message()
+        info["content-type"], info["content-length"] = content_type, str(len(data))
+        response = urllib.response.addinfourl(io.BytesIO(data), info, req.full_url, status)
+        response.msg = http.HTTPStatus(status).phrase
+        return response
+
 
 def _handler(api: ApiServer):
     class Handler(BaseHTTPRequestHandler):
@@ -124,19 +171,9 @@ def _handler(api: ApiServer):
         def _answer(self):
             length = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(length) if length else b""
-            auth = self.headers.get("authorization") or ""
-            token = auth[7:] if auth.lower().startswith("bearer ") else ""
-            ctx = api.context(token)
-            if ctx is None:
-                response = httpx.Response(401, text="Unauthorized: not a running job's token")
-            else:
-                request = httpx.Request(self.command, "http://windmill.local" + self.path,
-                                        headers=dict(self.headers.items()), content=body)
-                with wmill_local.running(ctx):
-                    response = wmill_local.handle(request)
-            data = response.content
-            self.send_response(response.status_code)
-            self.send_header("content-type", response.headers.get("content-type", "application/json"))
+            status, content_type, data = api.answer(self.command, self.path, dict(self.headers.items()), body)
+            self.send_response(status)
+            self.send_header("content-type", content_type)
             self.send_header("content-length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
