@@ -7,7 +7,7 @@ from f.dodo.lib.errors import EventError, MalformedField, MissingField
 from tests.fixture_data import all_deliveries, envelope
 
 NAMES = [n for n, _ in all_deliveries()]
-ID_FIELD_OF_TYPE = {t: ev.ID_FIELDS[ev.model_for(t)] for t in ev.EVENT_TYPES}
+ID_FIELD_OF_TYPE = {t: ev.ID_FIELDS[ev.model_for(t).__name__] for t in ev.EVENT_TYPES}
 
 
 @pytest.mark.parametrize("prefix, category", [

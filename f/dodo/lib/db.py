@@ -17,10 +17,7 @@ json/jsonb parameters, `ident` for identifiers and the error classes.
 """
 from __future__ import annotations
 
-import atexit
-import hashlib
 import os
-import tempfile
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -157,6 +154,7 @@ def resource_to_dsn(resource: PgResource | dict) -> str:
 
 def _cert_file(pem: str) -> str:
     # libpq reads the CA from a file; one file per distinct certificate per process.
+    import atexit, hashlib, tempfile  # noqa: E401, PLC0415 - only with a certificate: not paid by every job
     key = hashlib.sha256(pem.encode()).hexdigest()
     path = _cert_files.get(key)
     if path is None or not os.path.exists(path):
