@@ -14,7 +14,6 @@ of sending a second message (retry.py).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import time
@@ -134,6 +133,7 @@ def message_id(key: str, domain: str = "dodo-bundle") -> str:
     become `=XX` per UTF-8 byte (`=` itself included, so distinct keys stay distinct)."""
     local = "".join(c if c in _ATEXT else "".join(f"={b:02X}" for b in c.encode()) for c in key)
     if len(local) > 200:  # a header line stays short: a digest of the key instead
+        import hashlib  # noqa: PLC0415 - rarely needed: not paid by every step
         local = "sha256=" + hashlib.sha256(key.encode()).hexdigest()
     return f"<{local}@{domain}>"
 

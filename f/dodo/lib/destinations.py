@@ -15,7 +15,7 @@ import time
 from functools import partial
 from typing import Callable
 
-from f.dodo.lib import analytics, campaigns, crm, gcalendar, ledger, retry
+from f.dodo.lib import crm, ledger, retry
 from f.dodo.lib.errors import ConfigError, is_permanent, mark_permanent
 from f.dodo.lib.resources import configured
 
@@ -26,8 +26,6 @@ DESTINATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "mailchimp": ("campaigns", ("api_key", "list_id")),
     "gcal": ("calendar", ("token",)),
 }
-# Those that read the customer's current state from Postgres (newer wins).
-_STATEFUL = {"mailchimp": campaigns.send, "gcal": gcalendar.send}
 
 
 class DestinationsFailed(RuntimeError):
@@ -35,8 +33,16 @@ class DestinationsFailed(RuntimeError):
 
 
 def _sender(name: str, conn) -> Callable[..., dict]:
-    if name in _STATEFUL:
-        return partial(_STATEFUL[name], conn=conn)
+    # A destination's module is imported only when it is configured: on Windmill each module
+    # a job imports is one HTTP fetch and one compile (docs/internals.md, "What each hot-path
+    # step imports"). Mailchimp and Calendar read the customer's state from Postgres.
+    if name == "mailchimp":
+        from f.dodo.lib import campaigns  # noqa: PLC0415
+        return partial(campaigns.send, conn=conn)
+    if name == "gcal":
+        from f.dodo.lib import gcalendar  # noqa: PLC0415
+        return partial(gcalendar.send, conn=conn)
+    from f.dodo.lib import analytics  # noqa: PLC0415
     return {"posthog": analytics.send_posthog, "segment": analytics.send_segment}[name]
 
 

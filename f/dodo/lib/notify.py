@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import html
 import time
-from dataclasses import dataclass, field
 
 from f.dodo.lib import channels, ledger, render
 from f.dodo.lib.errors import OutcomeUnknown, mark_permanent
@@ -33,16 +32,15 @@ class NotifyError(RuntimeError):
     only what is not done."""
 
 
-@dataclass
 class Transports:
-    """Configured credentials (None = not configured) and injectable endpoints."""
-    slack: dict | None = None
-    slack_webhook_url: str | None = None
-    smtp: dict | None = None
-    twilio: dict | None = None
-    slack_api: str = channels.SLACK_API
-    twilio_api: str = channels.TWILIO_API
-    sleep: object = field(default=time.sleep)
+    """Configured credentials (None = not configured) and injectable endpoints. (A plain
+    class: a dataclass would make the notify step import dataclasses and inspect.)"""
+
+    def __init__(self, slack: dict | None = None, slack_webhook_url: str | None = None, smtp: dict | None = None,
+                 twilio: dict | None = None, slack_api: str = channels.SLACK_API,
+                 twilio_api: str = channels.TWILIO_API, sleep=time.sleep):
+        self.slack, self.slack_webhook_url, self.smtp, self.twilio = slack, slack_webhook_url, smtp, twilio
+        self.slack_api, self.twilio_api, self.sleep = slack_api, twilio_api, sleep
 
 
 def delivery_key(event: dict) -> str:

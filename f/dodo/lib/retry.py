@@ -14,7 +14,6 @@ leaves the outcome unknown: `OutcomeUnknown` is raised instead of sending again.
 
 from __future__ import annotations
 
-import email.utils
 import time
 from typing import Callable
 
@@ -37,6 +36,7 @@ def retry_after(resp: http.Response) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         pass
+    import email.utils  # noqa: PLC0415 - an HTTP date is rare: most steps never parse one
     try:
         return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError):

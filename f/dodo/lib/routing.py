@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field, fields
 from fnmatch import fnmatchcase
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 Channel = Literal["slack", "email", "sms"]
 _EMAIL = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+")
@@ -29,10 +28,11 @@ class RoutingError(ValueError):
         self.permanent = True
 
 
-@dataclass(frozen=True)
-class Rule:
+# NamedTuples, not dataclasses: immutable all the same, and the notify step (a fresh
+# process per event) does not import dataclasses and inspect for them.
+class Rule(NamedTuple):
     match: str
-    channels: list[str] = field(default_factory=list)
+    channels: list[str] = []  # never mutated (nor is any list below)
     urgency: str = "normal"          # low | normal | urgent
     # immediate: send now; digest: only in the daily digest; off: nothing.
     mode: str = "immediate"
@@ -43,13 +43,12 @@ class Rule:
     summary: str | None = None   # e.g. "$amount from $customer_name"
 
 
-@dataclass(frozen=True)
-class Routing:
+class Routing(NamedTuple):
     rules: list[Rule]
     slack_channel: str = "#payments"
     email_from: str | None = None
-    email_to: list[str] = field(default_factory=list)
-    sms_to: list[str] = field(default_factory=list)
+    email_to: list[str] = []
+    sms_to: list[str] = []
     digest_channel: str = "slack"    # slack | email
 
     def route(self, event_type: str) -> Rule | None:
@@ -100,7 +99,7 @@ def _fields(where: str, obj: Any, cls, problems: list[str]) -> bool:
     if not isinstance(obj, dict):
         problems.append(f"{where}: Input should be a valid dictionary")
         return False
-    known = {f.name for f in fields(cls)}
+    known = set(cls._fields)
     problems.extend(f"{where}.{k}: Extra inputs are not permitted" for k in obj if k not in known)
     for name, allowed in _ONE_OF.items():
         if name in known and name in obj and obj[name] not in allowed:

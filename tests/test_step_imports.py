@@ -1,0 +1,47 @@
+"""What the recorded event's steps import: each Windmill job is a fresh interpreter, so an
+import a step does not need is paid by every event (docs/internals.md, "What each hot-path
+step imports"). Each check runs in a fresh interpreter, as the job does."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.fixture_data import envelope
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _fresh(code: str, *args: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True,
+                         check=True, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+_RECORD = """
+import json, sys
+from f.dodo.lib import events
+from f.dodo.lib.normalizer import normalize_event
+event = normalize_event(json.loads(sys.argv[1]), "msg_1")
+print(json.dumps({"amount": event["amount"], "defined": sorted(c.__name__ for c in events._Model.__subclasses__()),
+                  "metadata": "importlib.metadata" in sys.modules}))
+"""
+
+
+def test_the_record_step_defines_only_the_model_of_its_event_and_reads_no_package_metadata():
+    got = _fresh(_RECORD, json.dumps(envelope("dispute.opened")))
+    assert got["amount"] == "49.99"  # normalised by the model
+    assert got["defined"] == ["Customer", "Dispute", "Envelope"]
+    assert got["metadata"] is False  # pydantic's plugin lookup imports importlib.metadata
+
+
+_SINKS = """
+import json, sys
+import f.dodo.crm.sync_contact, f.dodo.notify.send
+heavy = ("pydantic", "importlib.metadata", "uuid", "dataclasses", "f.dodo.lib.analytics", "f.dodo.lib.campaigns",
+         "f.dodo.lib.gcalendar", "f.dodo.lib.events", "smtplib")
+print(json.dumps(sorted(m for m in heavy if m in sys.modules)))
+"""
+
+
+def test_the_crm_and_notify_steps_import_no_model_no_unconfigured_destination():
+    assert _fresh(_SINKS) == []
