@@ -2,7 +2,8 @@
 
 Sources, later ones winning: the bundle's non-secret ``*.variable.yaml`` files, a
 JSON/YAML file (``WM_LOCAL_CONFIG``) of ``{variables: {path: str}, resources: {path:
-dict}}``, then environment variables mapped to the bundle's Windmill paths (below).
+dict}, error_handler: "script/<path>" | {path, extra_args}}``, then environment variables
+mapped to the bundle's Windmill paths (below).
 State written through ``wmill.set_state`` lives in memory beside the resources, as in
 Windmill where state is a resource of type ``state``.
 """
@@ -137,6 +138,9 @@ class Config:
     workspace: str = "demo"
     secret_paths: set[str] = field(default_factory=set)  # variables created or loaded as secrets
     schedules: list[dict] = field(default_factory=list)  # the bundle's schedules (with `root`)
+    # The workspace error handler (Workspace settings -> Error handler), as Windmill stores
+    # it: {"path": "script/<path>" | "flow/<path>", "extra_args": {...}}; None: not set.
+    error_handler: dict | None = None
     encrypted: dict[str, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -156,6 +160,8 @@ class Config:
             data = yaml.safe_load(Path(file).read_text()) or {}
             cfg.variables.update({k: str(v) for k, v in (data.get("variables") or {}).items()})
             cfg.resources.update(data.get("resources") or {})
+            handler = data.get("error_handler")
+            cfg.error_handler = {"path": handler} if isinstance(handler, str) else handler
         for var, path in ENV_VARIABLES.items():
             if env.get(var):
                 cfg.variables[path] = env[var]

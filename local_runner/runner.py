@@ -47,6 +47,11 @@ KEEP_HISTORY = 10_000  # finished root flow runs kept for the jobs API (get, com
 # Windmill keeps every job's arguments; here a failed run's are kept (what replay from the
 # job history reads), as JSON text, the oldest dropped past this many bytes in all.
 HISTORY_ARGS_BYTES = 64 * 1024 * 1024
+# Who runs a job: the runner's one user, and the workspace error handler's own user, whose
+# failed jobs are never sent to an error handler again (windmill-queue jobs.rs@7f41b1ef
+# ERROR_HANDLER_USER_EMAIL; a failed handler is a critical error instead).
+USER_EMAIL = "local@windmill.dev"
+ERROR_HANDLER_EMAIL = "error_handler@windmill.dev"
 
 
 class RunnerError(Exception):
@@ -234,6 +239,8 @@ class Run:
     result: Any
     skipped: bool
     jobs: list[Job] = field(default_factory=list)
+    args: dict | None = None  # as the job was created
+    error_handler: "Run | None" = None  # the workspace error handler's run for this failed job
 
     @property
     def job_count(self) -> int:
@@ -456,7 +463,7 @@ class Runner:
     # -- public API
 
     def run_flow(self, path: str, args: dict | None = None, *, event: dict | None = None,
-                 job_id: str | None = None) -> Run:
+                 job_id: str | None = None, schedule_path: str | None = None, email: str = USER_EMAIL) -> Run:
         """Run the flow at `path`. With `event` (a trigger's preprocessor event,
         {kind: webhook|http, ...}) the flow's preprocessor runs first and its result
         becomes the flow inputs; without it the preprocessor is skipped, as for runs
@@ -473,8 +480,11 @@ class Runner:
             success, result, skipped = self._flow_job(flow, path, job, dict(args or {}), event, log)
         finally:
             self._forget(log)
-        run = Run(job_id, path, success, result, skipped, log)
+        run = Run(job_id, path, success, result, skipped, log, created_args)
         self._remember(run, created_args, job.started_at)
+        run.error_handler = self._error_handler(run, job.started_at, is_flow=True, email=email,
+                                                schedule_path=schedule_path, muted=flow.get("ws_error_handler_muted"),
+                                                has_failure_module=bool(flow["value"].get("failure_module")))
         return run
 
     def _remember(self, run: Run, args: dict, started_at: float) -> None:
@@ -534,11 +544,16 @@ class Runner:
             self._forget(log)
         return Run(job_id, path, success, result, skipped, log)
 
-    def run_script(self, path: str, args: dict | None = None, *, preprocess: bool = False) -> Run:
+    def run_script(self, path: str, args: dict | None = None, *, preprocess: bool = False,
+                   schedule_path: str | None = None, email: str = USER_EMAIL) -> Run:
         """Run the script at `path` as a job of its own. With `preprocess`, its
         `preprocessor` runs first on the arguments and its result becomes them (a script
-        run through the API with its preprocessor, jobs.rs apply_preprocessor)."""
-        return self._run_job("script", path, self._script_code(path), args, preprocess)
+        run through the API with its preprocessor, jobs.rs apply_preprocessor).
+        `schedule_path`: the schedule that started it (passed to the error handler)."""
+        run = self._run_job("script", path, self._script_code(path), args, preprocess)
+        run.error_handler = self._error_handler(run, run.jobs[0].started_at, is_flow=False, email=email,
+                                                schedule_path=schedule_path, muted=self._script_muted(path))
+        return run
 
     def run_code(self, language: str, content: str, args: dict | None = None) -> Run:
         """Run code as a job of its own (Windmill's JobPayload::Code: a script preview)."""
@@ -561,7 +576,46 @@ class Runner:
             self._finish(job, False, self._error_of(e, None))
         finally:
             self._forget(log)
-        return Run(job_id, path, job.success, job.result, False, log)
+        return Run(job_id, path, job.success, job.result, False, log, dict(args or {}))
+
+    # -- the workspace error handler
+
+    def _script_muted(self, path: str) -> bool:
+        """`ws_error_handler_muted` of the script's metadata (`<path>.script.yaml`)."""
+        meta = self.root / f"{path}.script.yaml"
+        return bool(meta.exists() and (yaml.safe_load(meta.read_text()) or {}).get("ws_error_handler_muted"))
+
+    def _error_handler(self, run: Run, started_at: float, *, is_flow: bool, email: str, schedule_path: str | None,
+                       muted: bool | None, has_failure_module: bool = False) -> Run | None:
+        """Call the workspace error handler for a failed root job, as Windmill does
+        (windmill-labs/windmill backend/windmill-queue/src/jobs.rs; an Enterprise feature).
+        When: a root job (run_flow / run_script; never a preview, a flow step or a
+        sub-flow), a script or a flow without a `failure_module` (a flow with one handles
+        its own errors), not muted (`ws_error_handler_muted`), and not a job of the error
+        handler itself: `add_completed_job` in the last public version of the file; at
+        @7f41b1ef that dispatch moved to the private `jobs_ee::apply_completed_job_error_handlers`.
+        With what: `push_error_handler`@7f41b1ef: the failed job's result (`sanitize_result`:
+        an object's keys, anything else as `error`), then `workspace_id, job_id, path,
+        is_flow, started_at, email`, `schedule_path` for a scheduled job, then the
+        setting's `extra_args`, later keys winning. It runs as `error_handler@windmill.dev`."""
+        setting = self.config.error_handler
+        if (run.success or not setting or not setting.get("path") or muted or (is_flow and has_failure_module)
+                or email == ERROR_HANDLER_EMAIL):
+            return None
+        result = deep.loads(deep.dumps(run.result))
+        extra = {**({"schedule_path": schedule_path} if schedule_path else {}),
+                 "workspace_id": self.config.workspace, "job_id": run.id, "path": run.path, "is_flow": is_flow,
+                 "started_at": dt.datetime.fromtimestamp(started_at, dt.timezone.utc).isoformat().replace("+00:00", "Z"),
+                 "email": email, **(setting.get("extra_args") or {})}
+        args = {**(result if isinstance(result, dict) else {"error": result}), **extra}
+        kind, _, path = setting["path"].partition("/") if setting["path"].startswith(("script/", "flow/")) \
+            else ("script", "/", setting["path"])
+        handler = (self.run_flow(path, args, email=ERROR_HANDLER_EMAIL) if kind == "flow"
+                   else self.run_script(path, args, email=ERROR_HANDLER_EMAIL))
+        if not handler.success:  # Windmill: report_critical_error, never the handler again
+            print(f"CRITICAL workspace error handler {setting['path']} failed for job {run.id}: "
+                  f"{json.dumps(handler.result, default=str)[:500]}", file=sys.stderr)
+        return handler
 
     def _forget(self, log: list[Job]) -> None:
         # only running jobs are looked up (by the wmill client); the Run keeps the log

@@ -1,18 +1,12 @@
 # requirements:
-# annotated-types==0.8.0
 # psycopg2-binary==2.9.13
-# pydantic==2.14.3
-# pydantic_core==2.50.4
 # standardwebhooks==1.1.0
-# typing-inspection==0.4.5
-# typing_extensions==4.16.0
 """Workspace error handler: tell a person about a failed delivery (once), with the replay command."""
 
 from typing import Optional
 
-from f.dodo.lib import alerting, heal, ledger
+from f.dodo.lib import alerting, ledger
 from f.dodo.lib import workspace as ws
-from f.dodo.lib.notify import notify
 
 
 def main(
@@ -37,10 +31,7 @@ def main(
                                    error=error, schedule_path=schedule_path)
         if event is None:
             return {"alerted": False, "why": "a rejected (unsigned or forged) request pages nobody"}
-        _, routing, transports = heal.workspace_sinks()
-        routing = alerting.with_alert_rules(routing)
-        sent = notify(conn, event, routing, transports)
-        return {"alerted": True, **sent}
+        return {"alerted": True, **alerting.send(conn, event)}
     finally:
         if conn:
             conn.close()

@@ -38,7 +38,8 @@ def main(message: str, step_id: str, db: postgresql, event: Optional[dict] = Non
 
     event = event if isinstance(event, dict) else {}
     with pg.connect(db, schema, check=False) as conn:  # record the failure even when the schema is behind
-        return store.mark_failed(conn, inbox_key(event, webhook_id), error, step_id or "unknown", event=event)
+        return alerted(conn, store.mark_failed(conn, inbox_key(event, webhook_id), error, step_id or "unknown",
+                                               event=event))
 
 
 def preprocessor_failed(message: str, error: str, delivery: Optional[str], db: postgresql, schema: str) -> dict:
@@ -57,7 +58,20 @@ def preprocessor_failed(message: str, error: str, delivery: Optional[str], db: p
     from f.dodo.lib.inert import defuse  # noqa: PLC0415
 
     with pg.connect(db, schema, check=False) as conn:
-        return store.mark_failed(conn, inputs["webhook_id"], error, PREPROCESSOR, event=defuse(inputs["event"]))
+        return alerted(conn, store.mark_failed(conn, inputs["webhook_id"], error, PREPROCESSOR,
+                                               event=defuse(inputs["event"])))
+
+
+def alerted(conn, failed: dict) -> dict:
+    """The flow's own error handler tells a person, once per delivery, with the replay
+    command: Windmill never calls the workspace error handler for a flow that has a
+    failure module (f/dodo/lib/alerting.py). This runs after the step's retries."""
+    import os  # noqa: PLC0415
+
+    from f.dodo.lib import alerting  # noqa: PLC0415
+
+    return {**failed, "alert": alerting.alert_delivery(conn, failed["webhook_id"],
+                                                       os.environ.get("WM_ROOT_FLOW_JOB_ID", ""))}
 
 
 def inbox_key(event: dict, webhook_id: Optional[str]) -> str:

@@ -1,12 +1,23 @@
 """Failure alerts: a delivery that failed after its retries reaches a person, once.
 
-`f/dodo/alert_failure` is the workspace error handler (Workspace settings -> Error
-handler -> custom script). Windmill calls it for every failed job with the failed job's
-result merged into its arguments (windmill-labs/windmill backend/windmill-queue/src/
-jobs.rs, `push_error_handler` + `sanitize_result`: `workspace_id, job_id, path, is_flow,
-started_at, email`, `schedule_path` for a scheduled job, then the result's keys). For
-the entry flow the result is its failure module's (`f/dodo/mark_failed`:
-`{webhook_id, status: "failed", attempts}`), so the handler knows the delivery.
+Two ways in, one alert:
+
+- A failed delivery: the entry flow's own error handler, its failure module
+  (`f/dodo/mark_failed`), records the failure and calls `alert_delivery` once its
+  retries are spent. Windmill does not call the workspace error handler for a flow that
+  has a failure module (windmill-labs/windmill backend/windmill-queue/src/jobs.rs,
+  `add_completed_job`: only a root job, a script or a flow without `failure_module`,
+  and never the error handler's own job; an Enterprise feature, whose dispatch moved to
+  the private `jobs_ee::apply_completed_job_error_handlers` at @7f41b1ef), so the
+  delivery's alert cannot wait for it.
+- Any other failed job (a scheduled report, reconcile, export): `f/dodo/alert_failure`
+  is the workspace error handler (Workspace settings -> Error handler -> custom script).
+  Windmill calls it with the failed job's result merged into its arguments
+  (jobs.rs@7f41b1ef `push_error_handler` + `sanitize_result`: `workspace_id, job_id,
+  path, is_flow, started_at, email`, `schedule_path` for a scheduled job, then the
+  result's keys, a non-object result as `error`). Given a failure module's result
+  (`{webhook_id, status: "failed", attempts}`) it alerts for that delivery, under the
+  same ledger key.
 
 The alert is a synthetic `delivery.failed` event sent through the notification path
 (routing rules, Slack/email/SMS, the outbox when nothing is configured), keyed
@@ -19,8 +30,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from f.dodo.lib.routing import Routing, Rule
+
+if TYPE_CHECKING:
+    from f.dodo.lib.notify import Transports
 
 ALERT_TYPE = "delivery.failed"
 JOB_ALERT_TYPE = "job.failed"
@@ -91,3 +106,39 @@ def alert_for(conn, *, path: str, job_id: str, webhook_id: str | None, status: s
     if webhook_id:
         return delivery_alert(webhook_id, failed_row(conn, webhook_id) if conn else None, job_id)
     return job_alert(path, job_id, error, schedule_path)
+
+
+def workspace_notifications() -> tuple[Routing, "Transports"]:
+    """The routing and notification transports the workspace configures (optional
+    integrations looked up, never a static `$res:` that fails when absent)."""
+    import os  # noqa: PLC0415 - the alert path only
+
+    from f.dodo.lib import channels, notify  # noqa: PLC0415
+    from f.dodo.lib import routing as rules  # noqa: PLC0415
+    from f.dodo.lib import workspace as ws  # noqa: PLC0415
+
+    found = {name: ws.optional_resource(ws.INTEGRATIONS[name]) for name in ("slack", "smtp", "twilio")}
+    transports = notify.Transports(**found, slack_webhook_url=ws.optional_variable(ws.SLACK_WEBHOOK_URL),
+                                   slack_api=os.environ.get("DODO_SLACK_API_URL", channels.SLACK_API),
+                                   twilio_api=os.environ.get("DODO_TWILIO_API_URL", channels.TWILIO_API))
+    return rules.load(ws.optional_variable(ws.NOTIFY_ROUTING)), transports
+
+
+def send(conn, event: dict) -> dict:
+    """Send an alert event through the routing (plus the built-in alert rule), once per
+    its ledger key; raises as `notify` does when a channel failed."""
+    from f.dodo.lib.notify import notify  # noqa: PLC0415
+
+    routing, transports = workspace_notifications()
+    return notify(conn, event, with_alert_rules(routing), transports)
+
+
+def alert_delivery(conn, webhook_id: str, job_id: str = "") -> dict:
+    """The failure module's alert for a delivery it just marked failed. Never raises: the
+    failure is recorded either way, and an alert that could not go out is reported in the
+    result and the job log (its ledger row says which channel failed)."""
+    try:
+        return send(conn, delivery_alert(webhook_id, failed_row(conn, webhook_id), job_id))
+    except Exception as exc:  # noqa: BLE001 - reported, the inbox row is the record
+        print(f"WARNING alert for failed delivery {webhook_id} not sent: {type(exc).__name__}: {str(exc)[:300]}")
+        return {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}

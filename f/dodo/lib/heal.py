@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from f.dodo.lib import channels, crm, notify, store
+from f.dodo.lib import alerting, crm, notify, store
 from f.dodo.lib import destinations as dests
 from f.dodo.lib import routing as rules
 from f.dodo.lib import workspace as ws
@@ -26,14 +26,9 @@ from f.dodo.lib.normalizer import normalize_event
 def workspace_sinks() -> tuple[HubSpot | None, rules.Routing, notify.Transports]:
     """The HubSpot client, routing and notification transports the workspace configures
     (optional integrations looked up, never a static `$res:` that fails when absent)."""
-    found = {name: ws.optional_resource(path) for name, path in ws.INTEGRATIONS.items()}
-    hub = found["hubspot"]
+    hub = ws.optional_resource(ws.INTEGRATIONS["hubspot"])
     client = HubSpot(hub["token"], os.environ.get("DODO_HUBSPOT_API_URL", API)) if hub and hub.get("token") else None
-    transports = notify.Transports(slack=found["slack"], smtp=found["smtp"], twilio=found["twilio"],
-                                   slack_webhook_url=ws.optional_variable(ws.SLACK_WEBHOOK_URL),
-                                   slack_api=os.environ.get("DODO_SLACK_API_URL", channels.SLACK_API),
-                                   twilio_api=os.environ.get("DODO_TWILIO_API_URL", channels.TWILIO_API))
-    return client, rules.load(ws.optional_variable(ws.NOTIFY_ROUTING)), transports
+    return client, *alerting.workspace_notifications()
 
 
 def workspace_destinations() -> dict:

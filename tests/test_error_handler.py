@@ -1,0 +1,105 @@
+"""Failure alerting as Windmill does it, through the local runner: the workspace error
+handler (windmill-labs/windmill backend/windmill-queue/src/jobs.rs@7f41b1ef
+`push_error_handler`, `sanitize_result`) is called for a failed root script or flow
+without a failure module, never for a preview or the handler's own job; a flow with a
+failure module, such as the entry flow, handles its own errors, so a failed delivery's
+alert comes from the failure module (f/dodo/mark_failed), once, with the replay command."""
+
+import json
+
+import pytest
+from fixture_data import FIXTURE_SECRET
+from test_flows_e2e import trigger_event
+from test_record_rejection import refund_without_payment_id
+from werkzeug.wrappers import Request, Response
+
+from local_runner import Runner
+from local_runner.demo import ROOT, bundle_config, quiet_wmill_client
+from tests.standin_checks import slack_post_message
+
+TOKEN = "xoxb-alerts"
+HANDLER = {"path": "script/f/dodo/alert_failure", "extra_args": {"schema": "dodo"}}
+
+
+@pytest.fixture
+def schema_name():
+    return "dodo"  # the flows use the scripts' default schema
+
+
+@pytest.fixture
+def slack(httpserver, monkeypatch):
+    posted = []
+
+    def handle(request: Request) -> Response:
+        posted.append(slack_post_message(request, TOKEN))
+        return Response(json.dumps({"ok": True, "ts": f"17.{len(posted)}"}), content_type="application/json")
+
+    httpserver.expect_request("/api/chat.postMessage", method="POST").respond_with_handler(handle)
+    monkeypatch.setenv("DODO_SLACK_API_URL", httpserver.url_for("/api"))
+    return posted
+
+
+@pytest.fixture
+def runner(db, outbox):
+    quiet_wmill_client()
+    cfg = bundle_config(db.url, FIXTURE_SECRET, env={"SLACK_TOKEN": TOKEN})
+    cfg.error_handler = dict(HANDLER)  # Workspace settings -> Error handler -> f/dodo/alert_failure
+    return Runner(ROOT, cfg, sleep=lambda s: None)
+
+
+def failing_export(runner, **kw):
+    return runner.run_script("f/dodo/export", {"db": "$res:f/dodo/postgres", "kind": "payments",
+                                               "date_from": "yesterday-ish"}, **kw)
+
+
+def test_a_failed_delivery_reaches_a_person_once_with_the_replay_command(runner, slack):
+    delivery, msg_id = refund_without_payment_id()
+    failed = runner.run_flow("f/dodo/webhook", event=trigger_event(delivery))
+    assert not failed.success and failed.result["webhook_id"] == msg_id
+    assert failed.error_handler is None  # the entry flow has a failure module: Windmill calls no handler
+    [message] = slack
+    text = json.dumps(message)
+    assert msg_id in text and "failed at record" in text
+    assert f"python -m local_runner replay --webhook-id {msg_id}" in text
+    again = runner.run_flow("f/dodo/webhook", event=trigger_event(delivery))  # Dodo delivers it again
+    assert not again.success and len(slack) == 1
+
+
+def test_a_forged_request_pages_nobody(runner, slack):
+    delivery, _ = refund_without_payment_id()
+    delivery["headers"]["webhook-signature"] = "v1,AAAA"
+    forged = runner.run_flow("f/dodo/webhook", event=trigger_event(delivery))
+    assert not forged.success and forged.result["status"] == "rejected"
+    assert forged.error_handler is None and slack == []
+
+
+def test_a_failed_scheduled_script_calls_the_workspace_handler_with_windmills_arguments(runner, slack):
+    failed = failing_export(runner, schedule_path="f/dodo/nightly_export")
+    assert not failed.success
+    handler = failed.error_handler
+    assert handler is not None and handler.success, handler and handler.result
+    assert handler.path == "f/dodo/alert_failure" and handler.result["alerted"] is True
+    args = handler.args
+    assert set(args) == {"error", "schedule_path", "workspace_id", "job_id", "path", "is_flow", "started_at",
+                         "email", "schema"}
+    assert (args["path"], args["job_id"], args["is_flow"], args["schedule_path"], args["workspace_id"]) == (
+        "f/dodo/export", failed.id, False, "f/dodo/nightly_export", runner.config.workspace)
+    assert args["error"] == failed.result["error"] and args["started_at"].endswith("Z")
+    [message] = slack
+    assert "schedule f/dodo/nightly_export" in json.dumps(message)
+
+
+def test_no_handler_for_previews_or_when_none_is_set(runner, slack):
+    preview = runner.run_code("python3", "def main():\n    raise ValueError('boom')\n")
+    assert not preview.success and preview.error_handler is None
+    runner.config.error_handler = None
+    assert failing_export(runner).error_handler is None
+    assert slack == []
+
+
+def test_a_failing_handler_is_not_handled_again(runner, slack, capsys):
+    runner.config.error_handler = {"path": "script/f/dodo/export"}  # a handler that fails itself
+    failed = failing_export(runner)
+    assert failed.error_handler is not None and not failed.error_handler.success
+    assert failed.error_handler.error_handler is None
+    assert "CRITICAL workspace error handler script/f/dodo/export failed" in capsys.readouterr().err
