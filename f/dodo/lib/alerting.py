@@ -28,7 +28,6 @@ preprocessor) never pages anyone.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -47,7 +46,7 @@ ALERT_RULE = {"channels": ["slack", "email"], "urgency": "urgent", "title": "Dod
 def with_alert_rules(routing: Routing) -> Routing:
     """The routing, plus the built-in alert rule for an alert type no rule matches."""
     extra = [Rule(match=t, **ALERT_RULE) for t in (ALERT_TYPE, JOB_ALERT_TYPE) if routing.route(t) is None]
-    return replace(routing, rules=[*extra, *routing.rules]) if extra else routing
+    return routing._replace(rules=[*extra, *routing.rules]) if extra else routing
 
 
 def replay_hint(webhook_id: str) -> str:
