@@ -7,13 +7,26 @@ redeliveries and reordering within a window, while faults are injected:
 
 - Postgres restarted mid-run (twice, `PgServer.restart()`: every connection dropped);
 - HubSpot answering 429 and 5xx in bursts (some 5xx after the write was applied);
+- PostHog, Segment, Mailchimp and Google Calendar (local_runner/destination_standins.py,
+  each checking requests as the provider documents them) answering 429 with Retry-After,
+  5xx, or dropping the connection, in bursts (some after the write was applied);
 - the SMTP server refusing every message for a minute (a few seconds in the test);
 - workers killed mid-event (see `KillSwitch`).
 
-Then one replay of the failed inbox rows, and the checks: every delivery in the inbox,
-Postgres equal to the ground truth, each notification received exactly once per channel
-(counted at the stand-ins), the CRM stand-in holding exactly the expected contacts and
-timeline notes. Figures go to stdout and bench/soak-report.json. Loopback only, bounded
+Meanwhile the scheduled sinks run on their own clock, as their schedules would: the
+warehouse export (Parquet files, here into a directory) and the MySQL mirror (into a real
+MariaDB), through the Postgres restarts.
+
+Then one replay of the failed inbox rows, a last run of the scheduled sinks, and the
+checks: every delivery in the inbox, Postgres equal to the ground truth, each notification
+received exactly once per channel (counted at the stand-ins), the CRM stand-in holding
+exactly the expected contacts and timeline notes, and per destination (`destination_effects`):
+PostHog and Segment each event once after their own dedupe (by uuid / messageId: a double
+is one delivery landing under two ids), the Mailchimp audience exactly the expected
+members (one per email) with lifecycle tags equal to the final state, the calendar's live
+events exactly the expected ones (one per subscription or dispute, on the right date); the
+Parquet files holding every inbox row exactly once; MySQL holding exactly Postgres's
+mirrored deliveries and rows. Figures go to stdout and bench/soak-report.json. Loopback only, bounded
 (a deadline), stops by itself. The flows' retry waits are scaled by `retry_scale` through
 the runner's sleep function; the flow files are not changed.
 
@@ -38,6 +51,7 @@ import importlib
 import json
 import multiprocessing
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -73,6 +87,10 @@ class Settings:
     kill_steps: tuple = ("record", "crm", "notify")
     hubspot_period_s: float = 20.0
     hubspot_burst_s: float = 3.0
+    dest_period_s: float = 17.0    # destinations' fault bursts (their own phase and seed)
+    dest_burst_s: float = 3.0
+    batch_period_s: float = 15.0   # the scheduled sinks (warehouse export, MySQL mirror) run this often
+    export_lag_s: float = 5.0      # the export's wait for in-flight transactions (LAG_S: 60 s in production)
     deadline_s: float = 680.0      # everything (send, drain, replay) stops by then
     drain_s: float = 90.0          # sending stops this long before the deadline
     report: str | None = str(REPORT)
@@ -369,6 +387,142 @@ def side_effects(truth, http, smtp) -> dict:
     }
 
 
+def _tally(expected, got: Counter) -> dict:
+    """Lost (expected, never there), doubles (there more than once), unexpected."""
+    return {"expected": len(expected), "got": len(got), "lost": sorted(set(expected) - got.keys()),
+            "doubles": sorted(k for k, n in got.items() if n > 1), "unexpected": sorted(got.keys() - set(expected))}
+
+
+CALENDAR_KEY = [(re.compile(r"^Subscription (\S+) renews\."), "renewal"),
+                (re.compile(r"^Subscription (\S+) trial ends\."), "trial"),
+                (re.compile(r"^Dispute (\S+) on payment"), "dispute")]
+
+
+def _calendar_key(event: dict) -> tuple[str, str] | None:
+    for pattern, kind in CALENDAR_KEY:
+        if m := pattern.match(event.get("description") or ""):
+            return kind, m.group(1)
+    return None
+
+
+def destination_effects(truth, dests) -> dict:
+    """Per destination, what its stand-in holds against the ground truth, the way its
+    provider counts: PostHog keeps one event per uuid, Segment one call per messageId, so
+    a double is one delivery (type, who, when) under two ids; Mailchimp one member per
+    email; the calendar one live event per object."""
+    with dests.lock:
+        posthog = Counter((b["event"], b["distinct_id"], b["timestamp"]) for b in dests.posthog.values())
+        calls = list(dests.segment.values())
+        members = [dict(m, tags=set(m["tags"])) for m in dests.members.values()]
+        inserts = {k: n for k, n in dests.inserts.items() if n > 1}
+    track = Counter((b["event"], b["userId"], b["timestamp"]) for c, b in calls if c == "track")
+    identify = Counter((b["userId"], b["timestamp"]) for c, b in calls if c == "identify")
+    audience = _tally(truth.audience, Counter(m["email_address"].lower() for m in members))
+    lifecycle = {"customer": {"dodo-customer"}, "churned": {"dodo-churned"}, None: set()}
+    audience["wrong_tags"] = sorted(
+        m["email_address"] for m in members if m["email_address"] in truth.audience
+        and m["tags"] & {"dodo-customer", "dodo-churned"} != lifecycle[truth.audience[m["email_address"]]])
+    live = dests.live_events()
+    keys = {eid: _calendar_key(ev) for eid, ev in live.items()}
+    calendar = _tally(truth.calendar, Counter(k for k in keys.values() if k))
+    calendar["doubles"] += sorted(inserts)  # an event id inserted twice
+    calendar["wrong_date"] = sorted(k for eid, k in keys.items() if k in truth.calendar
+                                    and live[eid]["start"].get("date") != truth.calendar[k])
+    calendar["unattributed"] = sorted(eid for eid, k in keys.items() if k is None)
+    return {"posthog": _tally(truth.analytics, posthog), "segment_track": _tally(truth.analytics, track),
+            "segment_identify": _tally(truth.identifies, identify), "mailchimp": audience, "gcal": calendar,
+            "bad_requests": list(dests.bad_requests)}
+
+
+class Batches:
+    """The scheduled sinks on their own clock during the run, as their schedules run them:
+    the warehouse export (f/dodo/lib/warehouse.py; files into `out_dir` under the keys the
+    export script gives object storage) and the MySQL mirror (f/dodo/lib/mysql_mirror.py).
+    A tick that fails (Postgres restarting) is counted and the next one carries on."""
+
+    def __init__(self, pg_resource: dict, my_resource: dict, out_dir: str, s: Settings):
+        self.pg_resource, self.my_resource, self.out_dir, self.s = pg_resource, my_resource, out_dir, s
+        self.ticks, self.exported, self.mirrored = 0, 0, 0
+        self.errors: list[str] = []
+
+    def write(self, key: str, data: bytes) -> None:
+        path = Path(self.out_dir, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)  # an object store's put: the whole object or nothing
+
+    def tick(self, lag: float) -> None:
+        from f.dodo.lib import db as dblib  # noqa: PLC0415
+        from f.dodo.lib import mysql_mirror, warehouse  # noqa: PLC0415
+
+        with dblib.connect(self.pg_resource, "dodo") as conn:
+            self.exported += warehouse.export(conn, self.write, lag=lag)["rows"]
+            my = mysql_mirror.connect(self.my_resource)
+            try:
+                self.mirrored += mysql_mirror.mirror_batch(conn, my)["applied"]
+            finally:
+                my.close()
+        self.ticks += 1
+
+    def run(self, done: threading.Event) -> None:
+        while not done.wait(self.s.batch_period_s):
+            try:
+                self.tick(self.s.export_lag_s)
+            except Exception as exc:  # noqa: BLE001 - counted; the next tick resumes from the cursors
+                self.errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+
+
+def warehouse_check(conn, out_dir: str) -> dict:
+    """Every inbox row in the Parquet files exactly once (read back with DuckDB)."""
+    import duckdb  # noqa: PLC0415
+
+    files = sorted(Path(out_dir).glob("**/*.parquet"))
+    got = Counter()
+    if files:
+        rows = duckdb.connect().execute("SELECT webhook_id FROM read_parquet(?, hive_partitioning = true)",
+                                        [[str(f) for f in files]]).fetchall()
+        got = Counter(r[0] for r in rows)
+    inbox = [r[0] for r in conn.execute("SELECT webhook_id FROM webhook_events")]
+    out = _tally(inbox, got)
+    return {"files": len(files), "rows": sum(got.values()), "inbox_rows": len(inbox), "missing": out["lost"],
+            "doubled": out["doubles"], "unexpected": out["unexpected"]}
+
+
+_MIRRORED = {"payments": ("payment_id", "status, currency, total_minor, refunded_minor, customer_id"),
+             "refunds": ("refund_id", "status, currency, amount_minor, payment_id"),
+             "subscriptions": ("subscription_id", "status, currency, recurring_pre_tax_minor, product_id, customer_id")}
+
+
+def mirror_check(conn, my_resource: dict) -> dict:
+    """MySQL holds each mirrored delivery once and the same rows as Postgres."""
+    from f.dodo.lib import mysql_mirror  # noqa: PLC0415
+
+    want = [r[0] for r in conn.execute("SELECT webhook_id FROM webhook_events WHERE status = 'processed' "
+                                       "AND category IN ('payment', 'refund', 'subscription')")]
+    diffs = []
+    my = mysql_mirror.connect(my_resource)
+    try:
+        with my.cursor() as cur:
+            cur.execute("SELECT webhook_id FROM dodo_mirror_deliveries")
+            got = Counter(r[0] for r in cur.fetchall())
+            for table, (key, cols) in _MIRRORED.items():
+                pg_rows = {r[0]: tuple(map(str, r[1:])) for r in conn.execute(f"SELECT {key}, {cols} FROM {table}")}
+                cur.execute(f"SELECT {key}, {cols} FROM dodo_{table}")
+                my_rows = {r[0]: tuple(map(str, r[1:])) for r in cur.fetchall()}
+                diffs += [f"{table} {k}: postgres {pg_rows.get(k)}, mysql {my_rows.get(k)}"
+                          for k in sorted(pg_rows.keys() | my_rows.keys()) if pg_rows.get(k) != my_rows.get(k)]
+            cur.execute("SELECT customer_id, email FROM dodo_customers")
+            emails = dict(conn.execute("SELECT customer_id, email FROM customers").fetchall())
+            diffs += [f"customers {c}: postgres {emails.get(c)!r}, mysql {e!r}" for c, e in cur.fetchall()
+                      if emails.get(c) != e]
+    finally:
+        my.close()
+    out = _tally(want, got)
+    return {"deliveries": sum(got.values()), "expected": len(want), "missing": out["lost"],
+            "doubled": out["doubles"], "unexpected": out["unexpected"], "row_diffs": diffs}
+
+
 # ---------------------------------------------------------------- the run
 
 def _free_port() -> int:
@@ -403,6 +557,8 @@ def serve_process(config, s: Settings, kills: KillSwitch, stats, ports) -> None:
 def run(s: Settings, out=print) -> dict:
     from f.dodo.lib import db as dblib  # noqa: PLC0415
     from local_runner.demo import bundle_config, quiet_wmill_client  # noqa: PLC0415
+    from local_runner.destination_standins import DestinationStandIns  # noqa: PLC0415
+    from local_runner.mysql_server import start_mariadb  # noqa: PLC0415
     from local_runner.pg_server import find_binaries, start_server  # noqa: PLC0415
     from local_runner.runner import Runner  # noqa: PLC0415
     from local_runner.server import apply_migrations  # noqa: PLC0415
@@ -410,6 +566,8 @@ def run(s: Settings, out=print) -> dict:
 
     from bench.soak_standins import (HUBSPOT_TOKEN, SLACK_TOKEN, TWILIO_SID, TWILIO_TOKEN,  # noqa: PLC0415
                                      Bursts, HttpStandIns, SmtpStandIn)
+    from local_runner.destination_standins import (GCAL_TOKEN, MAILCHIMP_KEY, MAILCHIMP_LIST,  # noqa: PLC0415
+                                                   POSTHOG_KEY, SEGMENT_KEY)
 
     t_start = time.monotonic()
     quiet_wmill_client()
@@ -424,6 +582,7 @@ def run(s: Settings, out=print) -> dict:
     pg = start_server(provider=find_binaries()[0])  # our own server: we restart it
     # Ports first, servers after the fork: a process forked with threads running may inherit held locks.
     http_port, smtp_port, procs, http, smtp = _free_port(), _free_port(), [], None, None
+    dest_port, dests, mariadb = _free_port(), None, None
     kills = KillSwitch(ctx)
     try:
         http_url = f"http://127.0.0.1:{http_port}"
@@ -437,6 +596,12 @@ def run(s: Settings, out=print) -> dict:
             "f/dodo/hubspot": {"token": HUBSPOT_TOKEN}, "f/dodo/slack": {"token": SLACK_TOKEN},
             "f/dodo/smtp": {"host": "127.0.0.1", "port": smtp_port, "user": "", "password": ""},
             "f/dodo/twilio": {"accountSid": TWILIO_SID, "token": TWILIO_TOKEN, "from_number": "+15550009999"}})
+        dest_url = f"http://127.0.0.1:{dest_port}"  # local_runner/destination_standins.py's resources, on this port
+        config.resources.update({
+            "f/dodo/posthog": {"api_key": POSTHOG_KEY, "host": dest_url},
+            "f/dodo/segment": {"write_key": SEGMENT_KEY, "base_url": dest_url},
+            "f/dodo/mailchimp": {"api_key": MAILCHIMP_KEY, "list_id": MAILCHIMP_LIST, "base_url": dest_url},
+            "f/dodo/gcal": {"token": GCAL_TOKEN, "calendar_id": "primary", "base_url": dest_url}})
         apply_migrations(config)
         stats = [ctx.Array("i", 2) for _ in range(s.processes)]  # [flows ok, flows failed] per process
         ports_q = ctx.Queue()
@@ -448,14 +613,24 @@ def run(s: Settings, out=print) -> dict:
         ports = [ports_q.get(timeout=60) for _ in procs]
         http = HttpStandIns(Bursts(s.hubspot_period_s, s.hubspot_burst_s, seed=s.seed), port=http_port)
         smtp = SmtpStandIn(smtp_port)
+        dest_bursts = Bursts(s.dest_period_s, s.dest_burst_s, seed=s.seed + 1, drops=True)
+        dests = DestinationStandIns(dest_bursts.draw, port=dest_port)
+        assert {f"f/dodo/{k}": v for k, v in dests.resources().items()} == {
+            k: config.resources[k] for k in ("f/dodo/posthog", "f/dodo/segment", "f/dodo/mailchimp", "f/dodo/gcal")}
+        mariadb = start_mariadb()
+        batches = Batches(config.get_resource("f/dodo/postgres"), mariadb.resource,
+                          tempfile.mkdtemp(prefix="dodo-soak-warehouse-"), s)
 
         senders = Senders(ports, config.workspace, secret, deliveries, s.clients)
         faults, done = Faults(), threading.Event()
         injector = threading.Thread(target=inject, args=(s, senders, pg, smtp, kills, faults, done), daemon=True)
+        batcher = threading.Thread(target=batches.run, args=(done,), daemon=True, name="soak-batches")
         http.bursts.start()
+        dest_bursts.start()
         t_send = time.monotonic()
         clients = senders.run()
         injector.start()
+        batcher.start()
         deadline = t_start + s.deadline_s
         for c in clients:
             c.join(max(0.0, deadline - s.drain_s - time.monotonic()))
@@ -470,7 +645,9 @@ def run(s: Settings, out=print) -> dict:
         senders.stop.set()
         done.set()
         injector.join()
+        batcher.join()
         http.bursts.stop()
+        dest_bursts.stop()
         processed_s = time.monotonic() - t_send
         flows = {"ok": sum(st[0] for st in stats), "failed": sum(st[1] for st in stats),
                  "unfinished": senders.sent - finished()}
@@ -481,18 +658,25 @@ def run(s: Settings, out=print) -> dict:
             proc.join(10)
         out(f"sent {senders.sent} deliveries in {sent_s:.1f}s, all processed after {processed_s:.1f}s; "
             f"flows: {flows}; faults: {len(faults.pg_restarts)} Postgres restarts, "
-            f"{sum(http.faults.values())} HubSpot errors, {smtp.refused} SMTP refusals, kills {killed}")
+            f"{sum(http.faults.values())} HubSpot errors, {sum(dests.faults.values())} destination faults, "
+            f"{smtp.refused} SMTP refusals, kills {killed}")
 
         t_replay = time.monotonic()
         runner = Runner(ROOT, config, sleep=lambda sec: time.sleep(sec * s.retry_scale))
         replayed = replay(runner)
         replay_s = time.monotonic() - t_replay
         out(f"replay: {replayed} in {replay_s:.1f}s")
+        batches.tick(lag=0)  # the schedules' next run, once nothing is in flight
+        out(f"scheduled sinks: {batches.ticks} runs, {batches.exported} rows exported, "
+            f"{batches.mirrored} deliveries mirrored, {len(batches.errors)} runs failed (retried by the next)")
 
         with dblib.connect(config.get_resource("f/dodo/postgres"), "dodo", migrate=True) as conn:
             inbox = inbox_check(conn, sim.truth)
             diffs = state_diffs(conn, sim.truth)
+            warehouse = warehouse_check(conn, batches.out_dir)
+            mirrored = mirror_check(conn, mariadb.resource)
         effects = side_effects(sim.truth, http, smtp)
+        dest = destination_effects(sim.truth, dests)
     finally:
         for proc in procs:
             if proc.is_alive():
@@ -502,6 +686,10 @@ def run(s: Settings, out=print) -> dict:
             http.close()
         if smtp:
             smtp.close()
+        if dests:
+            dests.close()
+        if mariadb:
+            mariadb.stop()
         pg.stop()
         for k, v in saved_env.items():
             if v is None:
@@ -510,6 +698,13 @@ def run(s: Settings, out=print) -> dict:
                 os.environ[k] = v
 
     crm = effects["crm"]
+    per_dest = {k: v for k, v in dest.items() if k != "bad_requests"}
+    dest_doubles = sum(len(v["doubles"]) for v in per_dest.values())
+    dest_lost = sum(len(v["lost"]) for v in per_dest.values())
+    dest_diffs = (sum(len(v["unexpected"]) for v in per_dest.values()) + len(dest["mailchimp"]["wrong_tags"])
+                  + len(dest["gcal"]["wrong_date"]) + len(dest["gcal"]["unattributed"]) + len(dest["bad_requests"]))
+    batch_diffs = sum(len(x[k]) for x in (warehouse, mirrored) for k in ("missing", "doubled", "unexpected")) \
+        + len(mirrored["row_diffs"])
     crm_diffs = sum(len(crm[k]) for k in ("contacts_missing", "contacts_unexpected", "contacts_wrong_id",
                                           "notes_missing_or_unlinked", "notes_unexpected", "notes_duplicated"))
     report = {
@@ -521,22 +716,37 @@ def run(s: Settings, out=print) -> dict:
         "drained": drained, "flows": dict(flows),
         "faults": {"postgres_restarts": faults.pg_restarts, "smtp_outage": faults.smtp_outage,
                    "smtp_refusals": smtp.refused, "hubspot_errors": dict(http.faults),
+                   "destination_faults": dict(sorted(dests.faults.items())),
                    "workers_killed": killed,
                    "faults_injected": len(faults.pg_restarts) + bool(faults.smtp_outage)
-                   + sum(http.faults.values()) + sum(killed.values())},
+                   + sum(http.faults.values()) + sum(dests.faults.values()) + sum(killed.values())},
         "replay": replayed,
         "inbox": {k: (len(v) if isinstance(v, list) else v) for k, v in inbox.items()},
         "lost": len(senders.accepted_ids & set(inbox["missing"])),  # accepted (201), not in the inbox
         "notifications": {k: (len(v) if isinstance(v, (list, dict)) and k != "per_channel" else v)
                           for k, v in effects.items() if k != "crm"},
         "crm": {k: (len(v) if isinstance(v, list) else v) for k, v in crm.items()},
-        "duplicate_side_effects": sum(n - 1 for n in effects["duplicates"].values()),
-        "lost_side_effects": len(effects["lost"]) + len(crm["contacts_missing"]) + len(crm["notes_missing_or_unlinked"]),
-        "state_diffs": len(diffs) + len(inbox["wrong_status"]) + len(inbox["unexpected"]) + crm_diffs,
+        "destinations": {k: {f: (len(x) if isinstance(x, list) else x) for f, x in v.items()}
+                         for k, v in per_dest.items()} | {"bad_requests": len(dest["bad_requests"]),
+                                                          "requests": dict(dests.requests)},
+        "scheduled_sinks": {"runs": batches.ticks, "failed_runs": len(batches.errors),
+                            "warehouse": {k: (len(v) if isinstance(v, list) else v) for k, v in warehouse.items()},
+                            "mysql": {k: (len(v) if isinstance(v, list) else v) for k, v in mirrored.items()}},
+        "duplicate_side_effects": sum(n - 1 for n in effects["duplicates"].values()) + dest_doubles,
+        "lost_side_effects": len(effects["lost"]) + len(crm["contacts_missing"]) + len(crm["notes_missing_or_unlinked"])
+        + dest_lost,
+        "state_diffs": len(diffs) + len(inbox["wrong_status"]) + len(inbox["unexpected"]) + crm_diffs + dest_diffs
+        + batch_diffs,
         "examples": {"state_diffs": diffs[:10], "inbox_missing": inbox["missing"][:10],
                      "inbox_wrong_status": inbox["wrong_status"][:10], "notifications_lost": effects["lost"][:10],
                      "duplicates": dict(list(effects["duplicates"].items())[:10]),
-                     "kills": kill_examples, "crm": {k: v[:5] for k, v in crm.items() if isinstance(v, list)}},
+                     "kills": kill_examples, "crm": {k: v[:5] for k, v in crm.items() if isinstance(v, list)},
+                     "destinations": {k: ({f: x[:5] for f, x in v.items() if isinstance(x, list) and x}
+                                          if isinstance(v, dict) else v[:5]) for k, v in dest.items()},
+                     "scheduled_sinks": {"errors": batches.errors[:5],
+                                         **{f"{name} {f}": x[:5] for name, d in (("warehouse", warehouse),
+                                                                                  ("mysql", mirrored))
+                                            for f, x in d.items() if isinstance(x, list) and x}}},
         "timing_s": {"send": round(sent_s, 1), "processed": round(processed_s, 1), "replay": round(replay_s, 1),
                      "total": round(time.monotonic() - t_start, 1)},
         "deliveries_per_s": round(senders.sent / processed_s, 1) if processed_s else None,
@@ -569,6 +779,17 @@ def print_summary(r: dict, out=print) -> None:
                           f"{r['notifications']['per_channel']}"),
         ("CRM", f"{r['crm']['contacts']} contacts / {r['crm']['contacts_expected']}, "
                 f"{r['crm']['notes']} notes / {r['crm']['notes_expected']}"),
+        *[(f"  {name}", f"{d['got']} / {d['expected']}: lost {d['lost']}, doubles {d['doubles']}, "
+                        f"unexpected {d['unexpected']}" + "".join(f", {k.replace('_', ' ')} {d[k]}" for k in
+                                                                 ("wrong_tags", "wrong_date") if k in d))
+          for name, d in r["destinations"].items() if isinstance(d, dict) and "got" in d],
+        ("destination faults", f"{f['destination_faults']}; requests {r['destinations']['requests']}, "
+                               f"refused as malformed {r['destinations']['bad_requests']}"),
+        ("warehouse export", "{rows} rows in {files} Parquet files / {inbox_rows} inbox rows: missing {missing}, "
+                             "doubled {doubled}, unexpected {unexpected}".format(**r["scheduled_sinks"]["warehouse"])),
+        ("MySQL mirror", "{deliveries} deliveries / {expected}: missing {missing}, doubled {doubled}, "
+                         "unexpected {unexpected}, row diffs {row_diffs}".format(**r["scheduled_sinks"]["mysql"])
+         + f" ({r['scheduled_sinks']['runs']} scheduled runs, {r['scheduled_sinks']['failed_runs']} failed)"),
         ("duration", f"{r['timing_s']['total']}s total ({r['deliveries_per_s']} deliveries/s under faults)"),
     ]:
         out(f"  {label:<24} {value}")

@@ -1,5 +1,7 @@
 """Recording stand-ins of HubSpot, Slack, Twilio (one werkzeug server) and SMTP (aiosmtpd)
-for the soak, on loopback, with the faults the soak injects.
+for the soak, on loopback, with the faults the soak injects (the per-event destinations'
+stand-ins, PostHog, Segment, Mailchimp and Google Calendar, are local_runner/destination_standins.py,
+which the demo uses too; `Bursts` drives their faults as well).
 
 Each counts what it received per delivery: the soak's routing puts `[<webhook-id>]` in
 every message summary, and the bundle's e-mails carry `<webhook-id@dodo-bundle>` as
@@ -46,8 +48,8 @@ class Bursts:
     this stand-in announces is 1 s, not HubSpot's 10 s, to keep the soak short), half 5xx; a third of the 5xx are sent after
     the write was applied (the response is lost, the write is not)."""
 
-    def __init__(self, period_s: float, burst_s: float, p: float = 0.7, seed: int = 1):
-        self.period_s, self.burst_s, self.p = period_s, burst_s, p
+    def __init__(self, period_s: float, burst_s: float, p: float = 0.7, seed: int = 1, drops: bool = False):
+        self.period_s, self.burst_s, self.p, self.drops = period_s, burst_s, p, drops
         self.rng = random.Random(seed)
         self.t0: float | None = None
         self.lock = threading.Lock()
@@ -59,13 +61,18 @@ class Bursts:
         self.t0 = None
 
     def draw(self) -> str | None:
-        """None (serve), "429", "5xx" or "5xx-after"."""
-        if self.t0 is None or (time.monotonic() - self.t0) % self.period_s >= self.burst_s:
+        """None (serve), "429", "5xx" or "5xx-after"; with `drops` also "drop" / "drop-after"
+        (the connection closed without an answer, before or after the write)."""
+        t0 = self.t0
+        if t0 is None or (time.monotonic() - t0) % self.period_s >= self.burst_s:
             return None
         with self.lock:
             if self.rng.random() >= self.p:
                 return None
             x = self.rng.random()
+        if self.drops:
+            return "429" if x < 0.4 else "5xx" if x < 0.6 else "5xx-after" if x < 0.7 else \
+                "drop" if x < 0.9 else "drop-after"
         return "429" if x < 0.5 else ("5xx-after" if x < 0.66 else "5xx")
 
 

@@ -6,7 +6,10 @@ Dodo events over HTTP exactly as Dodo would (webhook URL with raw=true and
 include_header, Standard Webhooks headers; duplicates and out-of-order deliveries
 included), waits for every job, then prints what happened: the path each delivery
 took through the flows, the customers, subscriptions, MRR and revenue from the
-revenue views, and the local outbox (CRM and notifications).
+revenue views, and the local outbox: CRM and notifications (unconfigured, so written
+there), and what the per-event destinations sent (PostHog, Segment, Mailchimp, Google
+Calendar: configured to loopback stand-ins of their APIs, local_runner/destination_standins.py,
+which append each write they accept to the outbox).
 """
 from __future__ import annotations
 
@@ -226,15 +229,14 @@ def _outcome(r: dict | None) -> str:
     return "outbox" if str(r.get("external_id") or "").startswith("outbox:") else str(r.get("status"))
 
 
-def sink_note(job: dict) -> str:
-    """CRM and notification outcomes of a run (the results of its crm and notify steps)."""
-    results = {j["step_id"]: j.get("result") for j in job.get("local_jobs", []) if j.get("step_id") in ("crm", "notify")}
-    if len(results) != 2:
-        return ""
-    crm, notify = results["crm"], results["notify"]
-    channels = (notify or {}).get("channels") or {}
-    ch = ", ".join(f"{k} {_outcome(v)}" for k, v in channels.items()) or "none routed"
-    return f"crm: {_outcome(crm)}; notify: {ch}"
+def sink_note(ledger_rows: list[dict]) -> str:
+    """What the delivery's sinks did, from its ledger rows (one per sink and channel): the
+    CRM, the notifications and the per-event destinations (which ride in the CRM step)."""
+    by_sink: dict[str, list[str]] = {}
+    for r in ledger_rows:
+        group = {"crm": "crm", "notify": "notify"}.get(r["sink"], "destinations")
+        by_sink.setdefault(group, []).append(f"{r['channel']} {_outcome(r)}")
+    return "; ".join(f"{g}: {', '.join(by_sink[g])}" for g in ("crm", "destinations", "notify") if g in by_sink)
 
 
 # (title, SQL) of each table in the summary: tables and the revenue views, nothing recomputed here
@@ -281,8 +283,13 @@ def outbox_text(rec: dict) -> str:
         props = ", ".join(f"{k.removeprefix('dodo_')}={v}" for k, v in contact.items()
                           if k.startswith("dodo_") and k not in ("dodo_customer_id", "dodo_last_payment_date"))
         return f"{contact.get('email')}: {props}" + ("; + timeline note" if rec.get("note") else "")
+    if rec["kind"] in DESTINATION_KINDS:  # what a destination's stand-in accepted
+        return ", ".join(f"{k}={v}" for k, v in rec.items() if k not in ("kind", "at"))
     target = rec.get("channel") or ", ".join(rec.get("to") or []) if isinstance(rec.get("to"), list) else rec.get("to")
     return f"{target or rec.get('channel') or ''}: {rec.get('text') or rec.get('subject') or rec.get('body') or ''}"
+
+
+DESTINATION_KINDS = ("posthog", "segment", "mailchimp", "gcal")
 
 
 def outbox_lines(path: str) -> list[dict]:
@@ -298,7 +305,10 @@ def outbox_lines(path: str) -> list[dict]:
 def run_demo(database_url: str, *, port: int = 0, outbox: str | None = None, out=print) -> dict:
     """Deliver the stream through a local server; returns what was printed, as data."""
     from f.dodo.lib import db as dblib  # noqa: PLC0415 - the bundle's own library
+    from f.dodo.lib import ledger  # noqa: PLC0415
+    from f.dodo.lib.channels import to_outbox  # noqa: PLC0415
 
+    from .destination_standins import DestinationStandIns  # noqa: PLC0415
     from .server import App, apply_migrations, make_server  # noqa: PLC0415
 
     quiet_wmill_client()
@@ -308,6 +318,10 @@ def run_demo(database_url: str, *, port: int = 0, outbox: str | None = None, out
     config = bundle_config(database_url, secret, env={k: v for k, v in os.environ.items()
                                                       if k not in ("DATABASE_URL", "DODO_WEBHOOK_SECRET")})
     out(apply_migrations(config))
+    # The per-event destinations, to local stand-ins of their APIs (each write they accept goes to the outbox).
+    dests = DestinationStandIns(record=lambda kind, rec: to_outbox(kind, rec))
+    for name, resource in dests.resources().items():
+        config.resources.setdefault(f"f/dodo/{name}", resource)
     app = App(Runner(ROOT, config), workers=4)
     server = make_server(app, "127.0.0.1", port)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -325,14 +339,18 @@ def run_demo(database_url: str, *, port: int = 0, outbox: str | None = None, out
     finally:
         server.shutdown()
         server.server_close()
-    out("\nPer delivery: the path it took (from the job log)")
+        dests.close()
+    out("\nPer delivery: the path it took (from the job log) and what its sinks did (its ledger rows)")
     paths, seen, latest = [], set(), ""
+    with dblib.connect(config.get_resource("f/dodo/postgres"), os.environ.get("DODO_SCHEMA", "dodo")) as conn:
+        ledger_rows = {d.webhook_id: ledger.rows(conn, d.webhook_id) for d, _ in jobs}
     for d, jid in jobs:
         job = done[jid]
         note = "redelivery" if d.webhook_id in seen else ("late" if d.envelope["timestamp"] < latest else "")
+        sinks = "" if d.webhook_id in seen else sink_note(ledger_rows[d.webhook_id])
         seen.add(d.webhook_id)
         latest = max(latest, d.envelope["timestamp"])
-        line = f"  {d.webhook_id}  {d.label:<26} {note:<10} {path_of(job)}  {sink_note(job)}"
+        line = f"  {d.webhook_id}  {d.label:<26} {note:<10} {path_of(job)}  {sinks}"
         paths.append({"webhook_id": d.webhook_id, "event_type": d.envelope["type"], "path": path_of(job),
                       "success": job["success"], "skipped": job["is_skipped"], "jobs": len(job["local_jobs"])})
         out(line)
@@ -343,8 +361,11 @@ def run_demo(database_url: str, *, port: int = 0, outbox: str | None = None, out
     box = outbox_lines(outbox)
     out(f"\nLocal outbox ({outbox}): {len(box)} message(s)")
     for rec in box:
-        out(f"  {rec['kind']:<8} {rec.get('delivery', ''):<14} {outbox_text(rec)[:110]}")
-    return {"paths": paths, "tables": tables, "outbox": box, "stream": stream, "order": order}
+        out(f"  {rec['kind']:<9} {rec.get('delivery', ''):<14} {outbox_text(rec)[:110]}")
+    if dests.bad_requests:  # a request the provider would refuse: the demo fails on it
+        out(f"\nRefused by the destination stand-ins: {dests.bad_requests[:5]}")
+    return {"paths": paths, "tables": tables, "outbox": box, "stream": stream, "order": order,
+            "refused": dests.bad_requests}
 
 
 def main() -> int:
@@ -361,7 +382,7 @@ def main() -> int:
     finally:
         if pg:
             pg.stop()
-    ok = all(p["success"] for p in result["paths"])
+    ok = all(p["success"] for p in result["paths"]) and not result["refused"]
     print(f"\ndone in {time.perf_counter() - t0:.1f}s: {len(result['paths'])} deliveries, "
           f"{'all succeeded' if ok else 'SOME FAILED'}")
     return 0 if ok else 1

@@ -92,6 +92,14 @@ class Truth:
     notifications: set[tuple[str, str]] = field(default_factory=set)  # (webhook_id, slack|email|sms)
     contacts: dict[str, str] = field(default_factory=dict)       # email -> dodo customer id
     notes: dict[str, str] = field(default_factory=dict)          # webhook_id -> contact email
+    # The per-event destinations (README "Integrations"): analytics events (event type, who, when)
+    # with who = the customer id, else the email; identify calls (who, when) of events naming
+    # the customer; the Mailchimp audience (email -> lifecycle: customer | churned | None);
+    # live calendar events ((renewal|trial|dispute, object id) -> date).
+    analytics: dict[tuple[str, str, str], str] = field(default_factory=dict)  # -> webhook_id
+    identifies: dict[tuple[str, str], str] = field(default_factory=dict)      # -> webhook_id
+    audience: dict[str, str | None] = field(default_factory=dict)
+    calendar: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 @dataclass
@@ -424,6 +432,7 @@ def ground_truth(b: _Business) -> Truth:
             if family in NOTE_FAMILIES:
                 t.notes[e.webhook_id] = cust["email"]
     last = {k: d for k, (_at, _w, d) in b.state.items()}
+    destinations_truth(t, b.events, last)
     rows = t.tables
     for (table, key), d in sorted(last.items(), key=lambda kv: str(kv[0])):
         rows.setdefault(table, {})[key] = _row(table, d)
@@ -462,6 +471,39 @@ def ground_truth(b: _Business) -> Truth:
             net[d["currency"]] = net.get(d["currency"], 0) - d["amount_minor"]
     t.net = {c: to_major(v, c) for c, v in sorted(net.items())}
     return t
+
+
+LIVE_SUBSCRIPTION = {"active", "on_hold", "past_due", "paused", "pending"}
+ENDED_SUBSCRIPTION = {"cancelled", "expired", "failed"}
+DISPUTE_DAYS = 4  # Dodo: "You have 4 days to respond to a dispute after creation"
+
+
+def destinations_truth(t: Truth, events: list[Event], last: dict) -> None:
+    """What the analytics, campaign and calendar destinations must hold in the end."""
+    for e in events:
+        cust = e.data.get("customer") if isinstance(e.data.get("customer"), dict) else {}
+        who = cust.get("customer_id") or e.data.get("customer_id") or cust.get("email")
+        if who:
+            t.analytics[(e.type, who, iso(e.at))] = e.webhook_id
+        if cust.get("email") or cust.get("name"):
+            t.identifies[(who, iso(e.at))] = e.webhook_id
+    live, ended, paid = set(), set(), set()
+    for (table, key), d in last.items():
+        if table == "subscriptions":
+            (live if d["status"] in LIVE_SUBSCRIPTION else ended if d["status"] in ENDED_SUBSCRIPTION
+             else set()).add(d["customer"]["email"])
+            if d["status"] in LIVE_SUBSCRIPTION:
+                t.calendar[("renewal", key)] = d["next_billing_date"][:10]
+        elif table == "payments" and d["status"] == "succeeded":
+            paid.add(d["customer"]["email"])
+        elif table == "disputes" and d["dispute_status"] in ("dispute_opened", "dispute_challenged"):
+            opened = datetime.fromisoformat(d["created_at"].replace("Z", "+00:00"))
+            t.calendar[("dispute", key)] = (opened + timedelta(days=DISPUTE_DAYS)).date().isoformat()
+    for e in events:
+        email = (e.data.get("customer") or {}).get("email") if isinstance(e.data.get("customer"), dict) else None
+        if email:
+            t.audience[email] = ("customer" if email in live or (email not in ended and email in paid)
+                                 else "churned" if email in ended else None)
 
 
 def _row(table: str, d: dict) -> dict:

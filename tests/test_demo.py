@@ -107,3 +107,28 @@ def test_demo_outbox_holds_crm_and_notifications(demo):
     urgent = [r for r in result["outbox"] if r["kind"] == "slack" and "Dispute opened" in (r.get("text") or "")]
     assert len(urgent) == 1  # the redelivered dispute.opened did not alert twice
     assert f"{len(result['outbox'])} message(s)" in text
+
+
+def test_demo_shows_the_destinations_in_the_outbox_and_the_ledger(demo):
+    """PostHog, Segment, Mailchimp and Google Calendar go to local stand-ins of their APIs
+    (local_runner/destination_standins.py, checking each request as the provider documents
+    it): what they accepted is in the outbox, each delivery's ledger rows in the summary."""
+    result, text = demo
+    assert result["refused"] == []
+    box = [{k: v for k, v in r.items() if k != "at"} for r in result["outbox"]]
+    posthog = [r for r in box if r["kind"] == "posthog"]
+    assert {"kind": "posthog", "event": "payment.succeeded", "distinct_id": "cus_layla", "revenue": "12.500",
+            "amount": "12.500", "currency": "KWD"} in posthog
+    assert {"kind": "posthog", "event": "refund.succeeded", "distinct_id": "cus_ken", "revenue": "-20000",
+            "amount": "20000", "currency": "JPY"} in posthog
+    assert len(posthog) == len(result["stream"].events)  # once per event: the redeliveries sent nothing
+    tracks = [r for r in box if r["kind"] == "segment" and r["call"] == "track"]
+    assert len(tracks) == len(result["stream"].events)
+    last_tags = {r["member"]: r["tags"] for r in box if r["kind"] == "mailchimp"}
+    assert last_tags == {"ada@example.com": ["dodo-customer"], "kenji@example.jp": ["dodo-customer"],
+                         "layla@example.com.kw": ["dodo-churned"], "bob@example.com": ["dodo-churned"]}
+    calendar = [r for r in box if r["kind"] == "gcal"]
+    dispute = [r for r in calendar if str(r.get("summary", "")).startswith("Dispute response due: Layla")]
+    assert [("date" in r, r.get("date")) for r in dispute] == [(True, "2026-02-03"), (False, None)]  # put, then removed
+    line = next(x for x in text.splitlines() if x.startswith("  msg_demo_012"))
+    assert "destinations: posthog sent, segment sent, gcal sent, mailchimp sent" in line
