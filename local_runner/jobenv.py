@@ -27,8 +27,6 @@ from collections.abc import MutableMapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
 
-import httpx
-
 from . import wmill_local
 
 _local = threading.local()
@@ -126,18 +124,16 @@ class ApiServer:
         with self.lock:
             return self.jobs.get(token)
 
-    def answer(self, method: str, path: str, headers: dict, body: bytes) -> tuple[int, str, bytes]:
-        """(status, content type, body) of one request, for the job whose token it carries."""
-        auth = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+    def answer(self, method: str, target: str, headers: list, body: bytes) -> wmill_local.Answer:
+        """(status, content type, body) of one request (`target`: path and query as sent;
+        `headers`: (lower-case name, value) pairs), for the job whose token it carries."""
+        auth = next((v for k, v in headers if k == "authorization"), "")
         token = auth[7:] if auth.lower().startswith("bearer ") else ""
         ctx = self.context(token)
         if ctx is None:
-            response = httpx.Response(401, text="Unauthorized: not a running job's token")
-        else:
-            request = httpx.Request(method, "http://windmill.local" + path, headers=headers, content=body)
-            with wmill_local.running(ctx):
-                response = wmill_local.handle(request)
-        return response.status_code, response.headers.get("content-type", "application/json"), response.content
+            return 401, "text/plain; charset=utf-8", b"Unauthorized: not a running job's token"
+        with wmill_local.running(ctx):
+            return wmill_local.answer(wmill_local.ApiRequest.from_target(method, target, headers, body))
 
 
 class InProcessApi(urllib.request.HTTPHandler):
@@ -153,7 +149,8 @@ class InProcessApi(urllib.request.HTTPHandler):
             return super().http_open(req)
         headers = dict(req.unredirected_hdrs)  # Host, Content-Type/-Length (urllib's do_request_)
         headers.update((k, v) for k, v in req.headers.items() if k not in headers)
-        status, content_type, data = api.answer(req.get_method(), req.selector, headers, req.data or b"")
+        status, content_type, data = api.answer(req.get_method(), req.selector,
+                                                [(k.lower(), v) for k, v in headers.items()], req.data or b"")
         info = email.message.Message()
         info["content-type"], info["content-length"] = content_type, str(len(data))
         response = urllib.response.addinfourl(io.BytesIO(data), info, req.full_url, status)
@@ -171,7 +168,8 @@ def _handler(api: ApiServer):
         def _answer(self):
             length = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(length) if length else b""
-            status, content_type, data = api.answer(self.command, self.path, dict(self.headers.items()), body)
+            headers = [(k.lower(), v) for k, v in self.headers.items()]
+            status, content_type, data = api.answer(self.command, self.path, headers, body)
             self.send_response(status)
             self.send_header("content-type", content_type)
             self.send_header("content-length", str(len(data)))

@@ -16,10 +16,11 @@ import os
 import re
 import shutil
 import threading
+import urllib.parse
 import uuid
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import httpx
 import wmill.client as wc
@@ -63,21 +64,54 @@ class running:
         _local.job = self.prev
 
 
-def _json(status: int, value: Any) -> httpx.Response:
-    return httpx.Response(status, content=json.dumps(value).encode(), headers={"content-type": "application/json"})
+Answer = tuple[int, str, bytes]  # status, content type, body
+
+
+class ApiRequest(NamedTuple):
+    """One REST call: `path` percent-decoded, `query` as sent, `headers` as (lower-case
+    name, value) pairs; what httpx.Request gives `handle` (url.path, url.query, ...)."""
+    method: str
+    path: str
+    query: str
+    headers: list
+    content: bytes
+
+    @classmethod
+    def from_target(cls, method: str, target: str, headers: list, content: bytes) -> "ApiRequest":
+        """From an HTTP request line's target (`/api/w/...?query`)."""
+        path, _, query = target.partition("?")
+        return cls(method, urllib.parse.unquote(path), query, headers, content)
+
+    def params(self) -> dict:
+        """The query's parameters, the first value of each (as dict(httpx's QueryParams))."""
+        out: dict = {}
+        for k, v in urllib.parse.parse_qsl(self.query, keep_blank_values=True):
+            out.setdefault(k, v)
+        return out
+
+
+def _json(status: int, value: Any) -> Answer:
+    return status, "application/json", json.dumps(value).encode()
 
 
 _ROUTE = re.compile(r"^/api/w/(?P<ws>[^/]+)/(?P<rest>.+)$")
 
 
 def handle(request: httpx.Request) -> httpx.Response:
+    """One Windmill API call of the `wmill` client (its in-process transport)."""
+    status, content_type, content = answer(ApiRequest(request.method, request.url.path, request.url.query.decode(),
+                                                      list(request.headers.multi_items()), request.content))
+    return httpx.Response(status, content=content, headers={"content-type": content_type})
+
+
+def answer(request: ApiRequest) -> Answer:
     """One Windmill API call, answered from the current job's configuration."""
     ctx = current()
     if ctx is None:
         return _json(401, {"error": "wmill called outside a local runner job"})
-    m = _ROUTE.match(request.url.path)
+    m = _ROUTE.match(request.path)
     if not m:
-        return _json(404, {"error": f"not implemented locally: {request.url.path}"})
+        return _json(404, {"error": f"not implemented locally: {request.path}"})
     rest, cfg = m["rest"], ctx.config
     body = None
     if request.content and not rest.startswith("jobs/run/"):  # a run's body is parsed as Windmill parses it
@@ -132,9 +166,9 @@ def handle(request: httpx.Request) -> httpx.Response:
             # first, in this thread: a caller that waits for it sees the same outcome. The
             # call is a webhook call like any other (triggers.webhook_call): a flow with a
             # preprocessor runs it unless ?skip_preprocessor=true.
-            job_id = ctx.run_flow(rest.removeprefix("jobs/run/f/"), request.url.query.decode(),
-                                  list(request.headers.multi_items()), request.content)
-            return httpx.Response(201, text=job_id, headers={"content-type": "text/plain"})
+            job_id = ctx.run_flow(rest.removeprefix("jobs/run/f/"), request.query,
+                                  list(request.headers), request.content)
+            return 201, "text/plain", job_id.encode()
         if get and rest.startswith("flows/get/") and ctx.load_flow:
             path = rest.removeprefix("flows/get/")
             try:
@@ -143,7 +177,7 @@ def handle(request: httpx.Request) -> httpx.Response:
                 return _json(404, {"error": f"flow not found: {path}"})
             return _json(200, {"path": path, **flow})
         if get and rest == "jobs/completed/list" and ctx.list_jobs:
-            return _json(200, ctx.list_jobs(dict(request.url.params)))
+            return _json(200, ctx.list_jobs(request.params()))
         if get and rest.startswith("jobs_u/get/"):
             job = ctx.lookup_job(rest.removeprefix("jobs_u/get/"))
             return _json(200, job) if job else _json(404, {"error": "job not found"})
@@ -166,7 +200,7 @@ def handle(request: httpx.Request) -> httpx.Response:
     except KeyError as e:
         return _json(404, {"error": str(e.args[0])})
     except triggers.BadRequest as e:
-        return httpx.Response(400, text=str(e), headers={"content-type": "text/plain"})
+        return 400, "text/plain", str(e).encode()
     return _json(404, {"error": f"not implemented locally: {request.method} {rest}"})
 
 
