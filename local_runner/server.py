@@ -261,10 +261,17 @@ def _malloc_trim() -> None:
         trim(0)
 
 
+_statm: dict[int, int] = {}  # pid -> open /proc/self/statm (a forked child opens its own)
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
 def _rss() -> int:
+    """Resident bytes (checked after every job and request: one pread of an open file)."""
     try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        fd = _statm.get(os.getpid())
+        if fd is None:
+            fd = _statm[os.getpid()] = os.open("/proc/self/statm", os.O_RDONLY)
+        return int(os.pread(fd, 128, 0).split()[1]) * _PAGE
     except OSError:  # not Linux: no trimming either
         return 0
 
