@@ -6,6 +6,7 @@ import base64
 from xml.etree import ElementTree
 import functools
 import json
+import re
 import socket
 import struct
 import zlib
@@ -16,7 +17,7 @@ from fractions import Fraction
 import pytest
 from aiosmtpd.controller import Controller
 
-from f.dodo.lib import reports
+from f.dodo.lib import reports, svgchart
 from f.dodo.lib.store import record_delivery
 from local_runner import Config, Runner
 from local_runner.demo import ROOT, quiet_wmill_client
@@ -258,9 +259,14 @@ def test_sends_slack_and_email_once_per_day(loaded, stream, httpserver, monkeypa
     assert list(first) == ["render_all"] and list(second) == ["render_all"]
     assert len(posts) == 1 and len(inbox.messages) == 1  # the rerun sent nothing again
     assert len(uploads) == 1 and len(shares) == 1  # the chart too, once
-    assert announced[0]["filename"] == f"revenue-{day.isoformat()}.svg"
-    assert uploads[0] == reports.chart_svg(reports.build(loaded.conn, day)).encode()  # the report's SVG
-    assert ElementTree.fromstring(uploads[0]).tag == "{http://www.w3.org/2000/svg}svg"
+    # a PNG (Slack previews PNG, not SVG) of the report's own chart, its text drawn
+    assert announced[0]["filename"] == f"revenue-{day.isoformat()}.png"
+    svg = reports.chart_svg(reports.build(loaded.conn, day))
+    assert uploads[0] == svgchart.png(svg)
+    assert _png_size(uploads[0]) == (2 * int(ElementTree.fromstring(svg).get("width")),
+                                    2 * int(ElementTree.fromstring(svg).get("height")))
+    textless = re.sub(r"<text\b.*?</text>", "", svg, flags=re.S)
+    assert textless != svg and svgchart.png(textless) != uploads[0]  # labels, ticks and totals are in it
     assert shares[0]["channel_id"] == "C0REVENUE1" and shares[0]["thread_ts"] == "1700000000.000100"
     assert shares[0]["files"][0]["title"] == f"Revenue report for {day.isoformat()} (UTC)"
     rows = expected(stream, day)["rows"]

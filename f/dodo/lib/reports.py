@@ -18,7 +18,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 
 from f.dodo.lib import channels, ledger, render
-from f.dodo.lib.svgchart import revenue_chart
+from f.dodo.lib.svgchart import png, revenue_chart
 from f.dodo.lib.money import EXPONENTS
 
 OPEN_DISPUTES = ("dispute_opened", "dispute_challenged")
@@ -238,7 +238,7 @@ def send(conn, r: Report, *, slack: dict | None = None, slack_webhook_url: str |
         # The chart as a file in the report's thread; an incoming webhook cannot upload files.
         # Its own ledger row: a rerun after a failed upload does not post the report again.
         results["slack_chart"] = ledger.deliver_once(conn, key, SINK, "slack_chart", lambda: channels.upload_slack_file(
-            chart_svg(r).encode(), filename=f"revenue-{r.day.isoformat()}.svg", title=title(r), token=token,
+            png(chart_svg(r)), filename=f"revenue-{r.day.isoformat()}.png", title=title(r), token=token,
             channel_id=channel_id, thread_ts=ts, api_url=slack_api))
     if email_to:
         mail = email_message(r)

@@ -6,6 +6,13 @@ markup inline. One panel per currency (amounts are never converted), each with i
 scale: a y axis of three round ticks in the currency's true decimals, a date every
 week on the x axis, the 30-day total in the panel's title. Pure Python, no plotting
 library to import in the report's job.
+
+Slack shows an uploaded SVG as a file to download, with no preview; it previews PNG.
+`png` draws this same SVG as PNG with resvg (a Rust renderer in a wheel: no system
+library on the worker, a few ms of import; matplotlib, the alternative, would redraw
+the chart and costs far more, docs/internals.md) and the Roboto font shipped by
+font-roboto, never the worker's fonts: a worker image may have none, and the text
+would silently vanish.
 """
 
 from __future__ import annotations
@@ -87,3 +94,16 @@ def revenue_chart(series: dict[str, list[int]], last_day: date, title: str) -> s
 def _day_label(day: date, x: float, y: float) -> str:
     return (f'<text x="{x:.1f}" y="{y + 16:.1f}" {FONT} font-size="11" fill="{MUTED}" text-anchor="middle">'
             f'{day.strftime("%b %d")}</text>')
+
+
+PNG_ZOOM = 2  # 1520 px wide: sharp on a high-density screen, ~60 KB
+
+
+def png(svg: str, zoom: float = PNG_ZOOM) -> bytes:
+    """The chart as PNG (for Slack's preview), drawn with the bundled Roboto only."""
+    import font_roboto  # noqa: PLC0415 - the Slack upload only
+    import resvg_py  # noqa: PLC0415
+
+    fonts = [font_roboto.font_files["Roboto"], font_roboto.font_files["RobotoBold"]]
+    return bytes(resvg_py.svg_to_bytes(svg_string=svg, skip_system_fonts=True, font_files=fonts,
+                                       sans_serif_family="Roboto", zoom=zoom))
