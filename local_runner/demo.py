@@ -342,7 +342,7 @@ def run_demo(database_url: str, *, port: int = 0, outbox: str | None = None, out
         dests.close()
     out("\nPer delivery: the path it took (from the job log) and what its sinks did (its ledger rows)")
     paths, seen, latest = [], set(), ""
-    with dblib.connect(config.get_resource("f/dodo/postgres"), os.environ.get("DODO_SCHEMA", "dodo")) as conn:
+    with dblib.connect(config.get_resource("f/dodo/postgres"), SCHEMA) as conn:
         ledger_rows = {d.webhook_id: ledger.rows(conn, d.webhook_id) for d, _ in jobs}
     for d, jid in jobs:
         job = done[jid]
