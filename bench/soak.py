@@ -23,7 +23,7 @@ received exactly once per channel (counted at the stand-ins), the CRM stand-in h
 exactly the expected contacts and timeline notes, and per destination (`destination_effects`):
 PostHog and Segment each event once after their own dedupe (by uuid / messageId: a double
 is one delivery landing under two ids), the Mailchimp audience exactly the expected
-members (one per email) with lifecycle tags equal to the final state, the calendar's live
+members (one per email) with tags equal to the final state, the calendar's live
 events exactly the expected ones (one per subscription or dispute, on the right date); the
 Parquet files holding every inbox row exactly once; MySQL holding exactly Postgres's
 mirrored deliveries and rows. Figures go to stdout and bench/soak-report.json. Loopback only, bounded
@@ -418,10 +418,8 @@ def destination_effects(truth, dests) -> dict:
     track = Counter((b["event"], b["userId"], b["timestamp"]) for c, b in calls if c == "track")
     identify = Counter((b["userId"], b["timestamp"]) for c, b in calls if c == "identify")
     audience = _tally(truth.audience, Counter(m["email_address"].lower() for m in members))
-    lifecycle = {"customer": {"dodo-customer"}, "churned": {"dodo-churned"}, None: set()}
-    audience["wrong_tags"] = sorted(
-        m["email_address"] for m in members if m["email_address"] in truth.audience
-        and m["tags"] & {"dodo-customer", "dodo-churned"} != lifecycle[truth.audience[m["email_address"]]])
+    audience["wrong_tags"] = sorted(m["email_address"] for m in members if m["email_address"] in truth.audience
+                                    and m["tags"] != truth.audience[m["email_address"]])
     live = dests.live_events()
     keys = {eid: _calendar_key(ev) for eid, ev in live.items()}
     calendar = _tally(truth.calendar, Counter(k for k in keys.values() if k))

@@ -94,11 +94,11 @@ class Truth:
     notes: dict[str, str] = field(default_factory=dict)          # webhook_id -> contact email
     # The per-event destinations (README "Integrations"): analytics events (event type, who, when)
     # with who = the customer id, else the email; identify calls (who, when) of events naming
-    # the customer; the Mailchimp audience (email -> lifecycle: customer | churned | None);
+    # the customer; the Mailchimp audience (email -> its tags);
     # live calendar events ((renewal|trial|dispute, object id) -> date).
     analytics: dict[tuple[str, str, str], str] = field(default_factory=dict)  # -> webhook_id
     identifies: dict[tuple[str, str], str] = field(default_factory=dict)      # -> webhook_id
-    audience: dict[str, str | None] = field(default_factory=dict)
+    audience: dict[str, frozenset] = field(default_factory=dict)
     calendar: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
@@ -487,23 +487,36 @@ def destinations_truth(t: Truth, events: list[Event], last: dict) -> None:
             t.analytics[(e.type, who, iso(e.at))] = e.webhook_id
         if cust.get("email") or cust.get("name"):
             t.identifies[(who, iso(e.at))] = e.webhook_id
-    live, ended, paid = set(), set(), set()
+    live, ended, paid, failing, newest, emails = set(), set(), set(), set(), {}, {}
+    for (table, key), d in last.items():
+        if isinstance(d.get("customer"), dict):
+            emails[d["customer"]["customer_id"]] = d["customer"]["email"]
     for (table, key), d in last.items():
         if table == "subscriptions":
+            email = d["customer"]["email"]
             (live if d["status"] in LIVE_SUBSCRIPTION else ended if d["status"] in ENDED_SUBSCRIPTION
-             else set()).add(d["customer"]["email"])
+             else set()).add(email)
             if d["status"] in LIVE_SUBSCRIPTION:
                 t.calendar[("renewal", key)] = d["next_billing_date"][:10]
-        elif table == "payments" and d["status"] == "succeeded":
-            paid.add(d["customer"]["email"])
+            if d["status"] in ("on_hold", "past_due"):
+                failing.add(email)
+        elif table == "payments":
+            email = d["customer"]["email"]
+            paid.update([email] if d["status"] == "succeeded" else [])
+            newest[email] = max(newest.get(email, ("", "", "")), (d["created_at"], key, d["status"]))
+        elif table == "dunning" and d["status"] == "recovering":
+            failing.add(emails[d["customer_id"]])
         elif table == "disputes" and d["dispute_status"] in ("dispute_opened", "dispute_challenged"):
             opened = datetime.fromisoformat(d["created_at"].replace("Z", "+00:00"))
             t.calendar[("dispute", key)] = (opened + timedelta(days=DISPUTE_DAYS)).date().isoformat()
+    # payment failing: a subscription held, a dunning not recovered, or the newest payment failed
+    failing.update(email for email, (_at, _id, status) in newest.items() if status == "failed")
     for e in events:
         email = (e.data.get("customer") or {}).get("email") if isinstance(e.data.get("customer"), dict) else None
         if email:
-            t.audience[email] = ("customer" if email in live or (email not in ended and email in paid)
-                                 else "churned" if email in ended else None)
+            lifecycle = ("dodo-customer" if email in live or (email not in ended and email in paid)
+                         else "dodo-churned" if email in ended else None)
+            t.audience[email] = frozenset({lifecycle, "dodo-payment-failing" if email in failing else None} - {None})
 
 
 def _row(table: str, d: dict) -> dict:

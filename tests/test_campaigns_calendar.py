@@ -136,6 +136,30 @@ def test_the_member_follows_the_lifecycle_and_a_late_event_does_not_undo_churn(d
     assert [r["status"] for r in ledger.rows(db.conn, "msg_late")] == ["sent"]
 
 
+def test_payment_failing_is_the_newest_payment_not_the_last_delivery(db, mailchimp, sleeps):
+    stand, resource = mailchimp
+    h = campaigns.subscriber_hash(EMAIL)
+    deliver(db.conn, event("payment.succeeded", "msg_p"), {"mailchimp": resource}, sleeps)  # created 2026-03-02
+    old_failure = event("payment.failed", "msg_old", "2026-03-01T09:00:00Z", payment_id="pay_old",
+                        created_at="2026-03-01T09:00:00Z")  # older, delivered last
+    deliver(db.conn, old_failure, {"mailchimp": resource}, sleeps)
+    assert stand.members[h]["tags"] == {"dodo-customer"}
+    new_failure = event("payment.failed", "msg_new", "2026-03-05T09:00:00Z", payment_id="pay_new",
+                        created_at="2026-03-05T09:00:00Z")
+    deliver(db.conn, new_failure, {"mailchimp": resource}, sleeps)
+    assert stand.members[h]["tags"] == {"dodo-customer", "dodo-payment-failing"}
+
+
+def test_a_dunning_event_without_an_email_updates_the_member_it_names(db, mailchimp, sleeps):
+    stand, resource = mailchimp
+    h = campaigns.subscriber_hash(EMAIL)
+    deliver(db.conn, event("subscription.active", "msg_a", "2026-03-02T10:28:00Z"), {"mailchimp": resource}, sleeps)
+    deliver(db.conn, event("dunning.started", "msg_ds"), {"mailchimp": resource}, sleeps)  # customer id only
+    assert stand.members[h]["tags"] == {"dodo-customer", "dodo-payment-failing"}
+    deliver(db.conn, event("dunning.recovered", "msg_dr"), {"mailchimp": resource}, sleeps)
+    assert stand.members[h]["tags"] == {"dodo-customer"} and len(stand.members) == 1
+
+
 def test_an_unsubscribed_member_keeps_their_status(db, mailchimp, sleeps):
     stand, resource = mailchimp
     stand.members[campaigns.subscriber_hash(EMAIL)] = {"status": "unsubscribed", "tags": set()}

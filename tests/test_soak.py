@@ -70,7 +70,7 @@ def test_the_faults_were_injected(report):
 
 def test_each_destination_exactly_once_under_faults(report):
     """PostHog and Segment hold each event once after their own dedupe (uuid / messageId),
-    the Mailchimp audience each customer once with the final lifecycle's tags, the calendar
+    the Mailchimp audience each customer once with the final state's tags, the calendar
     one live event per live subscription on its next billing date; nothing lost."""
     d = report["destinations"]
     for name in ("posthog", "segment_track", "segment_identify", "mailchimp", "gcal"):

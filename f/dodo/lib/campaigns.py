@@ -11,8 +11,12 @@ HTTP Basic auth with any user name and the API key; the data center is the key's
 
 Tags campaigns target: `dodo-customer` (a live subscription or a paid order),
 `dodo-churned` (every subscription ended), `dodo-payment-failing` (a subscription on hold
-or past due, or a failed payment / dunning not yet recovered). Lifecycle comes from
-Postgres (`crm.customer_state`, so a late event sends the newest truth), else the event.
+or past due, a dunning not recovered, or the customer's newest payment failed; a dunning
+event names only the customer id, so their email comes from Postgres). With
+Postgres every tag is the customer's current state (`crm.customer_state` and `_FAILING`:
+a late event sends the newest truth), read and written under the contact's lock
+(`crm.contact_lock`, as the HubSpot sync), so the last write is from the last read; without
+Postgres they come from the event.
 """
 
 from __future__ import annotations
@@ -43,12 +47,40 @@ def base_url(resource: dict) -> str:
     return f"https://{resource['api_key'].rsplit('-', 1)[-1]}.api.mailchimp.com"
 
 
+# Payment failing, from Postgres: a subscription held, a dunning still recovering, or the
+# newest payment failed (newer wins: a late, older failure does not set it again).
+_FAILING = """
+SELECT EXISTS (SELECT 1 FROM subscriptions WHERE customer_id = %(cid)s AND status = ANY(%(held)s))
+    OR EXISTS (SELECT 1 FROM dunning WHERE customer_id = %(cid)s AND status = 'recovering')
+    OR coalesce((SELECT status = 'failed' FROM payments WHERE customer_id = %(cid)s
+                  ORDER BY coalesce(created_at, event_at) DESC, payment_id DESC LIMIT 1), false)"""
+
+
+def payment_failing(conn, event: dict) -> bool | None:
+    """The customer's payment-failing state in Postgres; None when Postgres does not know them."""
+    cid = event.get("customer_id") or crm._customer_by_email(conn, event["customer_email"])  # noqa: SLF001
+    if cid is None:
+        return None
+    return bool(conn.execute(_FAILING, {"cid": cid, "held": sorted(_FAILING_STATUS)}).fetchone()[0])
+
+
+# Events that change a tag but name the customer only by id (dunning): the email from Postgres.
+_BY_CUSTOMER_ID = {"dunning"}
+
+
+def _email(conn, customer_id: str | None) -> str | None:
+    row = conn.execute("SELECT email FROM customers WHERE customer_id = %s", (customer_id,)).fetchone()
+    return row and row[0]
+
+
 def tags(state: dict, event: dict) -> list[dict]:
-    """Each of TAGS on or off for this customer."""
+    """Each of TAGS on or off for this customer (`state["payment_failing"]`: from Postgres)."""
     lifecycle = state.get("dodo_lifecycle")
     etype = event.get("event_type") or ""
-    failing = state.get("dodo_subscription_status") in _FAILING_STATUS or (
-        etype in _FAILING_EVENTS and etype not in _RECOVERED_EVENTS)
+    failing = state.get("payment_failing")
+    if failing is None:  # no database: what the event says
+        failing = state.get("dodo_subscription_status") in _FAILING_STATUS or (
+            etype in _FAILING_EVENTS and etype not in _RECOVERED_EVENTS)
     on = {"dodo-customer": lifecycle == "customer", "dodo-churned": lifecycle == "churned",
           "dodo-payment-failing": failing}
     return [{"name": t, "status": "active" if on[t] else "inactive"} for t in TAGS]
@@ -62,9 +94,18 @@ def member_body(resource: dict, event: dict, name: str | None) -> dict:
 
 def send(resource: dict, event: dict, key: str, *, conn=None, sleep: retry.Sleep = time.sleep) -> dict:
     """Upsert the member and set their tags; the ledger outcome (the subscriber hash)."""
+    if not event.get("customer_email") and conn is not None and event.get("category") in _BY_CUSTOMER_ID:
+        event = dict(event, customer_email=_email(conn, event.get("customer_id")))
     if not event.get("customer_email"):
         return {"status": "skipped", "external_id": "no customer email"}
-    state, name = crm.customer_state(conn, event) if conn is not None else (crm.event_state(event), None)
+    if conn is None:
+        return _put_member(resource, event, crm.event_state(event), None, sleep)
+    with crm.contact_lock(conn, event["customer_email"]):
+        state, name = crm.customer_state(conn, event)
+        return _put_member(resource, event, state | {"payment_failing": payment_failing(conn, event)}, name, sleep)
+
+
+def _put_member(resource: dict, event: dict, state: dict, name: str | None, sleep: retry.Sleep) -> dict:
     member = f"{base_url(resource)}/3.0/lists/{resource['list_id']}/members/{subscriber_hash(event['customer_email'])}"
     auth = ("dodo", resource["api_key"])
     resp = apicall.call("Mailchimp", "PUT", member, json=member_body(resource, event, name), auth=auth,

@@ -118,7 +118,18 @@ def _all_day(summary: str, day: date | None, description: str) -> dict | None:
 
 
 def send(resource: dict, event: dict, key: str, *, conn=None, sleep: retry.Sleep = time.sleep) -> dict:
-    """Put, move or remove this event's calendar events; the ledger outcome."""
+    """Put, move or remove this event's calendar events; the ledger outcome. With Postgres,
+    read and written under the customer's lock (`crm.contact_lock`): the last write is from
+    the last read, so a slow older send cannot overwrite a newer date."""
+    if conn is not None and event.get("customer_email"):
+        from f.dodo.lib import crm  # noqa: PLC0415 - the crm step has it loaded already
+
+        with crm.contact_lock(conn, event["customer_email"]):
+            return _send(resource, event, conn, sleep)
+    return _send(resource, event, conn, sleep)
+
+
+def _send(resource: dict, event: dict, conn, sleep) -> dict:
     changes = wanted(conn, event)
     if not changes:
         return {"status": "skipped", "external_id": "no calendar event for this type"}
