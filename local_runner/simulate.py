@@ -509,14 +509,15 @@ def destinations_truth(t: Truth, events: list[Event], last: dict) -> None:
         elif table == "disputes" and d["dispute_status"] in ("dispute_opened", "dispute_challenged"):
             opened = datetime.fromisoformat(d["created_at"].replace("Z", "+00:00"))
             t.calendar[("dispute", key)] = (opened + timedelta(days=DISPUTE_DAYS)).date().isoformat()
-    # payment failing: a subscription held, a dunning not recovered, or the newest payment failed
+    # payment failing (unless churned): a subscription held, a dunning not recovered, or the newest payment failed
     failing.update(email for email, (_at, _id, status) in newest.items() if status == "failed")
     for e in events:
         email = (e.data.get("customer") or {}).get("email") if isinstance(e.data.get("customer"), dict) else None
         if email:
             lifecycle = ("dodo-customer" if email in live or (email not in ended and email in paid)
                          else "dodo-churned" if email in ended else None)
-            t.audience[email] = frozenset({lifecycle, "dodo-payment-failing" if email in failing else None} - {None})
+            failing_tag = "dodo-payment-failing" if email in failing and lifecycle != "dodo-churned" else None
+            t.audience[email] = frozenset({lifecycle, failing_tag} - {None})
 
 
 def _row(table: str, d: dict) -> dict:

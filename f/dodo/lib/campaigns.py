@@ -10,8 +10,8 @@ HTTP Basic auth with any user name and the API key; the data center is the key's
 (`...-us21` -> https://us21.api.mailchimp.com).
 
 Tags campaigns target: `dodo-customer` (a live subscription or a paid order),
-`dodo-churned` (every subscription ended), `dodo-payment-failing` (a subscription on hold
-or past due, a dunning not recovered, or the customer's newest payment failed; a dunning
+`dodo-churned` (every subscription ended), `dodo-payment-failing` (not churned, and a
+subscription on hold or past due, a dunning not recovered, or the newest payment failed; a dunning
 event names only the customer id, so their email comes from Postgres). With
 Postgres every tag is the customer's current state (`crm.customer_state` and `_FAILING`:
 a late event sends the newest truth), read and written under the contact's lock
@@ -82,7 +82,7 @@ def tags(state: dict, event: dict) -> list[dict]:
         failing = state.get("dodo_subscription_status") in _FAILING_STATUS or (
             etype in _FAILING_EVENTS and etype not in _RECOVERED_EVENTS)
     on = {"dodo-customer": lifecycle == "customer", "dodo-churned": lifecycle == "churned",
-          "dodo-payment-failing": failing}
+          "dodo-payment-failing": failing and lifecycle != "churned"}  # churned: no recovery campaign
     return [{"name": t, "status": "active" if on[t] else "inactive"} for t in TAGS]
 
 
