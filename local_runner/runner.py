@@ -710,6 +710,9 @@ class Runner:
         err = derive_error(failed.result)
         if isinstance(err, dict) and failed.step_id and "step_id" not in err:
             err = dict(err, step_id=failed.step_id)
+        if self._failure_skipped(scope, failed.result, job):
+            self._finish(job, False, failed.result)
+            return False, failed.result, False
         try:
             out = self._run_attempts(scope.failure_module, scope, scope.flow_input, failed.result, job.id,
                                      kind="failure", base_args={"error": err})
@@ -719,6 +722,22 @@ class Runner:
         ok = isinstance(out, dict) and out.get("recover") is True
         self._finish(job, ok, out)
         return ok, out, False
+
+    def _failure_skipped(self, scope: _Scope, failed: Any, parent: Job) -> bool:
+        """worker_flow.rs@8f7d467e push_next_flow_job: after a failure, `module` becomes the
+        failure module and its `skip_if` is evaluated like any step's (compute_bool_from_expr,
+        result = previous_result = the failed result, `error` derived from it); a true one
+        pushes JobPayload::Identity (compute_next_flow_transform `if is_skipped`), which the
+        worker answers with its previous_result, no process. The flow still fails (success &&
+        !is_failure_step) with that result."""
+        m = scope.failure_module
+        sid = m.get("id") or "failure"
+        if not (m.get("skip_if") and self._bool(m["skip_if"]["expr"], scope, scope.flow_input,
+                                                 self._context(scope, failed, result=failed), sid)):
+            return False
+        job = self._start(scope.log, "identity", f"{scope.path}/{sid}", parent.id, scope.root, step_id=sid)
+        self._finish(job, True, failed, skipped=True)
+        return True
 
     def _run_modules(self, modules, scope: _Scope, flow_input, parent):
         prev = flow_input  # step 0 sees the flow args
