@@ -10,7 +10,9 @@ backend/windmill-worker/src/python_executor.rs@00e22cda, `handle_python_job` and
 - the wrapper imports the script, reads `args.json`, passes each parameter of the entry
   function (`args[name] = kwargs.get(name)`, a None dropped when the parameter has a
   default), calls it and writes `json.dumps(result, separators=(',', ':'), default=str)`
-  to `result.json`; an exception becomes `{message, name, stack, step_id}` and exit 1;
+  to `result.json`; an exception becomes `{message, name, stack, extra, step_id}` and exit 1
+  (`extra`: the exception's instance attributes when it has any, as in python_executor.rs@94bbd518;
+  the entry flow's failure module reads `error.extra.rejected`);
 - a script that imports `f.…` gets the worker's loader (`backend/windmill-worker/loader.py@032ffb75`,
   `WindmillFinder`): `f` and `f.dodo` are namespaces, and every deeper module, `f.dodo.lib`
   itself included, is one HTTP GET of `/api/w/<ws>/scripts/raw/p/<path>.py` with the job's
@@ -114,6 +116,9 @@ try:
 except BaseException as e:
     tb = traceback.format_tb(sys.exc_info()[2])
     err = {{"message": str(e), "name": e.__class__.__name__, "stack": "\\n".join(tb[1:])}}
+    extra = e.__dict__
+    if extra and len(extra) > 0:
+        err["extra"] = extra
     if os.environ.get("WM_FLOW_STEP_ID"):
         err["step_id"] = os.environ["WM_FLOW_STEP_ID"]
     with open(result_json, "w") as f:
@@ -275,7 +280,10 @@ class JobFailed(Exception):
 
 def _job_error(result: dict) -> Exception:
     name = str(result.get("name") or "Exception")
-    return type(name, (JobFailed,), {})(result.get("message", ""))
+    exc = type(name, (JobFailed,), {})(result.get("message", ""))
+    if isinstance(result.get("extra"), dict):  # the runner reports them as the job's error.extra
+        vars(exc).update(result["extra"])
+    return exc
 
 
 class ProcessRunner(Runner):

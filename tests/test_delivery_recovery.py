@@ -160,12 +160,15 @@ print(json.dumps({"result": result, "heavy": heavy}))
 """
 
 
-def test_a_forged_delivery_costs_three_jobs_and_imports_nothing_heavy(runner, db, httpserver):
+def test_a_forged_delivery_costs_one_python_job_and_imports_nothing_heavy(runner, db, httpserver):
     _, event = delivery()
     event["raw_string"] = event["raw_string"].replace("Ana", "Eve")
     run = runner.run_flow(ENTRY, event=event)
-    assert [j.kind for j in run.jobs] == ["flow", "preprocessor", "failure"] and run.result["status"] == "rejected"
-    # The same two jobs as fresh processes (as each Windmill job is), with the variables API
+    # the failure module's skip_if holds for the preprocessor's own rejection: an identity job
+    assert [j.kind for j in run.jobs] == ["flow", "preprocessor", "identity"]
+    assert run.result["error"]["name"] == "SignatureMismatchError" and run.result["error"]["extra"]["rejected"]
+    # Both scripts as fresh processes (as each Windmill job is), with the variables API: the
+    # failure module still rejects what reaches it unverified (a worker-failed preprocessor)
     httpserver.expect_request("/api/w/ws/variables/get_value/f/dodo/webhook_secret").respond_with_json(FIXTURE_SECRET)
     httpserver.expect_request("/api/w/ws/variables/get_value/f/dodo/webhook_secret_previous").respond_with_data(
         "not found", status=404)

@@ -113,8 +113,10 @@ def test_a_forged_signature_is_rejected_before_any_step(runner, db):
     pre = run.jobs[1]
     assert pre.kind == "preprocessor" and not pre.success
     assert "SignatureMismatch" in pre.result["error"]["name"]
-    # no flow step ran; the failure module (if the engine runs it) records nothing
-    assert set(steps(run)) <= {"flow", "preprocessor", "failure"}
+    # no flow step ran; the failure module is skipped (an identity job, no process): the
+    # flow ends with the preprocessor's own error
+    assert [j.kind for j in run.jobs] == ["flow", "preprocessor", "identity"] and run.jobs[2].step_id == "failure"
+    assert run.result == pre.result and run.result["error"]["extra"]["rejected"] is True
     assert db.conn.execute("SELECT count(*) FROM webhook_events").fetchone()[0] == 0
 
 

@@ -7,9 +7,11 @@ import hmac
 import importlib
 import json
 import re
+from datetime import datetime, timezone
 
 import pytest
 import wmill.client
+from standardwebhooks import Webhook
 from werkzeug import Response
 
 from f.dodo.lib import signature as sig
@@ -238,6 +240,18 @@ def test_non_utf8_body_is_refused():
 def test_no_secret_configured(secrets):
     with pytest.raises(sig.SecretConfigError, match="f/dodo/webhook_secret is not set .* run f/dodo/setup"):
         verify(secrets=secrets)
+
+
+def test_secrets_key_the_hmac_as_the_standard_webhooks_sdk_does():
+    """The SDK (an independent reference) signs; the stdlib HMAC here verifies. An unpadded
+    secret is accepted by the SDK (it appends "=="), so by this module too."""
+    unpadded = CURRENT.rstrip("=")
+    assert unpadded != CURRENT
+    for secret in (CURRENT, unpadded, "whsec_" + base64.b64encode(b"k" * 24).decode()):
+        signed = Webhook(secret).sign("msg_sdk", datetime.fromtimestamp(NOW, tz=timezone.utc), BODY.decode())
+        h = {"webhook-id": "msg_sdk", "webhook-timestamp": str(NOW), "webhook-signature": signed}
+        assert verify(hdrs=h, secrets=(secret,)) == json.loads(BODY)
+        assert verify(hdrs=h, secrets=(secret.removeprefix("whsec_"),)) == json.loads(BODY)  # prefix optional
 
 
 def test_malformed_secret_is_refused_without_echoing_it():

@@ -1,6 +1,5 @@
 # requirements:
 # psycopg2-binary==2.9.13
-# standardwebhooks==1.1.0
 """Workspace error handler: tell a person about a failed delivery (once), with the replay command."""
 
 from typing import Optional

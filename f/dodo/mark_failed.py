@@ -3,20 +3,22 @@
 # psycopg2-binary==2.9.13
 # pydantic==2.14.3
 # pydantic_core==2.50.4
-# standardwebhooks==1.1.0
 # typing-inspection==0.4.5
 # typing_extensions==4.16.0
 """Failure module of the entry and record flows: mark the delivery failed in the inbox.
 
 Windmill runs it after a failed step, inside each failing branch of the fan-out (with
-that branch's step id), and after a failed preprocessor. A failed preprocessor means an
-unverified request, or a genuine delivery the worker could not even hand to the
-preprocessor (its body holds `$var:<missing path>`-like text, which the worker resolves
-and fails on). So on that path the delivery is verified again here, from `delivery`:
-the raw body and headers as JSON text, which the worker never resolves (`event.body`
-would be resolved again and fail the same way). A genuine one is recorded as failed with
-its defused body, for replay; nothing unverified is written. A forged request, the
-common case, imports only the standard library and the verification modules.
+that branch's step id), and after a failed preprocessor, unless the preprocessor itself
+rejected the request (unsigned, forged, stale: the flow's `skip_if` on
+`error.extra.rejected` makes this module an identity job, no process). What still comes
+here from the preprocessor: a delivery the worker could not even hand to it (its body
+holds `$var:<missing path>`-like text, which the worker resolves and fails on, genuine or
+not), or a preprocessor that failed for another reason (Windmill's API unreachable). So
+on that path the delivery is verified again here, from `delivery`: the raw body and
+headers as JSON text, which the worker never resolves (`event.body` would be resolved
+again and fail the same way). A genuine one is recorded as failed with its defused body,
+for replay; nothing unverified is written, and an unverified one imports only the
+standard library and the verification modules.
 """
 
 import json

@@ -4,7 +4,6 @@
 # pydantic==2.14.3
 # pydantic_core==2.50.4
 # PyMySQL==1.2.4
-# standardwebhooks==1.1.0
 # typing-inspection==0.4.5
 # typing_extensions==4.16.0
 """Mirror customers, payments, subscriptions and refunds into MySQL/MariaDB (f/dodo/mysql)."""

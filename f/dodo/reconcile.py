@@ -12,7 +12,6 @@
 # pydantic==2.14.3
 # pydantic_core==2.50.4
 # sniffio==1.3.1
-# standardwebhooks==1.1.0
 # typing-inspection==0.4.5
 # typing_extensions==4.16.0
 """Reconcile Postgres with the Dodo API: record what webhooks missed, report drift."""

@@ -3,7 +3,6 @@
 # psycopg2-binary==2.9.13
 # pydantic==2.14.3
 # pydantic_core==2.50.4
-# standardwebhooks==1.1.0
 # typing-inspection==0.4.5
 # typing_extensions==4.16.0
 """Replay failed deliveries through the entry flow, oldest event first: failed inbox rows,

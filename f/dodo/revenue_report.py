@@ -2,7 +2,6 @@
 # font-roboto==0.0.1
 # psycopg2-binary==2.9.13
 # resvg-py==0.5.0
-# standardwebhooks==1.1.0
 """Daily revenue report: figures per currency, sent to Slack and email, shown as a rich result."""
 
 import os

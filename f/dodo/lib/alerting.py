@@ -23,7 +23,8 @@ The alert is a synthetic `delivery.failed` event sent through the notification p
 (routing rules, Slack/email/SMS, the outbox when nothing is configured), keyed
 `alert:<webhook-id>` in the delivery ledger: a second failure of the same delivery, or
 a second call for the same job, sends nothing more. A forged request (rejected by the
-preprocessor) never pages anyone.
+preprocessor) never pages anyone: the flow then ends with the preprocessor's own error
+(its failure module skipped, `extra.rejected`), or with mark_failed's `status: "rejected"`.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def job_alert(path: str, job_id: str, error: object, schedule_path: str | None) 
 def alert_for(conn, *, path: str, job_id: str, webhook_id: str | None, status: str | None,
               error: object, schedule_path: str | None) -> dict | None:
     """The alert event for a failed job, or None when nobody should be paged."""
-    if status == "rejected":  # the preprocessor refused it: unsigned or forged, not a delivery
+    if status == "rejected" or _rejected(error):  # the preprocessor refused it: unsigned or forged, not a delivery
         return None
     if webhook_id:
         return delivery_alert(webhook_id, failed_row(conn, webhook_id) if conn else None, job_id)
@@ -141,3 +142,10 @@ def alert_delivery(conn, webhook_id: str, job_id: str = "") -> dict:
     except Exception as exc:  # noqa: BLE001 - reported, the inbox row is the record
         print(f"WARNING alert for failed delivery {webhook_id} not sent: {type(exc).__name__}: {str(exc)[:300]}")
         return {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+
+
+def _rejected(error: object) -> bool:
+    """The preprocessor's own rejection (SignatureError.rejected in the error's `extra`),
+    which the entry flow ends with when it skips its failure module."""
+    extra = error.get("extra") if isinstance(error, dict) else None
+    return isinstance(extra, dict) and extra.get("rejected") is True

@@ -29,7 +29,17 @@ class MalformedField(EventError):
 
 
 class SignatureError(EventError):
-    """A delivery failed verification; ``field`` names the header or "body" at fault."""
+    """A delivery failed verification; ``field`` names the header or "body" at fault.
+
+    ``rejected`` is an instance attribute, so Windmill's wrapper reports it in the job's
+    ``error.extra``: the entry flow's failure module is skipped for it (its `skip_if`,
+    f/dodo/webhook__flow/flow.yaml). Nothing of a rejected request may be recorded, and
+    verifying it again there would only repeat the preprocessor's answer in a process
+    of its own."""
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(field, problem)
+        self.rejected = True
 
 
 class EventRejected(EventError):

@@ -11,23 +11,25 @@ value may already be a secret when it arrives here. A header value that still st
 with `$` (not resolved) is malformed. Only `raw_string`, which the worker never
 resolves (it starts with `{`), is verified and parsed; `event.body` is never read.
 
-The HMAC itself comes from `standardwebhooks` (`Webhook.sign`). Its `verify` is not
-used as is: its clock tolerance is fixed at 5 minutes and reads the wall clock, and a
-signature entry without a comma makes it raise a bare ValueError.
+The HMAC is the standard library's, keyed as the `standardwebhooks` SDK keys it
+(`Webhook.__init__`: the base64 after `whsec_`, decoded with `"=="` appended, so unpadded
+secrets work) over the bytes `Webhook.sign` signs. Not the SDK itself: every delivery,
+forged ones included, runs this in a fresh process, and the SDK's import (typing,
+datetime, its own json) cost more CPU than the rest of this module. Its `verify` was
+never usable as is anyway (a 5-minute tolerance on the wall clock; a signature entry
+without a comma raised a bare ValueError). tests/test_fixtures_sdk.py signs with the SDK
+and verifies here.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import json
 import re
 import time
-from datetime import datetime, timezone
-from typing import Any
-
-from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
 from f.dodo.lib.errors import SignatureError
 
@@ -101,15 +103,15 @@ def verify_delivery(
     msg_id, timestamp, signatures = _read_headers(headers)
     _check_timestamp(timestamp, tolerance_s, int(time.time()) if now is None else now)
     text = _decode(raw_body)
-    webhooks = _webhooks(secrets)
-    signed_at = datetime.fromtimestamp(timestamp, tz=timezone.utc)
-    for webhook in webhooks:
-        expected = base64.b64decode(webhook.sign(msg_id, signed_at, text).split(",", 1)[1])
+    keys = _keys(secrets)
+    signed = f"{msg_id}.{timestamp}.{text}".encode()  # Webhook.sign's bytes
+    for key in keys:
+        expected = hmac.new(key, signed, hashlib.sha256).digest()
         if any(hmac.compare_digest(expected, sig) for sig in signatures):
             return _parse_object(text)
     raise SignatureMismatchError(
         SIGNATURE,
-        f"matches none of the {len(webhooks)} configured secret(s) (f/dodo/webhook_secret, "
+        f"matches none of the {len(keys)} configured secret(s) (f/dodo/webhook_secret, "
         "f/dodo/webhook_secret_previous): the body, id or timestamp was altered, or it was signed with "
         "another secret; if Dodo sent it, run f/dodo/setup to store the endpoint's current secret",
     )
@@ -169,7 +171,7 @@ def _read_headers(headers: dict) -> tuple[str, int, list[bytes]]:
     return msg_id, int(stamp), _signatures(headers[SIGNATURE])
 
 
-def _values(value: Any) -> list[str]:
+def _values(value: object) -> list[str]:
     """A header's values: a repeated header arrives as a list or comma-joined."""
     items = value if isinstance(value, list) else [value]
     return [part.strip() for item in items if isinstance(item, str) for part in item.split(",") if part.strip()]
@@ -182,7 +184,7 @@ def _single(headers: dict, name: str) -> str:
     return distinct[0]
 
 
-def _signatures(value: Any) -> list[bytes]:
+def _signatures(value: object) -> list[bytes]:
     """Decoded `v1` signatures of a header like `v1,abc v1,def` (or repeated/comma-joined)."""
     items = value if isinstance(value, list) else [value]
     tokens = [t for item in items if isinstance(item, str) for t in re.split(r"[\s,]+", item) if t]
@@ -214,26 +216,29 @@ def _decode(raw_body: str | bytes) -> str:
     raise InvalidBodyError("body", f"must be str or bytes, not {type(raw_body).__name__}")
 
 
-def _webhooks(secrets: list[str]) -> list[Webhook]:
+def _keys(secrets: list[str]) -> list[bytes]:
+    """The HMAC key of each configured secret, as standardwebhooks' Webhook(secret) has it."""
     usable = [s for s in (secrets or []) if isinstance(s, str) and s.strip()]
     if not usable:
         raise SecretConfigError("secret", NO_SECRET)
-    webhooks = []
+    keys = []
     for index, secret in enumerate(usable):
+        encoded = secret.strip().removeprefix("whsec_")
         try:
             # b64decode would silently drop stray characters and yield another key.
-            if not _BASE64_RE.fullmatch(secret.strip().removeprefix("whsec_")):
+            if not _BASE64_RE.fullmatch(encoded):
                 raise ValueError
-            webhooks.append(Webhook(secret.strip()))
-        except (binascii.Error, ValueError, EmptyWebhookSecretError):
+            key = base64.b64decode(encoded + "==")  # never empty: the pattern wants a character
+        except (binascii.Error, ValueError):
             # `from None`: the decoder's own exception must not travel with the secret nearby.
             raise SecretConfigError(
                 "secret", f"secret #{index + 1} is not 'whsec_' followed by base64"
             ) from None
-    return webhooks
+        keys.append(key)
+    return keys
 
 
-def _reject_constant(name: str) -> Any:
+def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
 
 
@@ -255,7 +260,7 @@ def _parse_object(text: str) -> dict:
     return body
 
 
-def _deeper_than(value: Any, limit: int) -> bool:
+def _deeper_than(value: object, limit: int) -> bool:
     """Whether objects and arrays nest more than `limit` levels (the top one is level 1).
     Iterative: the depth it checks is the one that would exhaust a recursive walk."""
     stack = [(value, 1)]

@@ -1,22 +1,29 @@
-"""The few Windmill REST calls the hot path makes, with the standard library only.
+"""The few Windmill REST calls the bundle makes, with the standard library only.
 
-The `wmill` client imports httpx (and its dependencies): about as much import time as the
-rest of the preprocessor, paid by every delivery, forged ones included, to fetch one
-variable. These calls read what a Windmill worker gives each job, exactly as the
-client does (wmill 1.850.0 `Windmill.__init__`, `get_variable`): the API at
-BASE_INTERNAL_URL (else WM_BASE_URL) + `/api`, the job's WM_TOKEN as a Bearer token,
-WM_WORKSPACE. Errors name the path and the status, never a value.
+The preprocessor calls this on every delivery, forged ones included, in a fresh process,
+so what it imports is chosen by measurement (docs/internals.md, "What each hot-path step
+imports"): the `wmill` client imports httpx (about as much import CPU as the rest of the
+preprocessor), and `urllib.request` or `http.client` import `email`, `ssl` and more (~2x a
+bare interpreter start) for what is one short HTTP/1.1 exchange with the worker's own
+API server. So a request here is a socket: `Connection: close`, a Content-Length or
+chunked answer read to its end, `ssl` imported only for an https base URL (verified
+against the system's CAs, as urllib's default). No proxy is used: BASE_INTERNAL_URL is
+the Windmill server the worker itself talks to.
+
+These calls read what a Windmill worker gives each job, exactly as the client does
+(wmill 1.850.0 `Windmill.__init__`, `get_variable`): the API at BASE_INTERNAL_URL (else
+WM_BASE_URL) + `/api`, the job's WM_TOKEN as a Bearer token, WM_WORKSPACE. Errors name
+the path and the status, never a value.
 """
 from __future__ import annotations
 
 import json
 import os
-import urllib.error
-import urllib.parse
-import urllib.request
-from typing import Any
+import socket
+from urllib.parse import quote, urlencode, urlsplit
 
 TIMEOUT_S = 30
+_MAX_ANSWER = 64 * 1024 * 1024  # far above any variable, resource or job list the bundle reads
 
 
 class WindmillApiError(Exception):
@@ -27,33 +34,134 @@ class WindmillApiError(Exception):
         self.status = status
 
 
-def _request(method: str, rest: str, params: dict | None = None, body: Any = None, *, text: bool = False) -> Any:
+def _request(method: str, rest: str, params: dict | None = None, body: object = None, *, text: bool = False) -> object:
     base = os.environ.get("BASE_INTERNAL_URL") or os.environ.get("WM_BASE_URL")
     workspace, token = os.environ.get("WM_WORKSPACE"), os.environ.get("WM_TOKEN")
     if not (base and workspace and token):
         raise WindmillApiError(rest, None)
-    url = f"{base.rstrip('/')}/api/w/{workspace}/{urllib.parse.quote(rest)}"
+    url = f"{base.rstrip('/')}/api/w/{workspace}/{quote(rest)}"
     if params:
-        url += "?" + urllib.parse.urlencode(params)
+        url += "?" + urlencode(params)
     headers = {"Authorization": f"Bearer {token}"}
     data = None
     if body is not None:
         data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-            payload = response.read()
-    except urllib.error.HTTPError as exc:
-        raise WindmillApiError(rest, exc.code) from None
-    except (urllib.error.URLError, OSError):
+        status, payload = _exchange(method, url, headers, data)
+    except (OSError, ValueError):  # refused, reset, timed out, TLS, or not an HTTP answer
         raise WindmillApiError(rest, None) from None
+    if not 200 <= status < 300:
+        raise WindmillApiError(rest, status)
     try:
         return payload.decode() if text else json.loads(payload)
     except ValueError:
         raise WindmillApiError(f"{rest} (not JSON)", None) from None
 
 
-def _get(rest: str, params: dict | None = None) -> Any:
+def _exchange(method: str, url: str, headers: dict, data: bytes | None) -> tuple[int, bytes]:
+    """One HTTP/1.1 request on a new connection: (status, body)."""
+    parts = urlsplit(url)
+    https = parts.scheme == "https"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("not an http(s) URL")
+    port = parts.port or (443 if https else 80)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc.rpartition('@')[2]}", "Connection: close",
+             "Accept-Encoding: identity", *(f"{k}: {v}" for k, v in headers.items())]
+    if data is not None or method != "GET":
+        lines.append(f"Content-Length: {len(data or b'')}")
+    with socket.create_connection((parts.hostname, port), timeout=TIMEOUT_S) as raw:
+        sock = _tls(raw, parts.hostname) if https else raw
+        sock.sendall("\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + (data or b""))
+        return _read_answer(sock)
+
+
+def _tls(raw: socket.socket, host: str) -> socket.socket:
+    import ssl  # noqa: PLC0415 - only for an https API: the worker's internal URL is usually http
+
+    return ssl.create_default_context().wrap_socket(raw, server_hostname=host)
+
+
+def _read_answer(sock: socket.socket) -> tuple[int, bytes]:
+    """The status and body of the answer, read until its length (Content-Length, or the
+    last chunk) or until the server closes the connection."""
+    buf = b""
+    head = None
+    while True:
+        if head is None and b"\r\n\r\n" in buf:
+            raw_head, buf = buf.split(b"\r\n\r\n", 1)
+            head = _parse_head(raw_head)
+            if head[0] in (100, 103):  # an interim answer: the real one follows
+                head = None
+                continue
+        if head is not None and _complete(head, buf):
+            break
+        chunk = sock.recv(65536)
+        if not chunk:
+            if head is None:
+                raise ValueError("connection closed before the answer's headers")
+            break
+        buf += chunk
+        if len(buf) > _MAX_ANSWER:
+            raise ValueError("answer too large")
+    status, fields = head
+    if "chunked" in fields.get("transfer-encoding", "").lower():
+        return status, _unchunk(buf)
+    if "content-length" in fields:
+        length = int(fields["content-length"])
+        if len(buf) < length:
+            raise ValueError("answer cut short")
+        return status, buf[:length]
+    return status, buf
+
+
+def _parse_head(raw: bytes) -> tuple[int, dict]:
+    status_line, *field_lines = raw.decode("latin-1").split("\r\n")
+    version, _, rest = status_line.partition(" ")
+    if not version.startswith("HTTP/"):
+        raise ValueError("not an HTTP answer")
+    fields = {}
+    for line in field_lines:
+        name, _, value = line.partition(":")
+        fields[name.strip().lower()] = value.strip()
+    return int(rest[:3]), fields
+
+
+def _complete(head: tuple[int, dict], buf: bytes) -> bool:
+    fields = head[1]
+    if "chunked" in fields.get("transfer-encoding", "").lower():
+        return buf.endswith(b"0\r\n\r\n") and _chunks_done(buf)
+    if "content-length" in fields:
+        return len(buf) >= int(fields["content-length"])
+    return False  # read until the server closes
+
+
+def _chunks_done(buf: bytes) -> bool:
+    try:
+        _unchunk(buf)
+    except ValueError:
+        return False
+    return True
+
+
+def _unchunk(buf: bytes) -> bytes:
+    """A chunked body (RFC 9112 7.1), its trailer ignored; ValueError if incomplete."""
+    out, at = [], 0
+    while True:
+        end = buf.find(b"\r\n", at)
+        if end < 0:
+            raise ValueError("chunked answer cut short")
+        size = int(buf[at:end].split(b";", 1)[0].strip() or b"x", 16)
+        if size == 0:
+            return b"".join(out)
+        start = end + 2
+        if len(buf) < start + size + 2:
+            raise ValueError("chunked answer cut short")
+        out.append(buf[start:start + size])
+        at = start + size + 2
+
+
+def _get(rest: str, params: dict | None = None) -> object:
     return _request("GET", rest, params)
 
 
@@ -72,7 +180,7 @@ def optional_variable(path: str) -> str | None:
         raise
 
 
-def optional_resource(path: str) -> Any:
+def optional_resource(path: str) -> object:
     """The resource's value, its own `$var:`/`$res:` resolved, or None when it does not
     exist (as wmill's get_resource(path, none_if_undefined=True):
     resources/get_value_interpolated/{path})."""

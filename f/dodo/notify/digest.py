@@ -1,6 +1,5 @@
 # requirements:
 # psycopg2-binary==2.9.13
-# standardwebhooks==1.1.0
 """Send the daily digest of the notifications routed in digest mode."""
 
 import os

@@ -1,5 +1,4 @@
 # requirements:
-# standardwebhooks==1.1.0
 """Flow preprocessor: verify a Dodo delivery and turn it into the flow inputs.
 
 Runs for triggers (webhook, HTTP route) and for any API call of the flow without
@@ -16,25 +15,29 @@ text (f/dodo/lib/signature.py). The verified delivery is defused (f/dodo/lib/ine
 Windmill would resolve a customer's `$var:...` name into that secret in the next step's
 arguments.
 
-Every delivery pays this step's imports, forged ones included: the standard library,
-standardwebhooks and the bundle's small modules; Windmill's API is called with urllib
-(f/dodo/lib/windmill_api.py), not the `wmill` client (httpx).
+Every delivery pays this step's imports in a fresh process, forged ones included, so a
+forged one imports only what verification needs: the standard library's hmac, hashlib,
+base64 and socket (Windmill's API over one socket per call, f/dodo/lib/windmill_api.py),
+the signature module and the variable lookups. What only a verified delivery needs
+(defusing, the integration lookups) is imported after verification. A rejection raises
+a SignatureError (`rejected`), for which the flow skips its failure module.
 
-`delivery_attempt` is a fresh key per trigger run. Windmill stores the flow inputs once
+`delivery_attempt` is a fresh key per trigger run (128 random bits in hex, as `uuid4().hex`
+without the uuid module). Windmill stores the flow inputs once
 and a restarted (zombie) or retried step sees the same ones, so the record step can tell
 its own run's earlier commit (go on to the sinks) from a redelivery (a new run, a new
 key: a duplicate).
 """
 
-import uuid
+import os
 
-from f.dodo.lib.inert import defuse
 from f.dodo.lib.signature import DEFAULT_TOLERANCE_S, verify_trigger_event
 from f.dodo.lib.workspace import integration_refs, webhook_secrets, webhook_tolerance_s
 
 
 def preprocessor(event: dict):
-    secrets = webhook_secrets()
-    inputs = defuse(verify_trigger_event(event, secrets, webhook_tolerance_s(DEFAULT_TOLERANCE_S)))
-    # verified first: a forged request costs no lookups
-    return {**inputs, **integration_refs(), "delivery_attempt": uuid.uuid4().hex}
+    inputs = verify_trigger_event(event, webhook_secrets(), webhook_tolerance_s(DEFAULT_TOLERANCE_S))
+    # verified: only now what a genuine delivery needs (a forged request costs no more imports or lookups)
+    from f.dodo.lib.inert import defuse  # noqa: PLC0415
+
+    return {**defuse(inputs), **integration_refs(), "delivery_attempt": os.urandom(16).hex()}
