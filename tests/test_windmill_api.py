@@ -107,6 +107,26 @@ def test_a_post_sends_its_json_body_with_its_length(api_env):
     assert int(req["fields"]["content-length"]) == len(req["body"])
 
 
+def test_a_base_url_path_prefix_quoting_and_a_query_string(api_env, monkeypatch):
+    server = OneShotServer([answer("200 OK", b'"v"', "Content-Length: 3"), answer("200 OK", b"[]", "Content-Length: 2")])
+    api_env(server)
+    monkeypatch.setenv("BASE_INTERNAL_URL", f"http://127.0.0.1:{server.port}/windmill/")
+    assert windmill_api.get_variable("f/dodo/odd name~1") == "v"
+    assert windmill_api.list_completed_jobs(script_path_exact="f/dodo/webhook", success="false") == []
+    assert [r["line"] for r in server.requests] == [
+        "GET /windmill/api/w/ws/variables/get_value/f/dodo/odd%20name~1 HTTP/1.1",
+        "GET /windmill/api/w/ws/jobs/completed/list?script_path_exact=f%2Fdodo%2Fwebhook&success=false HTTP/1.1"]
+
+
+@pytest.mark.parametrize("base", ["ftp://127.0.0.1:1", "127.0.0.1:8000", "http://:8000"])
+def test_a_base_url_that_is_not_http_is_unreachable(monkeypatch, base):
+    monkeypatch.setenv("BASE_INTERNAL_URL", base)
+    monkeypatch.setenv("WM_WORKSPACE", "ws")
+    monkeypatch.setenv("WM_TOKEN", "job-token")
+    with pytest.raises(WindmillApiError, match="unreachable"):
+        windmill_api.get_variable("f/dodo/webhook_secret")
+
+
 def test_a_status_is_named_and_a_404_is_not_configured(api_env):
     server = OneShotServer([answer("404 Not Found", b"not found", "Content-Length: 9"),
                             answer("500 Internal Server Error", b"boom", "Content-Length: 4")])
