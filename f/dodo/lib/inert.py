@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
 
 JOINER = "\u2060"
 
 
-def defuse(value: Any) -> Any:
+def defuse(value: object) -> object:
     """`value` with every string and key that starts with `$` prefixed by JOINER.
 
     Iterative, so any depth is handled: a recursive walk exhausted Python's stack a few
@@ -44,7 +43,7 @@ def defuse(value: Any) -> Any:
     return root
 
 
-def _item(item: Any, stack: list) -> Any:
+def _item(item: object, stack: list) -> object:
     """The defused `item`; a container comes back empty and is filled from the stack."""
     if isinstance(item, str):
         return JOINER + item if item.startswith("$") else item
@@ -59,7 +58,7 @@ def _empty(container: dict | list) -> dict | list:
     return {} if isinstance(container, dict) else [None] * len(container)
 
 
-def _text(value: Any) -> Any:
+def _text(value: object) -> object:
     return JOINER + value if isinstance(value, str) and value.startswith("$") else value
 
 
@@ -74,12 +73,12 @@ _UNSAFE = re.compile("[\x00\ud800-\udfff]")
 _UNSAFE_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)(\\ud[89ab][0-9a-f]{2}\\ud[c-f][0-9a-f]{2}|\\ud[89a-f][0-9a-f]{2}|\\u0000)")
 
 
-def pg_text(value: Any) -> Any:
+def pg_text(value: object) -> object:
     """`value` with NUL and lone surrogates replaced, if it is a string."""
     return _UNSAFE.sub("\ufffd", value) if isinstance(value, str) and _UNSAFE.search(value) else value
 
 
-def pg_json(value: Any) -> str:
+def pg_json(value: object) -> str:
     """JSON text of `value` that Postgres accepts as jsonb (json.dumps, then NUL and lone
     surrogate escapes replaced): the `dumps` of every Jsonb the bundle writes."""
     text = json.dumps(value, default=str)
