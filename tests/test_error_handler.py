@@ -5,7 +5,10 @@ without a failure module, never for a preview or the handler's own job; a flow w
 failure module, such as the entry flow, handles its own errors, so a failed delivery's
 alert comes from the failure module (f/dodo/mark_failed), once, with the replay command."""
 
+import email
+import email.policy
 import json
+import re
 
 import pytest
 from fixture_data import FIXTURE_SECRET
@@ -103,3 +106,40 @@ def test_a_failing_handler_is_not_handled_again(runner, slack, capsys):
     assert failed.error_handler is not None and not failed.error_handler.success
     assert failed.error_handler.error_handler is None
     assert "CRITICAL workspace error handler script/f/dodo/export failed" in capsys.readouterr().err
+
+
+def test_two_failing_branches_alert_once(db, outbox, httpserver, monkeypatch):
+    """The failure module runs inside each failing branch (worker_flow.rs); the delivery's
+    alert still goes out once (ledger key alert:<webhook-id>)."""
+    from fixture_data import resign  # noqa: PLC0415
+    from werkzeug import Response as Plain  # noqa: PLC0415
+
+    from tests.provider_standins import SLACK_TOKEN, SlackApi, SmtpServer  # noqa: PLC0415
+
+    slack = SlackApi(httpserver, scopes=("files:write",))  # no chat:write: every post is refused
+    httpserver.expect_request(re.compile(r"^/hubspot/.*")).respond_with_response(Plain(
+        json.dumps({"status": "error", "message": "Authentication credentials not found.",
+                    "category": "INVALID_AUTHENTICATION"}), 401, content_type="application/json"))
+    monkeypatch.setenv("DODO_SLACK_API_URL", slack.url)
+    monkeypatch.setenv("DODO_HUBSPOT_API_URL", httpserver.url_for("/hubspot"))
+    with SmtpServer() as smtp:
+        quiet_wmill_client()
+        cfg = bundle_config(db.url, FIXTURE_SECRET, env={"SLACK_TOKEN": SLACK_TOKEN, "HUBSPOT_TOKEN": "pat-revoked",
+                                                         "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp.port)})
+        cfg.variables["f/dodo/notify_routing"] = json.dumps({"rules": [
+            {"match": "delivery.failed", "channels": ["email"], "email_to": ["ops@example.com"], "urgency": "urgent"},
+            {"match": "dispute.*", "channels": ["slack"]}]})
+        cfg.error_handler = dict(HANDLER)
+        delivery = resign("dispute.opened")
+        msg_id = delivery["headers"]["webhook-id"]
+        run = Runner(ROOT, cfg, sleep=lambda s: None).run_flow("f/dodo/webhook", event=trigger_event(delivery))
+    assert not run.success and run.error_handler is None
+    failure_steps = [j for j in run.jobs if j.kind == "failure"]
+    assert len(failure_steps) == 2 and {j.result["webhook_id"] for j in failure_steps} == {msg_id}
+    assert slack.posted == []
+    [(_, to, content)] = smtp.messages
+    assert to == ["ops@example.com"]
+    mail = email.message_from_bytes(content, policy=email.policy.default)
+    text = mail.get_body(("plain",)).get_content()
+    assert mail["Subject"].startswith("[URGENT]")
+    assert msg_id in text and f"python -m local_runner replay --webhook-id {msg_id}" in text
