@@ -43,8 +43,10 @@ def test_attack_case(harness, case, target, capfd):
     assert got.outcome == case.expect, redact(f"{got.outcome} {got.status}: {got.detail}")
     if got.outcome == "rejected_http":
         assert 400 <= got.status < 500 and got.detail.strip(), "a 4xx with a reason"
-    if got.outcome == "recorded_failed":  # only its own inbox row, its body defused
-        assert set(changed_rows(before, after)) == {"webhook_events"}
+    if got.outcome == "recorded_failed":  # only its own inbox row, its body defused, and its one alert
+        changed = changed_rows(before, after)
+        assert set(changed) == {"webhook_events", "delivery_ledger"}
+        assert all(row.startswith(f'(alert:{req.ids["msg"]},') for row in changed["delivery_ledger"]), changed["delivery_ledger"]
         payload = harness.conn.execute("SELECT payload FROM webhook_events WHERE webhook_id = %s",
                                        (req.ids["msg"],)).fetchone()[0]
         assert payload["data"]["payment_id"] == req.ids["pay"]
@@ -87,10 +89,13 @@ def test_injected_text_reaches_slack_and_hubspot_inert(harness):
     hubspot = [r for r in attacked if r["kind"] == "hubspot"]
     assert slack and hubspot
     for r in slack:
-        texts = [r["text"]] + re.findall(r'"text": "((?:[^"\\]|\\.)*)"', json.dumps(r["blocks"]))
+        # the fallback text as sent, and each block text unescaped from its JSON (an alert's text
+        # holds quotes: the replay command's ["msg_..."])
+        texts = [r["text"]] + [json.loads(f'"{t}"') for t in
+                               re.findall(r'"text": "((?:[^"\\]|\\.)*)"', json.dumps(r["blocks"]))]
         for t in texts:
             assert "<" not in t, t  # no link, mention or <!channel> control sequence survives
-            assert not re.search(r"(?<!\u2060)@(here|channel|everyone)\b", json.loads(f'"{t}"')), t
+            assert not re.search(r"(?<!\u2060)@(here|channel|everyone)\b", t), t
             assert "\r" not in t and "\x00" not in t
     for r in hubspot:
         note = r["note"]["hs_note_body"]
