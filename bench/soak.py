@@ -364,13 +364,17 @@ def side_effects(truth, http, smtp) -> dict:
         for wid, n in counter.items():
             got[(wid, ch)] += n
     lost = sorted(truth.notifications - got.keys())
-    dup = {f"{w} {c}": n for (w, c), n in got.items() if n > 1}
+    # failure alerts (a delivery that failed after its retries): at most one per delivery and channel
+    alerts = Counter({(w, ch): n for ch, counter in (("slack", http.alerts), ("email", smtp.alerts))
+                      for w, n in counter.items()})
+    dup = {f"{w} {c}": n for (w, c), n in got.items() if n > 1} | {
+        f"{w} {c} alert": n for (w, c), n in alerts.items() if n > 1}
     extra = sorted(got.keys() - truth.notifications)
     contacts = {e: r["properties"].get("dodo_customer_id") for e, r in http.contacts.items()}
     notes_ok = [w for w, email in truth.notes.items() if w in http.notes and email in http.contacts
                 and (http.notes[w]["id"], http.contacts[email]["id"]) in http.associations]
     return {
-        "expected": len(truth.notifications), "received": sum(got.values()),
+        "expected": len(truth.notifications), "received": sum(got.values()), "failure_alerts": sum(alerts.values()),
         "per_channel": dict(Counter(c for (_, c) in got.elements())),
         "lost": lost, "duplicates": dup, "unexpected": extra,
         "unattributed": len(http.unattributed) + len(smtp.unattributed),
@@ -774,7 +778,7 @@ def print_summary(r: dict, out=print) -> None:
         ("lost side effects", r["lost_side_effects"]),
         ("state diffs", f"{r['state_diffs']} (Postgres + inbox statuses + CRM vs ground truth)"),
         ("notifications", f"{r['notifications']['received']} received / {r['notifications']['expected']} expected "
-                          f"{r['notifications']['per_channel']}"),
+                          f"{r['notifications']['per_channel']}, {r['notifications']['failure_alerts']} failure alert(s)"),
         ("CRM", f"{r['crm']['contacts']} contacts / {r['crm']['contacts_expected']}, "
                 f"{r['crm']['notes']} notes / {r['crm']['notes_expected']}"),
         *[(f"  {name}", f"{d['got']} / {d['expected']}: lost {d['lost']}, doubles {d['doubles']}, "

@@ -26,6 +26,10 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 
 ID = re.compile(r"\[(msg_[A-Za-z0-9_]+)\]")
 MSG_ID = re.compile(r"<(msg_[A-Za-z0-9_]+)@dodo-bundle>")
+# A failure alert (f/dodo/lib/alerting.py: the replay command names the delivery; the
+# e-mail's Message-ID is its ledger key alert:<webhook-id>, ':' encoded as =3A)
+ALERT = re.compile(r"replay --webhook-id (msg_[A-Za-z0-9_]+)")
+ALERT_MSG_ID = re.compile(r"<alert=3A(msg_[A-Za-z0-9_]+)@dodo-bundle>")
 HUBSPOT_TOKEN = "pat-soak-standin"
 SLACK_TOKEN = "xoxb-soak-standin"
 TWILIO_SID = "ACsoakstandin"
@@ -87,6 +91,7 @@ class HttpStandIns:
         self.note_creates: Counter = Counter()  # dodo_event_id -> notes created
         self.associations: set[tuple[str, str]] = set()
         self.slack: Counter = Counter()       # webhook_id -> messages
+        self.alerts: Counter = Counter()      # webhook_id -> failure alerts (Slack)
         self.sms: Counter = Counter()
         self.faults: Counter = Counter()      # "429", "5xx", "5xx-after"
         self.unattributed: list[str] = []
@@ -185,9 +190,11 @@ class HttpStandIns:
             self.faults[fault] += 1
 
     def _attribute(self, counter: Counter, text: str, resp: Response) -> Response:
-        m = ID.search(text)
+        alert, m = ALERT.search(text), ID.search(text)
         with self.lock:
-            if m:
+            if alert:
+                self.alerts[alert.group(1)] += 1
+            elif m:
                 counter[m.group(1)] += 1
             else:
                 self.unattributed.append(text[:200])
@@ -239,6 +246,7 @@ class SmtpStandIn:
 
     def __init__(self, port: int = 0):
         self.received: Counter = Counter()
+        self.alerts: Counter = Counter()  # webhook_id -> failure alerts
         self.refused = 0
         self.refusing = False
         self.unattributed: list[str] = []
@@ -259,8 +267,10 @@ class SmtpStandIn:
 
     async def handle_DATA(self, server, session, envelope):
         msg = message_from_bytes(envelope.content)
-        m = MSG_ID.search(msg.get("Message-ID", ""))
-        if m:
+        m, alert = MSG_ID.search(msg.get("Message-ID", "")), ALERT_MSG_ID.search(msg.get("Message-ID", ""))
+        if alert:
+            self.alerts[alert.group(1)] += 1
+        elif m:
             self.received[m.group(1)] += 1
         else:
             self.unattributed.append(msg.get("Message-ID", ""))

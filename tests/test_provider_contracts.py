@@ -8,6 +8,7 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+import struct
 import time
 import uuid
 from datetime import date
@@ -16,7 +17,7 @@ from decimal import Decimal
 import pytest
 from werkzeug import Response
 
-from f.dodo.lib import channels, db, ledger, render, reports, routing
+from f.dodo.lib import channels, db, ledger, render, reports, routing, svgchart
 from f.dodo.lib.money import EXPONENTS
 from f.dodo.lib.notify import NotifyError, Transports, notify, send_digest
 from tests.provider_standins import (SLACK_TOKEN, TWILIO, SlackApi, SmtpServer, TwilioApi, block_errors, free_port,
@@ -111,9 +112,11 @@ def test_revenue_report_holds_every_currency_within_slacks_limits(conn, slack):
     listed = [line.split()[0] for line in table.splitlines() if line and not line.startswith(("```", "Currency"))]
     assert listed == currencies
     assert "1234567.89" in table and "123456789" in table  # USD and JPY (zero decimals), exact
-    (chart,) = slack.files  # the chart, shared in the report's thread as an SVG file
-    assert results["slack_chart"]["status"] == "sent" and chart["filename"].endswith(".svg")
-    assert chart["bytes"] == reports.chart_svg(r).encode()
+    (chart,) = slack.files  # the chart, shared in the report's thread as a PNG (Slack previews PNG)
+    assert results["slack_chart"]["status"] == "sent" and chart["filename"].endswith(".png")
+    assert chart["bytes"] == svgchart.png(reports.chart_svg(r))
+    width, height = struct.unpack(">II", chart["bytes"][16:24])  # IHDR: drawn smaller, not without bound
+    assert width * height <= svgchart.PNG_MAX_PIXELS and width >= 250
     assert chart["share"]["channel_id"] == "C0123456789" and chart["share"]["thread_ts"] == "1700000000.000001"
 
 

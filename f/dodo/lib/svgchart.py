@@ -17,6 +17,7 @@ would silently vanish.
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 from decimal import Decimal
 from html import escape
@@ -96,7 +97,16 @@ def _day_label(day: date, x: float, y: float) -> str:
             f'{day.strftime("%b %d")}</text>')
 
 
-PNG_ZOOM = 2  # 1520 px wide: sharp on a high-density screen, ~60 KB
+PNG_ZOOM = 2  # 1520 px wide: sharp on a high-density screen, ~60 KB for three currencies
+# At most this many pixels (32 MB while drawn): a chart of many currencies is drawn smaller
+# rather than without bound (145 panels at 2x would be 1520 x 59,828 px).
+PNG_MAX_PIXELS = 8_000_000
+
+
+def png_zoom(svg: str, zoom: float = PNG_ZOOM) -> float:
+    """`zoom`, or less when the chart would pass PNG_MAX_PIXELS (its size from the root tag)."""
+    width, height = (float(x) for x in re.search(r'<svg [^>]*width="([\d.]+)" height="([\d.]+)"', svg).groups())
+    return min(zoom, (PNG_MAX_PIXELS / (width * height)) ** 0.5)
 
 
 def png(svg: str, zoom: float = PNG_ZOOM) -> bytes:
@@ -104,6 +114,7 @@ def png(svg: str, zoom: float = PNG_ZOOM) -> bytes:
     import font_roboto  # noqa: PLC0415 - the Slack upload only
     import resvg_py  # noqa: PLC0415
 
+    zoom = png_zoom(svg, zoom)
     fonts = [font_roboto.font_files["Roboto"], font_roboto.font_files["RobotoBold"]]
     return bytes(resvg_py.svg_to_bytes(svg_string=svg, skip_system_fonts=True, font_files=fonts,
                                        sans_serif_family="Roboto", zoom=zoom))
