@@ -92,22 +92,30 @@ def channels(db, wid: str) -> dict:
     return {f"{r['sink']}/{r['channel']}": r["status"] for r in ledger.rows(db.conn, wid)}
 
 
+def slack_split(services) -> tuple[list, list]:
+    """(notifications, failure alerts) posted to Slack; an alert's context names `alert:<webhook-id>`."""
+    alerts = [m for m in services["slack"] if "alert:" in json.dumps(m.get("blocks"))]
+    return [m for m in services["slack"] if m not in alerts], alerts
+
+
 def test_replaying_a_failed_event_twice_sends_each_sink_once(runner, db, services):
     wid = webhook_id("subscription.active")
     services["hubspot_up"] = False
     assert not deliver(runner, "subscription.active").success
     assert inbox(db, wid)["status"] == "failed" and inbox(db, wid)["failed_step"] == "crm"
-    assert len(services["slack"]) == 1 and services["hubspot"] == []
+    notes, alerts = slack_split(services)
+    assert len(notes) == 1 and services["hubspot"] == []
+    assert len(alerts) == 1 and f"alert:{wid}" in json.dumps(alerts[0]["blocks"])  # the failure reached a person
 
-    first = replay(runner)  # HubSpot still down: fails again, Slack is not sent again
+    first = replay(runner)  # HubSpot still down: fails again, Slack is not sent again, nor the alert
     assert [(r["webhook_id"], r["success"], r["status"]) for r in first] == [(wid, False, "failed")]
-    assert len(services["slack"]) == 1 and services["hubspot"] == []
+    assert [len(x) for x in slack_split(services)] == [1, 1] and services["hubspot"] == []
 
     services["hubspot_up"] = True
     second = replay(runner)
     assert [(r["webhook_id"], r["success"], r["status"], r["sent_now"]) for r in second] == \
         [(wid, True, "processed", "crm/hubspot")]
-    assert len(services["hubspot"]) == 1 and len(services["slack"]) == 1
+    assert len(services["hubspot"]) == 1 and [len(x) for x in slack_split(services)] == [1, 1]
     assert channels(db, wid) == {"crm/hubspot": "sent", "notify/slack": "sent"}
 
     assert replay(runner) == []  # nothing failed any more
@@ -116,7 +124,7 @@ def test_replaying_a_failed_event_twice_sends_each_sink_once(runner, db, service
     store.mark_failed(db.conn, wid, "late failure", "notify")
     again = replay(runner, webhook_ids=[wid])
     assert [(r["success"], r["status"], r["sent_now"]) for r in again] == [(True, "processed", "")]
-    assert len(services["hubspot"]) == 1 and len(services["slack"]) == 1
+    assert len(services["hubspot"]) == 1 and [len(x) for x in slack_split(services)] == [1, 1]
     assert inbox(db, wid)["status"] == "processed"
 
 
@@ -207,7 +215,7 @@ def test_cli_replay_draws_a_progress_bar_and_prints_the_table(runner, db, servic
     assert done.returncode == 0, done.stderr
     assert "] 100%" in done.stderr and "1 succeeded" in done.stdout
     assert inbox(db, webhook_id("subscription.active"))["status"] == "processed"
-    assert len(services["slack"]) == 1
+    assert [len(x) for x in slack_split(services)] == [1, 1]  # the notification and the failure's alert, once each
 
 
 def test_each_replayed_run_gets_its_own_delivery_attempt():
