@@ -28,17 +28,21 @@ sys.path[:0] = [{root!r}, {tests!r}]
 from fixture_data import FIXTURE_SECRET, all_deliveries, sign
 from local_runner import Runner
 from local_runner.demo import ROOT, bundle_config, quiet_wmill_client
+from local_runner.server import apply_migrations
 quiet_wmill_client()
-runner = Runner(ROOT, bundle_config({url!r}, FIXTURE_SECRET), sleep=lambda s: None)
+config = bundle_config({url!r}, FIXTURE_SECRET)
+apply_migrations(config)  # as make serve does at start: the jobs only check the schema version
+runner = Runner(ROOT, config, sleep=lambda s: None)
 bodies = [d["body"] for _, d in all_deliveries()]
-failed = 0
+failed, first_error = 0, None
 for i in range({n}):
     body = bodies[i % len(bodies)]
     headers = {{k.replace("-", "_"): v for k, v in sign(body, FIXTURE_SECRET, f"msg_mem_{tag}_{{i}}").items()}}
     run = runner.run_flow("f/dodo/webhook", event={{"kind": "webhook", "body": json.loads(body), "raw_string": body,
                                                     "query": {{}}, "headers": headers}})
     failed += not run.success
-print(json.dumps({{"maxrss_kb": {peak}, "failed": failed}}))
+    first_error = first_error or (None if run.success else str(run.result)[:300])
+print(json.dumps({{"maxrss_kb": {peak}, "failed": failed, "first_error": first_error}}))
 """
 
 
@@ -65,7 +69,8 @@ def run(quick: bool) -> dict:
     finally:
         pg.stop()
     if one["failed"] or many["failed"]:
-        raise RuntimeError(f"{one['failed'] + many['failed']} deliveries failed")
+        raise RuntimeError(f"{one['failed'] + many['failed']} deliveries failed, the first: "
+                           f"{one['first_error'] or many['first_error']}")
     mb = lambda kb: round(kb / 1024, 1)  # noqa: E731
     growth = round((many["maxrss_kb"] - one["maxrss_kb"]) / (n - 1), 2)
     ratio = round(many["maxrss_kb"] / bare, 2)

@@ -40,8 +40,13 @@ def run(quick: bool = False) -> dict:
     figures = {name: ({"cpu_ms": round(statistics.median(s) * 1000, 1), "x_baseline": round(statistics.median(s) / base, 1)}
                       if s else "not installed") for name, s in samples.items()}
     pym = figures["pymysql"]
+    base_text = f"python -c pass: {figures['baseline']['cpu_ms']} ms"
+    rows = [{"name": f"import CPU: {name} (interleaved rounds, medians)", "measured": f"{f['cpu_ms']} ms",
+             "baseline_text": base_text, "ratio": f["x_baseline"]} if isinstance(f, dict)
+            else {"name": f"import CPU: {name}", "measured": f}
+            for name, f in figures.items() if name != "baseline"]
     return {"name": "mysql_driver", "python": python, "figures": figures, "baseline": "python -c pass",
-            "ratio": pym["x_baseline"] if isinstance(pym, dict) else None}
+            "ratio": pym["x_baseline"] if isinstance(pym, dict) else None, "rows": rows}
 
 
 if __name__ == "__main__":
