@@ -86,3 +86,20 @@ def test_a_write_through_urllib_is_seen_by_the_server_and_refused_twice():
     assert run.success, run.result
     assert [a[0] for a in run.result] == [201, 400, 200]
     assert run.result[2][2] == '"v"'
+
+
+def test_a_request_target_reads_as_httpx_reads_it():
+    """The server's and InProcessApi's requests reach wmill_local.answer as the wmill
+    client's httpx.Request does: the path percent-decoded, the first value of a repeated
+    query parameter (dict(httpx.QueryParams)), blank values kept."""
+    import httpx  # noqa: PLC0415
+
+    from local_runner.wmill_local import ApiRequest  # noqa: PLC0415
+
+    target = "/api/w/ws/jobs/completed/list%2Fx?script_path_exact=f%2Fdodo%2Fwebhook&success=true&success=false&a="
+    req = ApiRequest.from_target("GET", target, [], b"")
+    via_httpx = httpx.Request("GET", "http://windmill.local" + target)
+    assert req.path == via_httpx.url.path == "/api/w/ws/jobs/completed/list/x"
+    assert req.params() == dict(via_httpx.url.params) == {"script_path_exact": "f/dodo/webhook", "success": "true",
+                                                          "a": ""}
+    assert req.query == via_httpx.url.query.decode()
