@@ -76,8 +76,11 @@ def _baseline_packages(tree: Path) -> Path | None:
     site = ROOT / "var" / f"bench-baseline-{BASELINE}"
     marker = site / ".installed"
     if not (marker.exists() and marker.read_text() == "\n".join(wanted)):
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site),
-                        *wanted], check=True)
+        done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site),
+                               *wanted], capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"the baseline {BASELINE} runs on {', '.join(wanted)}; pip could not install them "
+                               f"into {site}: {done.stderr.strip()[-300:]}")
         marker.write_text("\n".join(wanted))
     return site
 
