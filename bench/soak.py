@@ -90,8 +90,8 @@ class Settings:
     dest_period_s: float = 17.0    # destinations' fault bursts (their own phase and seed)
     dest_burst_s: float = 3.0
     batch_period_s: float = 15.0   # the scheduled sinks (warehouse export, MySQL mirror) run this often
-    export_lag_s: float = 5.0      # the export's wait for in-flight transactions (LAG_S: 60 s in production)
-    deadline_s: float = 680.0      # everything (send, drain, replay) stops by then
+    export_lag_s: float = 60.0     # the export's wait for in-flight transactions: production's LAG_S
+    deadline_s: float = 900.0      # everything (send, drain, replay) stops by then
     drain_s: float = 90.0          # sending stops this long before the deadline
     report: str | None = str(REPORT)
 

@@ -103,6 +103,20 @@ def test_rows_younger_than_the_lag_wait_for_the_next_run(db, s3, prefix):
     assert warehouse.export(db.conn, write_to(client), prefix=prefix, lag=0)["rows"] == 1
 
 
+def test_a_young_row_holds_back_the_older_started_rows_numbered_after_it(db, s3, prefix):
+    """A transaction that started long ago but took its number late (msg_late, received
+    2 h ago) commits after a young one numbered before it (msg_young): the run waits for
+    both rather than exporting msg_late and moving the cursor past msg_young for good."""
+    client, endpoint = s3
+    record(db.conn, "payment.succeeded", "msg_young", "2026-03-01T10:00:00Z")
+    record(db.conn, "payment.succeeded.jpy", "msg_late", "2026-03-01T11:00:00Z")
+    db.conn.execute("UPDATE webhook_events SET received_at = now() - interval '2 hours' WHERE webhook_id = 'msg_late'")
+    assert warehouse.export(db.conn, write_to(client), prefix=prefix, lag=60)["rows"] == 0
+    db.conn.execute("UPDATE webhook_events SET received_at = now() - interval '2 minutes' WHERE webhook_id = 'msg_young'")
+    assert warehouse.export(db.conn, write_to(client), prefix=prefix, lag=60)["rows"] == 2
+    assert [r[0] for r in read(endpoint, prefix)] == ["msg_young", "msg_late"]
+
+
 def test_batches_split_the_rows_and_each_is_a_file_named_by_its_cursor(db, s3, prefix):
     client, endpoint = s3
     for i in range(5):

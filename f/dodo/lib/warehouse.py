@@ -9,9 +9,11 @@ Exactly once per row: rows are taken in `export_seq` order (migration v040) afte
 cursor in `export_cursor`, and the cursor moves, in the same transaction that holds the
 export's lock, only after every file of the batch was written. A run that dies between
 the write and the cursor update redoes the same batch under the same keys (named by the
-cursor), so the files are overwritten, never doubled. Rows younger than `LAG_S` wait for
-the next run: a sequence number is taken at insert but seen at commit, so a slow
-transaction could otherwise commit a lower number behind the cursor.
+cursor), so the files are overwritten, never doubled. A batch ends before the first row
+(in number order) younger than `LAG_S`, which waits for the next run with all after it: a
+sequence number is taken at insert but seen at commit, so a slow transaction could
+otherwise commit a lower number behind the cursor (the guarantee holds for transactions
+shorter than LAG_S).
 
 Columns: ids, type, category, status, UTC times, `amount` (exact decimal string in major
 units), `amount_minor` (integer), `currency`, and the delivery's JSON `payload` as text.
@@ -41,12 +43,18 @@ COLUMNS = ("export_seq BIGINT, webhook_id VARCHAR, event_type VARCHAR, category 
 # Write one object: (key, the file's bytes).
 Write = Callable[[str, bytes], object]
 
+# The batch stops before the first young row in sequence order, not just without it: the
+# cursor moves to the batch's last number, so a young row left out behind an older-started
+# row with a higher number (a transaction that took its number late) would be passed for good.
 _ROWS = """
 SELECT export_seq, webhook_id, event_type, category, status::text, business_id, entity_id, customer_id,
        occurred_at, received_at, payload::text,
        to_char(coalesce(occurred_at, received_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day
   FROM webhook_events
- WHERE export_seq > %(after)s AND received_at <= now() - make_interval(secs => %(lag)s)
+ WHERE export_seq > %(after)s
+   AND export_seq < coalesce((SELECT min(export_seq) FROM webhook_events
+                               WHERE export_seq > %(after)s AND received_at > now() - make_interval(secs => %(lag)s)),
+                             9223372036854775807)
  ORDER BY export_seq LIMIT %(batch)s"""
 
 
