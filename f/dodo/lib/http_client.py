@@ -4,7 +4,9 @@ Why not httpx, nor `http.client`: each Windmill job is a fresh Python process. I
 httpx costs about 9 bare interpreter starts of CPU; `http.client` about 1 more than the
 socket it uses, most of it the `email` parser it reads headers with (docs/internals.md,
 "What each hot-path step imports"). One request and one response per connection, with
-`Content-Length` or chunked bodies, is all the sinks' providers need.
+`Content-Length` or chunked bodies, is all the sinks' providers need: the exchange itself
+is f/dodo/lib/http_wire.py's, shared with windmill_api.py; this module is the httpx shape
+over it.
 
 The shape is httpx's, as much as the sinks use: `Client(timeout).request(method, url,
 json=, data=, headers=, params=, auth=, timeout=)` returns a `Response` (`status_code`,
@@ -12,7 +14,8 @@ json=, data=, headers=, params=, auth=, timeout=)` returns a `Response` (`status
 keep httpx's names, which retry.py relies on to tell a request that never left this
 machine (`ConnectError`, `ConnectTimeout`, `UnsupportedProtocol`: safe to send again)
 from one that may have reached the provider (`ReadTimeout`, `WriteError`, `ReadError`,
-`RemoteProtocolError`). One connection per request (`Connection: close`), so a stale
+`RemoteProtocolError`), mapped from http_wire's sent/not-sent errors (`_httpx_error`).
+One connection per request (`Connection: close`), so a stale
 kept-alive connection never turns a sent request into an ambiguous one; the TLS
 context is built once per client.
 """
@@ -20,9 +23,10 @@ from __future__ import annotations
 
 import base64
 import json as jsonlib
-import socket
 from typing import Any
 from urllib.parse import urlencode, urlsplit
+
+from f.dodo.lib import http_wire as wire
 
 DEFAULT_TIMEOUT = 5.0  # seconds, per connect and per read, as httpx's default
 
@@ -100,10 +104,6 @@ class Response:
         return jsonlib.loads(self.content)
 
 
-_MAX_LINE = 65536  # a status or header line longer than this is not HTTP (http.client's limit)
-_MAX_HEADERS = 100
-
-
 class Client:
     def __init__(self, timeout: float | None = DEFAULT_TIMEOUT):
         self.timeout = timeout
@@ -111,9 +111,7 @@ class Client:
 
     def _context(self):
         if self._tls is None:
-            import ssl  # noqa: PLC0415 - only for https (the stand-ins in tests are http)
-
-            self._tls = ssl.create_default_context()
+            self._tls = wire.tls_context()
         return self._tls
 
     def request(self, method: str, url: str, *, json: Any = None, data: dict | None = None,
@@ -138,42 +136,15 @@ class Client:
         if auth:
             head["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        tls = parts.scheme == "https"
+        port = parts.port or (443 if tls else 80)
         head = {"Host": host if parts.port is None else f"{host}:{port}", "Accept-Encoding": "identity", **head}
-        if body is not None or method.upper() in ("POST", "PUT", "PATCH"):
-            head["Content-Length"] = str(len(body or b""))
-        message = _request_head(method, target, head) + (body or b"")
-        sock = self._connect(parts.hostname, port, parts.scheme == "https", timeout)
         try:
-            try:
-                sock.sendall(message)
-            except OSError as exc:
-                raise WriteError(str(exc) or type(exc).__name__) from None
-            try:
-                with sock.makefile("rb") as f:
-                    return _read_response(f, method)
-            except socket.timeout as exc:
-                raise ReadTimeout(str(exc) or "read timed out") from None
-            except OSError as exc:
-                raise ReadError(str(exc) or type(exc).__name__) from None
-        finally:
-            sock.close()
-
-    def _connect(self, hostname: str, port: int, tls: bool, timeout: float | None) -> socket.socket:
-        """A connected (TLS-wrapped) socket; errors say that nothing was sent."""
-        try:
-            sock = socket.create_connection((hostname, port), timeout)
-            if tls:
-                try:
-                    sock = self._context().wrap_socket(sock, server_hostname=hostname)
-                except BaseException:
-                    sock.close()
-                    raise
-            return sock
-        except socket.timeout as exc:
-            raise ConnectTimeout(str(exc) or "connect timed out") from None
-        except OSError as exc:  # refused, unreachable, DNS, TLS handshake
-            raise ConnectError(str(exc) or type(exc).__name__) from None
+            status, reason, fields, content = wire.exchange(method, parts.hostname, port, target, head, body,
+                                                            timeout=timeout, tls=self._context() if tls else None)
+        except wire.WireError as exc:
+            raise _httpx_error(exc) from None
+        return Response(status, Headers(fields), content, reason)
 
     def get(self, url: str, **kwargs) -> Response:
         return self.request("GET", url, **kwargs)
@@ -185,84 +156,17 @@ class Client:
         pass
 
 
-def _request_head(method: str, target: str, headers: dict) -> bytes:
-    """The request line and headers; a CR, LF or other control character in any of them is
-    refused before anything is sent (as http.client does: no header injection)."""
-    lines = [f"{method} {target} HTTP/1.1"] + [f"{k}: {v}" for k, v in headers.items()]
-    for line in lines:
-        if any(ord(c) < 32 or ord(c) == 127 for c in line):
-            raise UnsupportedProtocol("a control character in the request line or a header: refused")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-def _line(f) -> bytes:
-    line = f.readline(_MAX_LINE + 1)
-    if len(line) > _MAX_LINE:
-        raise RemoteProtocolError("response line too long")
-    return line
-
-
-def _read_response(f, method: str) -> Response:
-    while True:  # skip interim 1xx answers (100 Continue)
-        status_line = _line(f)
-        if not status_line:
-            raise RemoteProtocolError("the server closed the connection without answering")
-        version, _, rest = status_line.decode("latin-1").rstrip("\r\n").partition(" ")
-        code, _, reason = rest.partition(" ")
-        if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
-            raise RemoteProtocolError("not an HTTP/1.x status line")
-        headers = _read_headers(f)
-        status = int(code)
-        if not 100 <= status < 200:
-            break
-    if method.upper() == "HEAD" or status in (204, 304):
-        content = b""
-    elif "chunked" in headers.get("transfer-encoding", "").lower():
-        content = _read_chunked(f)
-    elif "content-length" in headers:
-        try:
-            length = int(headers["content-length"])
-        except ValueError:
-            raise RemoteProtocolError("bad Content-Length") from None
-        content = f.read(length)
-        if len(content) != length:
-            raise RemoteProtocolError(f"body cut off after {len(content)} of {length} bytes")
-    else:
-        content = f.read()  # until the server closes (Connection: close)
-    return Response(status, headers, content, reason)
-
-
-def _read_headers(f) -> Headers:
-    headers = Headers()
-    for _ in range(_MAX_HEADERS + 1):
-        line = _line(f).decode("latin-1")
-        if line in ("\r\n", "\n", ""):
-            return headers
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise RemoteProtocolError("malformed header line")
-        key, value = name.strip().lower(), value.strip()
-        headers[key] = f"{dict.get(headers, key)}, {value}" if key in headers else value
-    raise RemoteProtocolError(f"more than {_MAX_HEADERS} headers")
-
-
-def _read_chunked(f) -> bytes:
-    parts = []
-    while True:
-        size_line = _line(f).split(b";", 1)[0].strip()
-        try:
-            size = int(size_line, 16)
-        except ValueError:
-            raise RemoteProtocolError("bad chunk size") from None
-        if size == 0:
-            while _line(f) not in (b"\r\n", b"\n", b""):  # trailers
-                pass
-            return b"".join(parts)
-        chunk = f.read(size)
-        if len(chunk) != size:
-            raise RemoteProtocolError("chunked body cut off")
-        parts.append(chunk)
-        f.read(2)  # the chunk's CRLF
+def _httpx_error(exc: wire.WireError) -> TransportError:
+    """The httpx-named error for a failed exchange: retry.py sends again only what was not sent."""
+    if isinstance(exc, wire.Unsendable):
+        return UnsupportedProtocol(str(exc))
+    if isinstance(exc, wire.ConnectFailed):
+        return (ConnectTimeout if exc.timeout else ConnectError)(str(exc))
+    if isinstance(exc, wire.SendFailed):
+        return WriteError(str(exc))
+    if isinstance(exc, wire.ProtocolError):
+        return RemoteProtocolError(str(exc))
+    return (ReadTimeout if exc.timeout else ReadError)(str(exc))
 
 
 _shared: dict[float | None, Client] = {}

@@ -5,12 +5,13 @@ so what it imports is chosen by measurement (docs/internals.md, "What each hot-p
 imports"): the `wmill` client imports httpx (about as much import CPU as the rest of the
 preprocessor), and `urllib.request` or `http.client` import `email`, `ssl` and more (~2x a
 bare interpreter start) for what is one short HTTP/1.1 exchange with the worker's own
-API server. So a request here is a socket: `Connection: close`, a Content-Length or
-chunked answer read to its end, `ssl` imported only for an https base URL (verified
-against the system's CAs, as urllib's default). No proxy is used: BASE_INTERNAL_URL is
-the Windmill server the worker itself talks to. Not the sinks' httpx-shaped client
-(f/dodo/lib/http_client.py, also a socket): its import (typing, urllib.parse, its
-classes) measured +0.57x a bare start on the forged path, which has 5x in all.
+API server. So a request here is one exchange of f/dodo/lib/http_wire.py (the socket
+layer the sinks' client shares): `Connection: close`, a Content-Length or chunked answer
+read to its end, `ssl` imported only for an https base URL (verified against the system's
+CAs, as urllib's default). No proxy is used: BASE_INTERNAL_URL is the Windmill server the
+worker itself talks to. Not the sinks' httpx-shaped client (f/dodo/lib/http_client.py)
+itself: its import (typing, urllib.parse, its classes) measured +0.57x a bare start on the
+forged path, which has 5x in all; http_wire imports `socket` only.
 
 These calls read what a Windmill worker gives each job, exactly as the client does
 (wmill 1.850.0 `Windmill.__init__`, `get_variable`): the API at BASE_INTERNAL_URL (else
@@ -21,13 +22,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
+
+from f.dodo.lib import http_wire as wire
 
 TIMEOUT_S = 30
 # The characters urllib.parse.quote leaves as they are (safe="/"): a path made of them only
 # needs no quoting, so the hot path does not import urllib.parse (~0.2x a bare start, with ipaddress)
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-~/")
-_MAX_ANSWER = 64 * 1024 * 1024  # far above any variable, resource or job list the bundle reads
 
 
 class WindmillApiError(Exception):
@@ -50,7 +51,7 @@ def _request(method: str, rest: str, params: dict | None = None, body: object = 
     try:
         status, payload = _exchange(method, base, f"/api/w/{_quote(workspace)}/{_quote(rest)}{_query(params)}",
                                     headers, data)
-    except (OSError, ValueError):  # refused, reset, timed out, TLS, or not an HTTP answer
+    except (wire.WireError, ValueError):  # refused, reset, timed out, TLS, not an HTTP answer, a bad base URL
         raise WindmillApiError(rest, None) from None
     if not 200 <= status < 300:
         raise WindmillApiError(rest, status)
@@ -99,99 +100,10 @@ def _base(url: str) -> tuple[bool, str, int, str, str]:
 def _exchange(method: str, base: str, target: str, headers: dict, data: bytes | None) -> tuple[int, bytes]:
     """One HTTP/1.1 request on a new connection to `base` + `target`: (status, body)."""
     https, host, port, authority, prefix = _base(base)
-    lines = [f"{method} {prefix}{target} HTTP/1.1", f"Host: {authority}", "Connection: close",
-             "Accept-Encoding: identity", *(f"{k}: {v}" for k, v in headers.items())]
-    if data is not None or method != "GET":
-        lines.append(f"Content-Length: {len(data or b'')}")
-    with socket.create_connection((host, port), timeout=TIMEOUT_S) as raw:
-        sock = _tls(raw, host) if https else raw
-        sock.sendall("\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + (data or b""))
-        return _read_answer(sock)
-
-
-def _tls(raw: socket.socket, host: str) -> socket.socket:
-    import ssl  # noqa: PLC0415 - only for an https API: the worker's internal URL is usually http
-
-    return ssl.create_default_context().wrap_socket(raw, server_hostname=host)
-
-
-def _read_answer(sock: socket.socket) -> tuple[int, bytes]:
-    """The status and body of the answer, read until its length (Content-Length, or the
-    last chunk) or until the server closes the connection."""
-    buf = b""
-    head = None
-    while True:
-        if head is None and b"\r\n\r\n" in buf:
-            raw_head, buf = buf.split(b"\r\n\r\n", 1)
-            head = _parse_head(raw_head)
-            if head[0] in (100, 103):  # an interim answer: the real one follows
-                head = None
-                continue
-        if head is not None and _complete(head, buf):
-            break
-        chunk = sock.recv(65536)
-        if not chunk:
-            if head is None:
-                raise ValueError("connection closed before the answer's headers")
-            break
-        buf += chunk
-        if len(buf) > _MAX_ANSWER:
-            raise ValueError("answer too large")
-    status, fields = head
-    if "chunked" in fields.get("transfer-encoding", "").lower():
-        return status, _unchunk(buf)
-    if "content-length" in fields:
-        length = int(fields["content-length"])
-        if len(buf) < length:
-            raise ValueError("answer cut short")
-        return status, buf[:length]
-    return status, buf
-
-
-def _parse_head(raw: bytes) -> tuple[int, dict]:
-    status_line, *field_lines = raw.decode("latin-1").split("\r\n")
-    version, _, rest = status_line.partition(" ")
-    if not version.startswith("HTTP/"):
-        raise ValueError("not an HTTP answer")
-    fields = {}
-    for line in field_lines:
-        name, _, value = line.partition(":")
-        fields[name.strip().lower()] = value.strip()
-    return int(rest[:3]), fields
-
-
-def _complete(head: tuple[int, dict], buf: bytes) -> bool:
-    fields = head[1]
-    if "chunked" in fields.get("transfer-encoding", "").lower():
-        return buf.endswith(b"0\r\n\r\n") and _chunks_done(buf)
-    if "content-length" in fields:
-        return len(buf) >= int(fields["content-length"])
-    return False  # read until the server closes
-
-
-def _chunks_done(buf: bytes) -> bool:
-    try:
-        _unchunk(buf)
-    except ValueError:
-        return False
-    return True
-
-
-def _unchunk(buf: bytes) -> bytes:
-    """A chunked body (RFC 9112 7.1), its trailer ignored; ValueError if incomplete."""
-    out, at = [], 0
-    while True:
-        end = buf.find(b"\r\n", at)
-        if end < 0:
-            raise ValueError("chunked answer cut short")
-        size = int(buf[at:end].split(b";", 1)[0].strip() or b"x", 16)
-        if size == 0:
-            return b"".join(out)
-        start = end + 2
-        if len(buf) < start + size + 2:
-            raise ValueError("chunked answer cut short")
-        out.append(buf[start:start + size])
-        at = start + size + 2
+    head = {"Host": authority, "Connection": "close", "Accept-Encoding": "identity", **headers}
+    status, _, _, body = wire.exchange(method, host, port, prefix + target, head, data, timeout=TIMEOUT_S,
+                                       tls=wire.tls_context() if https else None)
+    return status, body
 
 
 def _get(rest: str, params: dict | None = None) -> object:
