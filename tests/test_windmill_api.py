@@ -147,6 +147,18 @@ def test_a_cut_or_foreign_answer_is_unreachable_not_a_value(api_env, reply):
     assert err.value.status is None
 
 
+def test_a_token_with_a_line_break_is_refused_before_sending(api_env, monkeypatch):
+    """The same http_wire exchange as the sinks' client: no header injection, nothing sent."""
+    server = OneShotServer([answer("200 OK", b'"v"', "Content-Length: 3")])
+    api_env(server)
+    monkeypatch.setenv("WM_TOKEN", "job-token\r\nX-Injected: 1")
+    with pytest.raises(WindmillApiError, match="variables/get_value/f/dodo/x: unreachable"):
+        windmill_api.get_variable("f/dodo/x")
+    monkeypatch.setenv("WM_TOKEN", "job-token")
+    assert windmill_api.get_variable("f/dodo/y") == "v"  # the server's one answer went to this call
+    assert [r["line"] for r in server.requests] == ["GET /api/w/ws/variables/get_value/f/dodo/y HTTP/1.1"]
+
+
 def test_no_server_is_unreachable(api_env):
     server = OneShotServer([])
     server.close()
