@@ -135,3 +135,90 @@ def test_https_verifies_the_server_certificate(raw):
     with pytest.raises(http.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):  # the default CA store
         http.Client().get(untrusted.url)
     assert untrusted.requests == []
+
+
+class ConnectProxy:
+    """A loopback proxy for one tunnel: records the CONNECT head, answers `reply`, and on a
+    2xx pipes bytes both ways to `upstream` (host, port)."""
+
+    def __init__(self, upstream: tuple[str, int], reply: bytes = b"HTTP/1.1 200 Connection established\r\n\r\n"):
+        self.upstream, self.reply, self.heads = upstream, reply, []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://user:p%40ss@127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        conn, _ = self.sock.accept()
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += conn.recv(1)
+        self.heads.append(head)
+        conn.sendall(self.reply)
+        if not self.reply.startswith(b"HTTP/1.1 2"):
+            conn.close()
+            return
+        up = socket.create_connection(self.upstream)
+        for a, b in ((conn, up), (up, conn)):
+            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def test_https_goes_through_the_https_proxy_tunnel_with_its_credentials(raw, monkeypatch):
+    server_tls, client_tls = tls_contexts()
+    server = raw(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", tls=server_tls)
+    port = int(server.url.rsplit(":", 1)[1])
+    proxy = ConnectProxy(("127.0.0.1", port))
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    client = http.Client()
+    client._tls = client_tls  # TLS end to end with the server, through the tunnel
+    assert client.get(server.url + "/secure").text == "ok"
+    assert proxy.heads[0].startswith(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n".encode())
+    assert b"Proxy-Authorization: Basic dXNlcjpwQHNz\r\n" in proxy.heads[0]  # user:p@ss
+    assert server.requests[0].startswith(b"GET /secure HTTP/1.1\r\n")  # the proxy saw only the tunnel
+    assert b"Proxy-Authorization" not in server.requests[0]
+
+
+def test_a_refused_tunnel_is_a_connect_error_and_nothing_reaches_the_server(raw, monkeypatch):
+    server = raw(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    proxy = ConnectProxy(("127.0.0.1", 9), reply=b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                                                 b"Content-Length: 0\r\n\r\n")
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    with pytest.raises(http.ConnectError, match="407"):  # retry.py: not sent, safe to send again
+        http.Client().get(server.url.replace("http://", "https://"))
+    assert server.requests == []
+
+
+def test_http_goes_to_the_http_proxy_in_absolute_form_unless_no_proxy_names_the_host(raw, monkeypatch):
+    proxy = raw(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nvp")
+    monkeypatch.setenv("http_proxy", proxy.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert http.Client().get("http://api.provider.test:8080/v1/x?a=1").text == "vp"
+    assert proxy.requests[0].startswith(b"GET http://api.provider.test:8080/v1/x?a=1 HTTP/1.1\r\n")
+    direct = raw(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\ndirect")
+    for no_proxy in ("127.0.0.1", "*", "other.test, 127.0.0.1"):
+        monkeypatch.setenv("NO_PROXY", no_proxy)
+        assert http.proxy_for("http", "127.0.0.1") is None
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert http.Client().get(direct.url).text == "direct"
+    monkeypatch.setenv("NO_PROXY", "provider.test")
+    assert http.proxy_for("http", "api.provider.test") is None and http.proxy_for("http", "notprovider.test")
+    monkeypatch.setenv("HTTP_PROXY", "https://proxy.test:3128")
+    monkeypatch.delenv("http_proxy")
+    with pytest.raises(http.UnsupportedProtocol, match="HTTP_PROXY"):
+        http.proxy_for("http", "example.com")

@@ -18,13 +18,20 @@ from one that may have reached the provider (`ReadTimeout`, `WriteError`, `ReadE
 One connection per request (`Connection: close`), so a stale
 kept-alive connection never turns a sent request into an ambiguous one; the TLS
 context is built once per client.
+
+A proxy is used as httpx and urllib use it: HTTPS_PROXY (https_proxy) tunnels https
+requests with CONNECT, HTTP_PROXY (http_proxy) takes http requests in absolute form, and
+NO_PROXY (no_proxy) lists hosts reached directly (`*`, a host, or a domain and its
+subdomains). A Windmill worker hands its proxy variables to every job
+(windmill-worker `get_proxy_envs_for_lang`).
 """
 from __future__ import annotations
 
 import base64
 import json as jsonlib
+import os
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 from f.dodo.lib import http_wire as wire
 
@@ -139,9 +146,16 @@ class Client:
         tls = parts.scheme == "https"
         port = parts.port or (443 if tls else 80)
         head = {"Host": host if parts.port is None else f"{host}:{port}", "Accept-Encoding": "identity", **head}
+        address, tunnel = (parts.hostname, port), None
+        proxy = proxy_for(parts.scheme, parts.hostname)
+        if proxy and tls:
+            tunnel = proxy
+        elif proxy:  # plain http through the proxy: the request line names the whole URL
+            address, target = proxy[:2], f"http://{head['Host']}{target}"
+            head.update(proxy[2])
         try:
-            status, reason, fields, content = wire.exchange(method, parts.hostname, port, target, head, body,
-                                                            timeout=timeout, tls=self._context() if tls else None)
+            status, reason, fields, content = wire.exchange(method, *address, target, head, body, timeout=timeout,
+                                                            tls=self._context() if tls else None, tunnel=tunnel)
         except wire.WireError as exc:
             raise _httpx_error(exc) from None
         return Response(status, Headers(fields), content, reason)
@@ -154,6 +168,33 @@ class Client:
 
     def close(self) -> None:
         pass
+
+
+def proxy_for(scheme: str, hostname: str) -> tuple[str, int, dict] | None:
+    """(proxy host, port, Proxy-Authorization header if any) for a request, from the
+    environment; None when no proxy is set or NO_PROXY names the host."""
+    env = os.environ
+    url = (env.get("https_proxy") or env.get("HTTPS_PROXY") if scheme == "https"
+           else env.get("http_proxy") or env.get("HTTP_PROXY"))
+    if not url or _bypassed(hostname):
+        return None
+    proxy = urlsplit(url if "://" in url else f"http://{url}")
+    if proxy.scheme != "http" or not proxy.hostname:
+        raise UnsupportedProtocol(f"{scheme.upper()}_PROXY: only an http:// proxy is supported")
+    headers = {}
+    if proxy.username is not None:
+        user = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}"
+        headers["Proxy-Authorization"] = "Basic " + base64.b64encode(user.encode()).decode()
+    return proxy.hostname, proxy.port or 80, headers
+
+
+def _bypassed(hostname: str) -> bool:
+    entries = (os.environ.get("no_proxy") or os.environ.get("NO_PROXY") or "").lower().split(",")
+    host = hostname.lower().rstrip(".")
+    for entry in (e.strip().lstrip(".") for e in entries):
+        if entry == "*" or (entry and (host == entry or host.endswith("." + entry))):
+            return True
+    return False
 
 
 def _httpx_error(exc: wire.WireError) -> TransportError:

@@ -59,14 +59,16 @@ def tls_context():
 
 
 def exchange(method: str, host: str, port: int, target: str, headers: dict, body: bytes | None = None, *,
-             timeout: float | None, tls=None) -> tuple[int, str, dict, bytes]:
+             timeout: float | None, tls=None, tunnel: tuple[str, int, dict] | None = None
+             ) -> tuple[int, str, dict, bytes]:
     """Send `method target` with `headers` (Content-Length added for a body, or a POST, PUT
     or PATCH without one) on a new connection to host:port, TLS with the `tls` context if
-    given; (status, reason, headers by lower-case name, body) of the final answer."""
+    given, through the proxy `tunnel` = (proxy host, port, CONNECT headers) if given;
+    (status, reason, headers by lower-case name, body) of the final answer."""
     if body is not None or method.upper() in ("POST", "PUT", "PATCH"):
         headers = {**headers, "Content-Length": str(len(body or b""))}
     message = request_head(method, target, headers) + (body or b"")
-    sock = _connect(host, port, timeout, tls)
+    sock = _connect(host, port, timeout, tls, tunnel)
     try:
         try:
             sock.sendall(message)
@@ -83,9 +85,11 @@ def exchange(method: str, host: str, port: int, target: str, headers: dict, body
         sock.close()
 
 
-def _connect(host: str, port: int, timeout: float | None, tls) -> socket.socket:
+def _connect(host: str, port: int, timeout: float | None, tls, tunnel) -> socket.socket:
     try:
-        sock = socket.create_connection((host, port), timeout)
+        sock = socket.create_connection(tunnel[:2] if tunnel else (host, port), timeout)
+        if tunnel:
+            _open_tunnel(sock, host, port, tunnel[2])
         if tls is not None:
             try:
                 sock = tls.wrap_socket(sock, server_hostname=host)
@@ -97,6 +101,22 @@ def _connect(host: str, port: int, timeout: float | None, tls) -> socket.socket:
         raise ConnectFailed(str(exc) or "connect timed out", True) from None
     except OSError as exc:  # refused, unreachable, DNS, TLS handshake (ssl.SSLError is an OSError)
         raise ConnectFailed(str(exc) or type(exc).__name__) from None
+
+
+def _open_tunnel(sock: socket.socket, host: str, port: int, headers: dict) -> None:
+    """Ask the proxy for a tunnel to host:port (HTTP CONNECT, RFC 9110 9.3.6); a refusal
+    is a ConnectFailed: nothing reached the destination."""
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        sock.sendall(request_head("CONNECT", authority, {"Host": authority, **headers}))
+        with sock.makefile("rb") as f:  # the proxy sends nothing after its answer until the client speaks
+            status, reason, _, _ = read_answer(f, "CONNECT")
+    except (OSError, WireError) as exc:
+        sock.close()
+        raise ConnectFailed(f"proxy: {exc}", isinstance(exc, socket.timeout)) from None
+    if not 200 <= status < 300:
+        sock.close()
+        raise ConnectFailed(f"the proxy refused the tunnel: HTTP {status} {reason}".rstrip())
 
 
 def request_head(method: str, target: str, headers: dict) -> bytes:
@@ -130,7 +150,7 @@ def read_answer(f, method: str) -> tuple[int, str, dict, bytes]:
         status = int(code)
         if not 100 <= status < 200:
             break
-    if method.upper() == "HEAD" or status in (204, 304):
+    if method.upper() == "HEAD" or status in (204, 304) or (method.upper() == "CONNECT" and status < 300):
         return status, reason, headers, b""
     if "chunked" in headers.get("transfer-encoding", "").lower():
         return status, reason, headers, _read_chunked(f)
