@@ -11,7 +11,6 @@ associations, so the CRM's final content can be compared with the ground truth.
 """
 from __future__ import annotations
 
-import json
 import random
 import re
 import socket
@@ -22,7 +21,8 @@ from email import message_from_bytes
 
 from aiosmtpd.controller import Controller
 from werkzeug import Request, Response
-from werkzeug.serving import WSGIRequestHandler, make_server
+
+from local_runner.destination_standins import WsgiStandIn, json_response
 
 ID = re.compile(r"\[(msg_[A-Za-z0-9_]+)\]")
 MSG_ID = re.compile(r"<(msg_[A-Za-z0-9_]+)@dodo-bundle>")
@@ -35,15 +35,6 @@ SLACK_TOKEN = "xoxb-soak-standin"
 TWILIO_SID = "ACsoakstandin"
 TWILIO_TOKEN = "soak-token"
 SLACK_BLOCKS = {"section", "context", "header", "divider"}
-
-
-class _Quiet(WSGIRequestHandler):
-    def log_request(self, *args, **kwargs):  # no per-request log lines
-        pass
-
-
-def _json(status: int, body, headers: dict | None = None) -> Response:
-    return Response(json.dumps(body), status=status, headers=headers, content_type="application/json")
 
 
 class Bursts:
@@ -80,7 +71,7 @@ class Bursts:
         return "429" if x < 0.5 else ("5xx-after" if x < 0.66 else "5xx")
 
 
-class HttpStandIns:
+class HttpStandIns(WsgiStandIn):
     """HubSpot (/crm/...), Slack (/api/chat.postMessage) and Twilio (/2010-04-01/...)."""
 
     def __init__(self, bursts: Bursts | None = None, port: int = 0):
@@ -97,57 +88,47 @@ class HttpStandIns:
         self.unattributed: list[str] = []
         self.bad_requests: list[str] = []
         self._ids = 1000
-        self.server = make_server("127.0.0.1", port, self.wsgi, threaded=True, request_handler=_Quiet)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def wsgi(self, environ, start_response):
-        return self.handle(Request(environ))(environ, start_response)
+        self._serve(port)
 
     def handle(self, req: Request) -> Response:
         path = req.path
         if path.startswith("/crm/"):
             if req.headers.get("Authorization") != f"Bearer {HUBSPOT_TOKEN}":
                 self._refuse(req, "auth")
-                return _json(401, {"status": "error", "message": "bad token"})
+                return json_response(401, {"status": "error", "message": "bad token"})
             fault = self.bursts.draw()
             if fault == "429":
                 self._count(fault)
-                return _json(429, {"status": "error", "message": "You have reached your ten_secondly_rolling limit.",
+                return json_response(429, {"status": "error", "message": "You have reached your ten_secondly_rolling limit.",
                                    "errorType": "RATE_LIMIT", "correlationId": "00000000-0000-0000-0000-000000000000",
                                    "policyName": "TEN_SECONDLY_ROLLING"},
                              {"X-HubSpot-RateLimit-Interval-Milliseconds": "1000",
                               "X-HubSpot-RateLimit-Max": "100", "X-HubSpot-RateLimit-Remaining": "0"})
             if fault == "5xx":
                 self._count(fault)
-                return _json(502, {"status": "error", "message": "Bad gateway"})
+                return json_response(502, {"status": "error", "message": "Bad gateway"})
             resp = self.hubspot(req)
             if fault == "5xx-after" and resp.status_code < 300:
                 self._count(fault)
-                return _json(500, {"status": "error", "message": "internal error"})
+                return json_response(500, {"status": "error", "message": "internal error"})
             return resp
         if path == "/api/chat.postMessage":
             problem = self._slack_problem(req)
             if problem:
                 return self._refuse(req, problem)
-            return self._attribute(self.slack, req.get_json()["text"], _json(200, {"ok": True, "ts": "1.0"}))
+            return self._attribute(self.slack, req.get_json()["text"], json_response(200, {"ok": True, "ts": "1.0"}))
         if path == f"/2010-04-01/Accounts/{TWILIO_SID}/Messages.json":
             problem = self._twilio_problem(req)
             if problem:
                 return self._refuse(req, problem)
-            return self._attribute(self.sms, req.form["Body"], _json(201, {"sid": "SM" + "0" * 32}))
+            return self._attribute(self.sms, req.form["Body"], json_response(201, {"sid": "SM" + "0" * 32}))
         return self._refuse(req, "no such route")
 
     def _refuse(self, req: Request, problem: str) -> Response:
         """A request the provider would refuse: counted (the soak fails on any) and answered 400."""
         with self.lock:
             self.bad_requests.append(f"{req.method} {req.path}: {problem}")
-        return _json(400, {"message": problem})
+        return json_response(400, {"message": problem})
 
     @staticmethod
     def _slack_problem(req: Request) -> str | None:
@@ -217,7 +198,7 @@ class HttpStandIns:
                     store[item["id"]] = {"id": str(self._ids), "properties": {}}
                 rec = store[item["id"]]
                 rec["properties"].update(item["properties"])
-            return _json(200, {"status": "COMPLETE", "results": [{"id": rec["id"], "properties": rec["properties"]}]})
+            return json_response(200, {"status": "COMPLETE", "results": [{"id": rec["id"], "properties": rec["properties"]}]})
         if req.method == "POST" and parts == ["crm", "v3", "objects", "notes"]:
             body = req.get_json()
             key = body["properties"]["dodo_event_id"]
@@ -228,16 +209,16 @@ class HttpStandIns:
                 self.notes.setdefault(key, {"id": str(self._ids), "properties": body["properties"]})
                 if assoc["associationTypeId"] == 202:
                     self.associations.add((self.notes[key]["id"], body["associations"][0]["to"]["id"]))
-            return _json(201, {"id": str(self._ids), "properties": body["properties"]})
+            return json_response(201, {"id": str(self._ids), "properties": body["properties"]})
         if req.method == "POST" and parts == ["crm", "v3", "objects", "notes", "search"]:
             (flt,) = req.get_json()["filterGroups"][0]["filters"]
             with self.lock:
                 found = [self.notes[flt["value"]]] if flt["value"] in self.notes else []
-            return _json(200, {"total": len(found), "results": found})
+            return json_response(200, {"total": len(found), "results": found})
         if req.method == "PUT" and parts[:3] == ["crm", "v4", "objects"] and parts[5:7] == ["associations", "default"]:
             with self.lock:
                 self.associations.add((parts[4], parts[8]))
-            return _json(200, {"status": "COMPLETE", "results": []})
+            return json_response(200, {"status": "COMPLETE", "results": []})
         return self._refuse(req, "unexpected HubSpot request")
 
 

@@ -158,8 +158,29 @@ class _Quiet(WSGIRequestHandler):
         pass
 
 
-def _json(status: int, body, headers: dict | None = None) -> Response:
+def json_response(status: int, body, headers: dict | None = None) -> Response:
     return Response(json.dumps(body), status=status, headers=headers, content_type="application/json")
+
+
+class WsgiStandIn:
+    """A threaded loopback server answering each request with `self.handle(request)`;
+    `url`, `close()`. Shared by these stand-ins and the soak's (bench/soak_standins.py)."""
+
+    def _serve(self, port: int = 0, name: str | None = None) -> None:
+        self.server = make_server("127.0.0.1", port, self.wsgi, threaded=True, request_handler=_Quiet)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True, name=name)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def wsgi(self, environ, start_response):
+        return self.handle(Request(environ))(environ, start_response)
+
+    def handle(self, req: Request) -> Response:
+        raise NotImplementedError
 
 
 _TOO_MANY = {"posthog": {"type": "rate_limited", "detail": "Rate limit exceeded"},
@@ -168,7 +189,7 @@ _TOO_MANY = {"posthog": {"type": "rate_limited", "detail": "Rate limit exceeded"
              "gcal": {"error": {"code": 429, "message": "Rate Limit Exceeded"}}}
 
 
-class DestinationStandIns:
+class DestinationStandIns(WsgiStandIn):
     """The four APIs on one server (`url`); resources pointing at it: `resources()`.
     `record(provider, summary)` is called for each write accepted (the demo's outbox)."""
 
@@ -184,10 +205,7 @@ class DestinationStandIns:
         self.requests: Counter = Counter()           # provider -> requests
         self.faults: Counter = Counter()             # "provider fault" -> count
         self.bad_requests: list[str] = []
-        self.server = make_server("127.0.0.1", port, self.wsgi, threaded=True, request_handler=_Quiet)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True, name="destination-standins")
-        self.thread.start()
+        self._serve(port, "destination-standins")
 
     def resources(self) -> dict[str, dict]:
         """The f/dodo/<name> resources (by name) that send here."""
@@ -195,13 +213,6 @@ class DestinationStandIns:
                 "segment": {"write_key": SEGMENT_KEY, "base_url": self.url},
                 "mailchimp": {"api_key": MAILCHIMP_KEY, "list_id": MAILCHIMP_LIST, "base_url": self.url},
                 "gcal": {"token": GCAL_TOKEN, "calendar_id": "primary", "base_url": self.url}}
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def wsgi(self, environ, start_response):
-        return self.handle(Request(environ))(environ, start_response)
 
     def handle(self, req: Request) -> Response:
         path = req.path
@@ -218,15 +229,15 @@ class DestinationStandIns:
             self._count(provider, fault)
             if fault == "drop":
                 return self._drop(req)
-            return (_json(429, _TOO_MANY[provider], {"Retry-After": "1"}) if fault == "429"
-                    else _json(503, {"error": "service unavailable"}))
+            return (json_response(429, _TOO_MANY[provider], {"Retry-After": "1"}) if fault == "429"
+                    else json_response(503, {"error": "service unavailable"}))
         try:
             resp = handler(req)
         except AssertionError as exc:  # a request the provider would refuse
             return self._refuse(req, f"{provider}: {str(exc)[:200]}")
         if fault in ("5xx-after", "drop-after") and resp.status_code < 300:
             self._count(provider, fault)
-            return self._drop(req) if fault == "drop-after" else _json(500, {"error": "internal error"})
+            return self._drop(req) if fault == "drop-after" else json_response(500, {"error": "internal error"})
         return resp
 
     def _count(self, provider: str, fault: str) -> None:
@@ -247,7 +258,7 @@ class DestinationStandIns:
     def _refuse(self, req: Request, problem: str) -> Response:
         with self.lock:
             self.bad_requests.append(f"{req.method} {req.path}: {problem}")
-        return _json(400, {"message": problem})
+        return json_response(400, {"message": problem})
 
     def _note(self, provider: str, summary: dict) -> None:
         if self.record is not None:
@@ -262,7 +273,7 @@ class DestinationStandIns:
             props = body.get("properties", {})
             self._note("posthog", {"event": body["event"], "distinct_id": body["distinct_id"],
                                    **{k: props[k] for k in ("revenue", "amount", "mrr", "currency") if k in props}})
-        return _json(200, {"status": "Ok"})
+        return json_response(200, {"status": "Ok"})
 
     def _segment(self, req: Request) -> Response:
         call, body = segment_call(req, SEGMENT_KEY)
@@ -272,7 +283,7 @@ class DestinationStandIns:
         if new:
             self._note("segment", {"call": call, "userId": body.get("userId"),
                                    **({"event": body["event"]} if call == "track" else {"traits": body["traits"]})})
-        return _json(200, {"success": True})
+        return json_response(200, {"success": True})
 
     def _mailchimp(self, req: Request) -> Response:
         kind, member_hash, body = mailchimp_call(req, MAILCHIMP_KEY, MAILCHIMP_LIST)
@@ -284,7 +295,7 @@ class DestinationStandIns:
                                                           "status": body["status_if_new"], "tags": set()}
                 member["merge_fields"] = body.get("merge_fields", {})
             elif member is None:
-                return _json(404, {"title": "Resource Not Found", "status": 404,
+                return json_response(404, {"title": "Resource Not Found", "status": 404,
                                    "detail": "The requested resource could not be found."})
             else:
                 for tag in body["tags"]:
@@ -293,7 +304,7 @@ class DestinationStandIns:
         if kind == "TAGS":
             self._note("mailchimp", {"member": email, "tags": tags})
             return Response(status=204)
-        return _json(200, {"id": member_hash, "email_address": email, "status": member["status"]})
+        return json_response(200, {"id": member_hash, "email_address": email, "status": member["status"]})
 
     def _gcal(self, req: Request) -> Response:
         method, eid, body = gcal_call(req, GCAL_TOKEN)
@@ -301,24 +312,24 @@ class DestinationStandIns:
             have = self.calendar.get(eid)
             if method == "POST":
                 if have is not None:
-                    return _json(409, {"error": {"code": 409, "message": "The requested identifier already exists."}})
+                    return json_response(409, {"error": {"code": 409, "message": "The requested identifier already exists."}})
                 self.calendar[eid] = dict(body, id=eid, status=body.get("status", "confirmed"))
                 self.inserts[eid] += 1
             elif method == "PUT":
                 if have is None:
-                    return _json(404, {"error": {"code": 404, "message": "Not Found"}})
+                    return json_response(404, {"error": {"code": 404, "message": "Not Found"}})
                 self.calendar[eid] = dict(body, id=eid, status=body.get("status", "confirmed"))
             else:
                 if have is None or have["status"] == "cancelled":
                     status = 404 if have is None else 410
-                    return _json(status, {"error": {"code": status, "message": "Not Found" if have is None
+                    return json_response(status, {"error": {"code": status, "message": "Not Found" if have is None
                                                     else "Resource has been deleted"}})
                 have["status"] = "cancelled"
         if method == "DELETE":
             self._note("gcal", {"deleted": eid, "summary": have.get("summary")})
             return Response(status=204)
         self._note("gcal", {"event": eid, "summary": body["summary"], "date": body["start"].get("date")})
-        return _json(200, dict(self.calendar[eid]))
+        return json_response(200, dict(self.calendar[eid]))
 
     def live_events(self) -> dict[str, dict]:
         with self.lock:
