@@ -5,35 +5,13 @@ delivery with the replay command; forged requests page nobody."""
 
 import json
 
-import pytest
 from fixture_data import FIXTURE_SECRET
 from test_flows_e2e import trigger_event
 from test_record_rejection import refund_without_payment_id
-from werkzeug.wrappers import Request, Response
 
 from local_runner import Runner
 from local_runner.demo import ROOT, bundle_config, quiet_wmill_client
-from tests.standin_checks import slack_post_message
-
-TOKEN = "xoxb-alerts"
-
-
-@pytest.fixture
-def schema_name():
-    return "dodo"  # the flows use the scripts' default schema
-
-
-@pytest.fixture
-def slack(httpserver, monkeypatch):
-    posted = []
-
-    def handle(request: Request) -> Response:
-        posted.append(slack_post_message(request, TOKEN))
-        return Response(json.dumps({"ok": True, "ts": f"17.{len(posted)}"}), content_type="application/json")
-
-    httpserver.expect_request("/api/chat.postMessage", method="POST").respond_with_handler(handle)
-    monkeypatch.setenv("DODO_SLACK_API_URL", httpserver.url_for("/api"))
-    return posted
+from tests.alert_standins import TOKEN, schema_name, slack  # noqa: F401 - fixtures
 
 
 def handler_args(run, path="f/dodo/webhook", **extra):
