@@ -38,7 +38,7 @@ from typing import Any, Callable
 
 import yaml
 
-from . import bun, deep, jobenv, js, passthrough, triggers, wmill_local
+from . import bun, deep, jobenv, js, passthrough, pg_script, triggers, wmill_local
 from .config import ArgumentError, Config
 
 _SAME = object()  # "no cached result"
@@ -93,6 +93,7 @@ _RETRY_KEYS = {"constant": {"attempts", "seconds"},
                "exponential": {"attempts", "multiplier", "seconds", "random_factor"}}
 PYTHON = ("python3",)
 TYPESCRIPT = (*bun.LANGUAGES, "bunnative")  # on Bun (local_runner/bun.py); bunnative: Bun without npm installs
+SQL = (pg_script.LANGUAGE,)  # run in the worker itself, no process (local_runner/pg_script.py)
 NATIVETS_REFUSAL = ("nativets runs in Windmill's embedded JavaScript runtime, which passes a Date argument "
                     "as its string; the local runner has Bun only")
 # Why each refused key is refused (UnsupportedFlow names it with this reason).
@@ -131,11 +132,11 @@ def _check_transforms(where: str, transforms: dict) -> None:
 
 
 def _language_refusal(language: str | None) -> str | None:
-    if language in PYTHON or language in TYPESCRIPT or language is None:
+    if language in PYTHON or language in TYPESCRIPT or language in SQL or language is None:
         return None
     if language == "nativets":
         return NATIVETS_REFUSAL
-    return f"the local runner runs python3 and TypeScript ({', '.join(TYPESCRIPT)}) steps only"
+    return f"the local runner runs python3, TypeScript ({', '.join(TYPESCRIPT)}) and postgresql steps only"
 
 
 def validate_modules(where: str, modules: list) -> None:
@@ -283,7 +284,7 @@ def error_result(exc: BaseException) -> dict:
     `extra` being the exception's instance attributes when it has any (the Python wrapper,
     backend/windmill-worker/src/python_executor.rs@94bbd518: `extra = e.__dict__`,
     dumped with default=str)."""
-    if isinstance(exc, bun.TsScriptFailed):  # a TypeScript step's own error object
+    if isinstance(exc, (bun.TsScriptFailed, pg_script.SqlJobFailed)):  # the step's own error object
         return {"error": dict(exc.error)}
     error = {"name": type(exc).__name__, "message": str(exc), "stack": _stack(exc)}
     if vars(exc):
@@ -931,7 +932,7 @@ class Runner:
         (WM_FLOW_STEP_ID) as `step_id` (python_executor.rs, bun_executor.rs wrappers);
         arguments the worker could not resolve are its own error (job_error)."""
         out = job_error(e)
-        if isinstance(e, ArgumentError):
+        if isinstance(e, (ArgumentError, pg_script.SqlJobFailed)):  # the worker's error_to_value: no step_id
             return out
         if sid and "step_id" not in out["error"]:
             out["error"]["step_id"] = sid
@@ -1022,13 +1023,21 @@ class Runner:
         return box["r"]
 
     def _script_code(self, path: str):
-        """The callable for a script by path: `f/x/y.py`, or `f/x/y.ts` on Bun."""
-        if not (self.root / f"{path}.py").exists() and (ts := bun.script_file(self.root, path)):
-            return self._ts_code(ts)
+        """The callable for a script by path: `f/x/y.py`, `f/x/y.ts` on Bun, or `f/x/y.pg.sql`."""
+        if not (self.root / f"{path}.py").exists():
+            if (sql := self.root / f"{path}{pg_script.EXTENSION}").is_file():
+                return self._sql_code(path, sql.read_text())
+            if ts := bun.script_file(self.root, path):
+                return self._ts_code(ts)
         mod = self._script_module(path)
         return lambda fn, args, job, flow_path: self._call(mod, fn, args, job, flow_path)
 
     def _raw_code(self, flow_path: str, v: dict):
+        if v.get("language") in SQL:
+            content = v.get("content") or ""
+            if content.startswith("!inline "):
+                content = (self.flow_file(flow_path).parent / content.removeprefix("!inline ").strip()).read_text()
+            return self._sql_code(v.get("path") or f"{flow_path}/rawscript", content)
         if v.get("language") in TYPESCRIPT:
             return self._ts_code(bun.rawscript(self.flow_file(flow_path).parent, v.get("content") or ""))
         mod = self._inline_module(flow_path, v.get("content") or "")
@@ -1039,6 +1048,20 @@ class Runner:
             return self._as_job(job, flow_path, args, lambda ctx, env, resolved: ts.call(
                 fn, resolved, ctx, root_job=job.root, step_id=job.step_id, flow_path=flow_path))
         return run
+
+    def _sql_code(self, label: str, code: str):
+        """A postgresql job: run by the worker itself (pg_script.run), its arguments resolved
+        first like any job's (pg_executor.rs build_args_values)."""
+        def run(fn, args, job, flow_path):
+            if fn != "main":
+                raise RunnerError(f"{label}: a postgresql script has no {fn}()")
+            return self._as_job(job, flow_path, args,
+                                lambda ctx, env, resolved: self._run_sql(label, code, resolved, job))
+        return run
+
+    def _run_sql(self, label: str, code: str, args: dict, job: Job):
+        """One postgresql job's statements (bench/wm_jobs.py records these jobs apart)."""
+        return _jsonable(pg_script.run(code, args, self.config.get_resource))
 
     def _job_context(self, job: Job, flow_path: str):
         return wmill_local.JobContext(self.config, job.id, job.parent, f"state/{flow_path}/{job.step_id or 'main'}",
