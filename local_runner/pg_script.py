@@ -8,13 +8,16 @@ What is copied, from windmill-labs/windmill:
   `$res:` / `$var:` strings become the resource / variable); the connection comes from the
   `database` argument (a postgresql resource), or from a `-- database <resource path>` line
   (`parse_db_resource`); no `database` at all fails with "Bad request: Missing database
-  argument". The code is split into statements (`parse_sql_blocks`), each run on its own,
+  argument". The code is split into statements at each `;` outside quotes, comments and
+  dollar quotes (`parse_sql_blocks`), each run on its own,
   outside any transaction (autocommit: a later statement's failure does not undo an earlier
   one), with the arguments its `$n` use (`do_postgresql_inner`: the used `$n` renumbered
   from `$1` in order), each argument converted by its declared type (`convert_val`) and
   checked against the type the server infers for that parameter (tokio-postgres `ToSql`:
   a JSON string for a `jsonb` parameter is refused, not parsed). An argument the job was not
-  given is NULL: a `-- $1 name = default` default is the UI's, never the executor's.
+  given takes its `-- $n name = default`, else NULL (pg_executor.rs on main; newer builds also
+  send the parameter types with the query, `query_typed_raw`, which may coerce where the
+  @20db3a33 check copied here refuses: the runner is the stricter of the two).
 - windmill-common/src/worker.rs@ccbea0f8, `SqlAnnotations` / `SqlResultCollectionStrategy`:
   the leading `--` lines may carry `result_collection=<strategy>` (default
   last_statement_all_rows) and the legacy `return_last_result`; the result is shaped by
@@ -81,6 +84,7 @@ def _anyhow(message: str) -> SqlJobFailed:
 _RE_ARG_PGSQL = re.compile(r"^-- \$(\d+) (\w+)(?: \(([A-Za-z0-9_\[\]]+)\))?(?: ?= ?(.+?))? *(?:\r|\n|$)", re.M)
 _RE_CODE_PGSQL = re.compile(r"\$(\d+)(?:::(\w+(?:\[\])?))?")
 _RE_DB = re.compile(r"^-- database (\S+) *(?:\r|\n|$)", re.M)
+_RE_DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")
 _RE_NONEMPTY_BLOCK = re.compile(r"^\s*[^\s](?:[^-]|$)", re.M)
 _TYPES_WITH_SPACES = (("character varying", "varchar"), ("double precision", "double"),
                       ("time with time zone", "timetz"), ("time without time zone", "time"),
@@ -94,6 +98,7 @@ class Arg:
     typ: Any       # windmill_parser::Typ as the wasm parser prints it: "int", {"str": None}, ...
     oidx: int
     has_default: bool = False
+    default: Any = None
 
 
 def parse_pg_typ(otyp: str) -> Any:
@@ -132,31 +137,69 @@ def _spaced_type(code: str, start: int, written: str) -> str:
     return written
 
 
+def _parsed_default(typ: Any, text: str | None) -> Any:
+    """parsed_default: "null" -> none; int / float / bool parsed; a quoted string unquoted."""
+    if text is None or text.lower() == "null":
+        return None
+    try:
+        if typ == "int":
+            return int(text)
+        if typ == "float":
+            return float(text)
+    except ValueError:
+        return None
+    if typ == "bool":
+        return {"true": True, "false": False}.get(text)
+    if isinstance(typ, dict) and "str" in typ and len(text) >= 2 and text[0] == text[-1] == "'":
+        return text[1:-1]
+    return text
+
+
 def parse_signature(code: str) -> list[Arg]:
-    """parse_pg_file: declared `-- $n name (type)` args keep their type; the others are typed by
-    their last `$n::type` use in the text (comments included; no cast: text) and named by
-    their `-- $n name` line, else "$n". Sorted by index."""
+    """parse_pg_file, as the parser shipped in windmill-parser-wasm-regex 1.764.0 behaves
+    (checked by tests/test_pg_scripts.py; newer than lib.rs@8bd9c2ef): a `-- $n name (type)`
+    line declares an argument with that type; every other argument is typed by its first
+    `$n::type` use in the code outside comments, quotes and dollar quotes (no cast at all:
+    text) and named by its `-- $n name` line, else "$n"; a `-- $n name` line whose `$n` is not
+    used declares nothing. `= default` is parsed by the argument's type. Sorted by index."""
     args: dict[int, Arg] = {}
-    explicit: set[int] = set()
     for m in _RE_ARG_PGSQL.finditer(code):
         if m.group(3):
-            idx = int(m.group(1))
-            explicit.add(idx)
-            otyp = m.group(3).lower()
-            args[idx] = Arg(m.group(2), otyp, parse_pg_typ(otyp), idx, m.group(4) is not None)
-    inferred: dict[int, str] = {}
-    for m in _RE_CODE_PGSQL.finditer(code):
-        idx = int(m.group(1))
-        if idx not in explicit:
-            inferred[idx] = _spaced_type(code, m.start(2), m.group(2)) if m.group(2) else "text"
+            idx, otyp = int(m.group(1)), m.group(3).lower()
+            typ = parse_pg_typ(otyp)
+            args[idx] = Arg(m.group(2), otyp, typ, idx, m.group(4) is not None, _parsed_default(typ, m.group(4)))
+    inferred: dict[int, str | None] = {}
+    for idx, cast in _uses(code):
+        if idx not in args and inferred.get(idx) is None:
+            inferred[idx] = cast
     for idx, otyp in inferred.items():
-        otyp = otyp.lower()
+        otyp = (otyp or "text").lower()
         args[idx] = Arg(f"${idx}", otyp, parse_pg_typ(otyp), idx)
     for m in _RE_ARG_PGSQL.finditer(code):
         idx = int(m.group(1))
-        if idx in args and idx not in explicit:
-            args[idx].name, args[idx].has_default = m.group(2), m.group(4) is not None
+        if idx in inferred:
+            arg = args[idx]
+            arg.name, arg.has_default = m.group(2), m.group(4) is not None
+            arg.default = _parsed_default(arg.typ, m.group(4))
     return [args[i] for i in sorted(args)]
+
+
+def _uses(code: str) -> list[tuple[int, str | None]]:
+    """Each `$n` outside comments and quotes, with its `::type` cast (None without)."""
+    found: list[tuple[int, str | None]] = []
+
+    def on_char(i: int) -> int:
+        if code[i] == "$" and i + 1 < len(code) and code[i + 1].isdigit():
+            j = i + 1
+            while j < len(code) and code[j].isdigit():
+                j += 1
+            m = _RE_CODE_PGSQL.match(code, i)
+            cast = _spaced_type(code, m.start(2), m.group(2)) if m and m.group(2) else None
+            found.append((int(code[i + 1:j]), cast))
+            return j - 1
+        return i
+    _scan(code, on_char)
+    return found
 
 
 def schema_args(code: str) -> list[dict]:
@@ -168,13 +211,22 @@ def schema_args(code: str) -> list[dict]:
 
 
 def _scan(code: str, on_char) -> None:
-    """run_on_sql_statement_matches: walk the code outside quotes and comments (no notion of
-    dollar quoting: a `;` inside `$$ ... $$` splits there too)."""
-    state, i, n = "normal", 0, len(code)
+    """run_on_sql_statement_matches: walk the code outside quotes, comments and dollar-quoted
+    bodies (`$$ ... $$`, `$tag$ ... $tag$`), calling on_char(i) on every other character."""
+    state, i, n, tag = "normal", 0, len(code), ""
     while i < n:
         c = code[i]
         nxt = code[i + 1] if i + 1 < n else ""
-        if state == "normal":
+        if state == "dollar":
+            if code.startswith(tag, i):
+                state, i = "normal", i + len(tag)
+                continue
+        elif state == "normal":
+            m = _RE_DOLLAR_TAG.match(code, i) if c == "$" else None
+            if m:
+                state, tag = "dollar", m.group(0)
+                i += len(tag)
+                continue
             if c == "'":
                 state = "single"
             elif c == '"':
@@ -222,18 +274,7 @@ def split_statements(code: str) -> list[str]:
 
 def statement_arg_indices(statement: str) -> set[int]:
     """parse_pg_statement_arg_indices: the `$n` a statement uses, outside quotes and comments."""
-    found: set[int] = set()
-
-    def on_char(i: int) -> int:
-        if statement[i] == "$" and i + 1 < len(statement) and statement[i + 1].isdigit():
-            j = i + 1
-            while j < len(statement) and statement[j].isdigit():
-                j += 1
-            found.add(int(statement[i + 1:j]))
-            return j - 1
-        return i
-    _scan(statement, on_char)
-    return found
+    return {idx for idx, _ in _uses(statement)}
 
 
 def annotations(code: str) -> tuple[str, bool]:
@@ -469,10 +510,8 @@ def _run_statement(conn, statement: str, sig: dict, args: dict, skip: bool, firs
     import psycopg2  # noqa: PLC0415
 
     used = [i for i in sorted(statement_arg_indices(statement)) if i in sig]
-    for n, oidx in enumerate(used, 1):
-        if oidx != n:
-            statement = statement.replace(f"${oidx}", f"${n}")  # as do_postgresql_inner does
-    params = [convert_value(args.get(sig[oidx].name), sig[oidx]) for oidx in used]
+    statement = _renumber(statement, {oidx: n for n, oidx in enumerate(used, 1)})
+    params = [convert_value(_value(args, sig[oidx]), sig[oidx]) for oidx in used]
     cur = conn.cursor()
     try:
         if params:
@@ -490,6 +529,34 @@ def _run_statement(conn, statement: str, sig: dict, args: dict, skip: bool, firs
         raise _db_error(e) from None
     finally:
         cur.close()
+
+
+def _renumber(statement: str, mapping: dict[int, int]) -> str:
+    """$5, $50 -> $1, $2 at the uses' positions only (do_postgresql_inner on main; @20db3a33
+    used a plain text replace, which also hit `$50` when renumbering `$5`)."""
+    out, last = [], [0]
+
+    def on_char(i: int) -> int:
+        if statement[i] == "$" and i + 1 < len(statement) and statement[i + 1].isdigit():
+            j = i + 1
+            while j < len(statement) and statement[j].isdigit():
+                j += 1
+            new = mapping.get(int(statement[i + 1:j]))
+            out.append(statement[last[0]:i + 1] + (str(new) if new else statement[i + 1:j]))
+            last[0] = j
+            return j - 1
+        return i
+    _scan(statement, on_char)
+    return "".join(out) + statement[last[0]:]
+
+
+def _value(args: dict, arg: Arg) -> Any:
+    """The value bound: the job's argument, else the declaration's default, else NULL
+    (pg_executor.rs on main, do_postgresql_inner: "explicit user value > declaration default
+    > NULL"; @20db3a33 bound NULL without looking at the default)."""
+    if arg.name in args:
+        return args[arg.name]
+    return arg.default
 
 
 def _execute_prepared(cur, statement: str, params: list[Param]) -> None:

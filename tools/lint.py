@@ -2,7 +2,9 @@
 
 - check_yaml: every flow, trigger and schedule YAML passes windmill-yaml-validator.
 - check_schemas: every script's `.script.yaml` schema matches the signature that
-  windmill-parser-wasm-py infers from its `main` (names, types, required).
+  windmill-parser-wasm-py infers from its `main` (names, types, required); for a
+  PostgreSQL script (`.pg.sql`) the arguments windmill-parser-wasm-regex `parse_sql`
+  infers, after the `database` resource (postgresql) that windmill-cli adds first.
 - check_flows: `!inline` files exist, the preprocessor takes `event` (Windmill's v2
   trigger format), script steps call existing scripts with their real parameters.
 - check_pins: `# requirements:` headers match requirements.lock (tools.pins).
@@ -96,11 +98,55 @@ def _expected_property(typ) -> dict:
     return {}
 
 
-def script_files(root: Path = ROOT) -> list[Path]:
+def script_files(root: Path = ROOT, pattern: str = "*.py") -> list[Path]:
     """Standalone scripts (flow inline scripts have no .script.yaml)."""
     return sorted(
-        p for p in (root / "f").rglob("*.py") if not any(part.endswith("__flow") for part in p.parts)
+        p for p in (root / "f").rglob(pattern) if not any(part.endswith("__flow") for part in p.parts)
     )
+
+
+SQL_SUFFIX = ".pg.sql"  # windmill-cli: language postgresql <-> <name>.pg.sql (+ <name>.script.yaml)
+
+
+def sql_signatures(files: list[Path], root: Path) -> list[dict]:
+    """Each .pg.sql script's inputs as `wmill script generate-metadata` infers them
+    (windmill-cli 1.819.0 inferSchema, language postgresql: `database` first, a postgresql
+    resource, then parse_sql's arguments)."""
+    out = []
+    for result in _node("sql", files, root):
+        main = result["main"]
+        if "error" not in main:
+            main = dict(main, args=[{"name": "database", "typ": {"resource": "postgresql"}, "has_default": False},
+                                    *main["args"]])
+        out.append({"file": result["file"], "main": main})
+    return out
+
+
+def _script_meta(path: Path) -> Path:
+    name = path.name.removesuffix(SQL_SUFFIX) if path.name.endswith(SQL_SUFFIX) else path.stem
+    return path.with_name(name + ".script.yaml")
+
+
+def check_sql_schemas(root: Path = ROOT) -> list[str]:
+    problems = []
+    for result in sql_signatures(script_files(root, "*" + SQL_SUFFIX), root):
+        path = Path(result["file"])
+        name = _rel(path, root)
+        if "error" in result["main"]:
+            problems.append(f"{name}: Windmill cannot parse it: {result['main']['error']}")
+            continue
+        meta_path = _script_meta(path)
+        if not meta_path.is_file():
+            problems.append(f"{name}: no {meta_path.name}")
+            continue
+        meta = yaml.safe_load(meta_path.read_text()) or {}
+        if not meta.get("summary"):
+            problems.append(f"{_rel(meta_path, root)}: no summary")
+        if meta.get("language") not in (None, "postgresql"):
+            problems.append(f"{_rel(meta_path, root)}: language {meta['language']!r}, but {name} is postgresql")
+        problems += [f"{_rel(meta_path, root)}: {p}"
+                     for p in compare_schema(result["main"]["args"], meta.get("schema"))]
+    return problems
 
 
 def check_schemas(root: Path = ROOT) -> list[str]:
@@ -180,7 +226,7 @@ def check_flows(root: Path = ROOT) -> list[str]:
         pre = value.get("preprocessor_module")
         if pre and pre.get("id") != "preprocessor":
             problems.append(f"{name}: preprocessor_module must have id 'preprocessor'")
-        steps_to_parse = []
+        steps_to_parse, sql_steps = [], []
         for module in _modules(value):
             mv = module.get("value") or {}
             for key in ("content", "lock"):
@@ -189,10 +235,13 @@ def check_flows(root: Path = ROOT) -> list[str]:
                     problems.append(f"{name}: step {module.get('id')}: {key} file {target.name} is missing")
             if mv.get("type") == "script" and str(mv.get("path", "")).startswith("f/"):
                 script = root / f"{mv['path']}.py"
-                if not script.is_file():
-                    problems.append(f"{name}: step {module.get('id')}: script {mv['path']} does not exist")
-                else:
+                sql = root / f"{mv['path']}{SQL_SUFFIX}"
+                if script.is_file():
                     steps_to_parse.append((module, script))
+                elif sql.is_file():
+                    sql_steps.append((module, sql))
+                else:
+                    problems.append(f"{name}: step {module.get('id')}: script {mv['path']} does not exist")
         if pre and (pre.get("value") or {}).get("type") == "rawscript":
             target = _inline(pre["value"].get("content"), flow_path.parent)
             if target is not None and target.is_file():
@@ -203,8 +252,8 @@ def check_flows(root: Path = ROOT) -> list[str]:
                         f"{name}: preprocessor must be `def preprocessor(event)` (Windmill's v2 "
                         f"trigger format), found arguments {names}"
                     )
-        parsed = _node("py", [s for _, s in steps_to_parse], root)
-        for (module, _script), result in zip(steps_to_parse, parsed):
+        parsed = _node("py", [s for _, s in steps_to_parse], root) + sql_signatures([s for _, s in sql_steps], root)
+        for (module, _script), result in zip(steps_to_parse + sql_steps, parsed):
             args = result["main"].get("args", [])
             given = set((module["value"].get("input_transforms") or {}))
             known = {a["name"] for a in args}
@@ -242,6 +291,7 @@ def check_wmill_lint(root: Path = ROOT) -> list[str]:
 CHECKS = {
     "windmill-yaml-validator": check_yaml,
     "script schemas": check_schemas,
+    "postgresql script schemas": check_sql_schemas,
     "flows": check_flows,
     "requirements pins": check_pins,
     "wmill lint": check_wmill_lint,
