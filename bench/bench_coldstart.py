@@ -11,6 +11,10 @@ job's CPU (user + sys of the finished process) is summed per event:
 - duplicate: the same delivery again (same webhook-id, new signature);
 - forged: a body signed with the wrong secret.
 
+A postgresql script step (`.pg.sql`) runs in Windmill's worker itself, no process: it runs
+in process here, counts as a Windmill job, adds no CPU to the sum and is reported as
+`sql_jobs` ("native SQL").
+
 Each sum is divided by the CPU of `python -c pass` measured in the same round
 (interleaved: bare, recorded, bare, duplicate, bare, forged), and the median over
 rounds is reported, with the Windmill job count of each event (the runner's, which
@@ -97,17 +101,17 @@ class _Tree:
 
     def event(self, kind: str, trigger: dict) -> dict:
         """CPU and jobs of one event; checks it ended as that kind of event ends."""
-        first = len(self.runner.costs)
+        first, first_sql = len(self.runner.costs), len(self.runner.sql_jobs)
         run = self.runner.run_flow(FLOW, event=trigger)
-        costs = self.runner.costs[first:]
+        costs, sql_jobs = self.runner.costs[first:], self.runner.sql_jobs[first_sql:]
         ok = {"recorded": run.success and not run.skipped, "duplicate": run.success and run.skipped,
               "forged": not run.success}[kind]
         if not ok:
             raise RuntimeError(f"{self.label} {kind}: unexpected end: success={run.success} skipped={run.skipped} "
                                f"result={json.dumps(run.result, default=str)[:600]}; failed jobs: "
-                               f"{[(c.step_id, c.error) for c in costs if not c.success]}")
+                               f"{[(c.step_id, c.error) for c in costs + sql_jobs if not c.success]}")
         return {"cpu_ms": sum(c.cpu_ms for c in costs), "jobs": run.job_count, "python_jobs": len(costs),
-                "steps": {c.step_id or c.label: c.cpu_ms for c in costs}}
+                "sql_jobs": len(sql_jobs), "steps": {c.step_id or c.label: c.cpu_ms for c in costs}}
 
     def close(self) -> None:
         self.api.close()
@@ -162,9 +166,11 @@ def run(quick: bool, compare: Path | None = None) -> dict:
             ratio = _median(g["cpu_ms"] / b for g, b in s)
             steps = {step: _median(g["steps"][step] for g, _ in s if step in g["steps"]) for step in s[0][0]["steps"]}
             per[kind] = {"cpu_ms": _median(g["cpu_ms"] for g, _ in s), "ratio": ratio, "jobs": s[0][0]["jobs"],
-                         "python_jobs": s[0][0]["python_jobs"], "steps_cpu_ms": steps}
+                         "python_jobs": s[0][0]["python_jobs"], "sql_jobs": s[0][0]["sql_jobs"],
+                         "steps_cpu_ms": steps}
+            sql = f", {per[kind]['sql_jobs']} native SQL" if per[kind]["sql_jobs"] else ""
             rows.append({"name": f"coldstart ({tree.label}): {kind} event, {per[kind]['jobs']} Windmill jobs, "
-                                 f"{per[kind]['python_jobs']} Python", "measured": f"{per[kind]['cpu_ms']} ms CPU",
+                                 f"{per[kind]['python_jobs']} Python{sql}", "measured": f"{per[kind]['cpu_ms']} ms CPU",
                          "baseline_text": f"{base} ms", "ratio": ratio})
         figures[tree.label] = per
     return {"name": "coldstart", "figures": figures, "baseline": f"{base} ms CPU (python -c pass)",

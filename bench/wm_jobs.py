@@ -20,8 +20,11 @@ backend/windmill-worker/src/python_executor.rs@00e22cda, `handle_python_job` and
 - `wmill` calls (variables, resources) are HTTP requests to the same API.
 
 `WindmillApi` answers those requests from the repository and a `Config` on loopback;
-`ProcessRunner` is the local runner with every script job run this way, recording each
-job's CPU (user + sys of the finished child, from wait4).
+`ProcessRunner` is the local runner with every Python script job run this way, recording each
+job's CPU (user + sys of the finished child, from wait4). A postgresql script job (`.pg.sql`)
+runs in the worker itself on Windmill (pg_executor.rs: no process), so here it runs in
+process as the runner runs it (local_runner/pg_script.py): it is a Windmill job but costs no
+Python process, so it is kept out of `costs` and listed in `sql_jobs`.
 """
 from __future__ import annotations
 
@@ -287,13 +290,26 @@ def _job_error(result: dict) -> Exception:
 
 
 class ProcessRunner(Runner):
-    """The local runner with every script job run as a worker runs it (run_job). `costs`
-    collects each job's CPU in the order the jobs finished."""
+    """The local runner with every Python script job run as a worker runs it (run_job). `costs`
+    collects each Python job's CPU in the order the jobs finished; `sql_jobs` the postgresql
+    jobs (run in process, as the worker runs them), with cpu_ms 0: no Python process."""
 
     def __init__(self, root, config: Config, env: dict, *, loader: bool = True, **kwargs):
         super().__init__(root, config, sleep=lambda s: None, **kwargs)
         self.env, self.loader = env, loader
         self.costs: list[JobCost] = []
+        self.sql_jobs: list[JobCost] = []
+
+    def _run_sql(self, label: str, code: str, args: dict, job):
+        try:
+            result = super()._run_sql(label, code, args, job)
+        except Exception as e:
+            with self._lock:
+                self.sql_jobs.append(JobCost(label, job.step_id, 0.0, False, str(e)[:1500]))
+            raise
+        with self._lock:
+            self.sql_jobs.append(JobCost(label, job.step_id, 0.0, True))
+        return result
 
     def _script_module(self, path: str):
         return Script(path, (self.root / f"{path}.py").read_text())

@@ -228,6 +228,21 @@ def test_sql_error_fails_the_step_with_the_workers_error(runner, pg):
     assert pg.execute(f"SELECT count(*) FROM {SCHEMA}.calls").fetchone() == (0,)
 
 
+def test_bench_counts_a_sql_job_apart_from_python_processes(pg, pg_url):
+    """bench/wm_jobs.py ProcessRunner: a postgresql job runs in process, is no Python process
+    (not in `costs`), and is listed in `sql_jobs`, a failed attempt included."""
+    from bench.wm_jobs import ProcessRunner  # noqa: PLC0415
+
+    cfg = Config()
+    cfg.resources["f/pg/postgres"] = dict(dblib.dsn_to_resource(pg_url))
+    bench_runner = ProcessRunner(TREE, cfg, {"PATH": "/usr/bin:/bin"})
+    run = bench_runner.run_flow("f/pg/entry", {"record": {"id": "evt_bench", "fail_times": 1}})
+    assert run.success, run.result
+    assert bench_runner.costs == []
+    assert [(c.label, c.success, c.cpu_ms) for c in bench_runner.sql_jobs] == [("f/pg/record", False, 0.0),
+                                                                                ("f/pg/record", True, 0.0)]
+
+
 # ---------------------------------------------------------------- lint
 
 
