@@ -5,7 +5,9 @@ and commit), each case naming its Windmill test and carrying the flow (or job, o
 expression), its arguments and the expected result - the Rust test's own assertion,
 either as the exact value (`result`) or as its predicate in JavaScript (`check`, with
 `result` and `success` in scope). A case the runner refuses names the refusal it must get
-(`refused`); nothing is expected to fail. `excluded` lists, per file, the tests that hold no
+(`refused`); nothing is expected to fail. A case marked `postgres` runs its postgresql job
+against the session's Postgres server (tests/conftest.py), in place of the `database` Windmill's
+test names. `excluded` lists, per file, the tests that hold no
 flow the runner could express, with the reason. README.md ("Conformance with Windmill")
 gives the counts and the refusals.
 """
@@ -130,7 +132,7 @@ def _assert_run(outcome, run: dict, where: str):
 
 
 @pytest.mark.parametrize("source, case", list(_cases()))
-def test_windmill_case(source, case, tmp_path):
+def test_windmill_case(source, case, tmp_path, request):
     where = f"{source['file']}@{source['commit'][:8]} {case['test']}"
     kind = case.get("kind", "flow")
     if kind == "expressions":
@@ -151,6 +153,8 @@ def test_windmill_case(source, case, tmp_path):
         try:
             if server:
                 run = dict(run, args=_substitute(run.get("args") or {}, server.port))
+            if case.get("postgres"):  # a postgresql job: its `database` is this session's real server
+                run = dict(run, args={**(run.get("args") or {}), "database": _session_postgres(request)})
             if refusal:
                 with pytest.raises(UnsupportedFlow, match=refusal):
                     _run_one(runner, case, run)
@@ -164,6 +168,12 @@ def test_windmill_case(source, case, tmp_path):
             assert server.received == run["received"], f"{where} run {i}: the steps sent {server.received}"
         if "sleeps" in run:
             assert sleeps == run["sleeps"], f"{where} run {i}: slept {sleeps}"
+
+
+def _session_postgres(request) -> dict:
+    from f.dodo.lib.db import dsn_to_resource  # noqa: PLC0415
+
+    return dict(dsn_to_resource(request.getfixturevalue("pg_url")))
 
 
 def _expressions(case, where):
@@ -191,5 +201,5 @@ def test_readme_counts_match_the_cases():
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     table = readme[readme.index("## Conformance with Windmill"):]
     assert f"| refused by name, with the reason | {refused} |" in table
-    assert f"| pass (Python and Bun TypeScript steps, expressions) | {len(cases) - refused} |" in table
+    assert f"| pass (Python, Bun TypeScript and PostgreSQL steps, expressions) | {len(cases) - refused} |" in table
     assert f"| total | {len(cases)} |" in table
