@@ -83,3 +83,11 @@ def test_nothing_in_a_nested_delivery_is_resolved_after_defusing():
 def test_defusing_is_idempotent():
     once = defuse({"$k": ["$var:x"]})
     assert defuse(once) == once == {"\u2060$k": ["\u2060$var:x"]}
+
+
+def test_html_escape_is_the_standard_librarys_html_escape():
+    import html  # the oracle; the steps do not import it (its entity table: tests/test_step_imports.py)
+
+    text = "<script>alert('x')</script> & \"Tom\" &amp; <!channel> ünï\u2060$var:x"
+    assert inert.html_escape(text) == html.escape(text)
+    assert inert.html_escape("&lt;") == "&amp;lt;"  # & first: an entity in the input stays text

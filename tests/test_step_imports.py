@@ -38,10 +38,25 @@ _SINKS = """
 import json, sys
 import f.dodo.crm.sync_contact, f.dodo.notify.send
 heavy = ("pydantic", "importlib.metadata", "uuid", "dataclasses", "http.client", "f.dodo.lib.analytics", "f.dodo.lib.campaigns",
-         "f.dodo.lib.gcalendar", "f.dodo.lib.events", "smtplib")
+         "f.dodo.lib.gcalendar", "f.dodo.lib.events", "smtplib", "typing", "html")
 print(json.dumps(sorted(m for m in heavy if m in sys.modules)))
 """
 
 
 def test_the_crm_and_notify_steps_import_no_model_no_unconfigured_destination():
     assert _fresh(_SINKS) == []
+
+
+_HTTP = """
+import json, sys
+from f.dodo.lib import http_client
+resp = http_client.shared().get(sys.argv[1])
+print(json.dumps({"status": resp.status_code, "idna": "encodings.idna" in sys.modules}))
+"""
+
+
+def test_a_request_to_an_ascii_host_does_not_import_the_idna_codec(httpserver):
+    httpserver.expect_request("/ping", method="GET").respond_with_data("ok")
+    url = httpserver.url_for("/ping")
+    assert "//localhost:" in url  # a name to resolve, not an address
+    assert _fresh(_HTTP, url) == {"status": 200, "idna": False}

@@ -17,7 +17,7 @@ import contextlib
 import json
 import os
 import time
-from typing import Iterator
+from collections.abc import Iterator  # not typing: see resources.py
 
 from f.dodo.lib import http_client as http
 from f.dodo.lib import retry

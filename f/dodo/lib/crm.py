@@ -14,16 +14,16 @@ retried or replayed step converges to one contact and one note.
 
 from __future__ import annotations
 
-import html
 from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Iterator
+from collections.abc import Iterator  # not typing: see resources.py
 
 from f.dodo.lib import db, ledger
 from f.dodo.lib.channels import to_outbox
 from f.dodo.lib.errors import mark_permanent
 from f.dodo.lib.hubspot import HubSpot
+from f.dodo.lib.inert import html_escape
 from f.dodo.lib.money import EXPONENTS, exponent, format_major
 
 # Contacts <-> notes timeline: payments, refunds and disputes.
@@ -235,7 +235,7 @@ def note_id(event: dict) -> str:
 
 def note_body(event: dict) -> str:
     """HTML note body; every value is escaped (names and remarks come from customers)."""
-    e = html.escape
+    e = html_escape
     amount = money(event.get("amount_minor"), event.get("currency")) or event.get("amount")
     lines = [f"<strong>{e(str(event.get('event_type')))}</strong>"]
     if amount is not None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from typing import Any, Iterator
+from collections.abc import Iterator  # not typing: see resources.py
 
 import psycopg2
 import psycopg2.extensions as _ext
@@ -62,7 +62,7 @@ class Connection:
         self.dsn = dsn  # what reconnect() needs (psycopg2 forgets it once the connection is lost)
         self._depth = 0  # transaction() nesting: the outer block is BEGIN/COMMIT, inner ones savepoints
 
-    def execute(self, query: Any, params: Any = None, *, prepare: bool | None = None) -> "_ext.cursor":
+    def execute(self, query: object, params: object = None, *, prepare: bool | None = None) -> "_ext.cursor":
         """Run one statement; returns its cursor (fetchone/fetchall/rowcount/iterate).
         `prepare` is accepted for psycopg 3 call sites and ignored."""
         cur = self.raw.cursor()
@@ -209,7 +209,7 @@ class DatabaseUnreachable(ConfigError, OperationalError):
     """The database refused or did not answer the connection (still an OperationalError, so
     callers that retry on one keep doing so). The message names the setting, never the password."""
 
-    def __init__(self, target: Any, exc: BaseException):
+    def __init__(self, target: object, exc: BaseException):
         where = _ext.parse_dsn(target) if isinstance(target, str) else dict(target or {})
         setting = "DATABASE_URL" if isinstance(target, str) else "the postgresql resource f/dodo/postgres (locally: DATABASE_URL)"
         reason = " ".join(str(exc).split())[:240] or "no answer"

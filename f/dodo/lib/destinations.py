@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from functools import partial
-from typing import Callable
+from collections.abc import Callable  # not typing: see resources.py
 
 from f.dodo.lib import crm, ledger, retry
 from f.dodo.lib.errors import ConfigError, is_permanent, mark_permanent

@@ -30,7 +30,6 @@ from __future__ import annotations
 import base64
 import json as jsonlib
 import os
-from typing import Any
 from urllib.parse import unquote, urlencode, urlsplit
 
 from f.dodo.lib import http_wire as wire
@@ -77,7 +76,7 @@ class RemoteProtocolError(ReadError):
 class Headers(dict):
     """Response headers by lower-case name (a repeated header's values joined by ", ")."""
 
-    def get(self, name: str, default: Any = None) -> Any:
+    def get(self, name: str, default: object = None) -> object:
         return super().get(name.lower(), default)
 
     def __getitem__(self, name: str) -> str:
@@ -107,7 +106,7 @@ class Response:
     def text(self) -> str:
         return self.content.decode(self.headers.get_content_charset() or "utf-8", "replace")
 
-    def json(self) -> Any:
+    def json(self) -> object:
         return jsonlib.loads(self.content)
 
 
@@ -121,7 +120,7 @@ class Client:
             self._tls = wire.tls_context()
         return self._tls
 
-    def request(self, method: str, url: str, *, json: Any = None, data: dict | None = None,
+    def request(self, method: str, url: str, *, json: object = None, data: dict | None = None,
                 headers: dict | None = None, params: dict | None = None, auth: tuple[str, str] | None = None,
                 content: bytes | str | None = None, timeout: float | None | object = ...) -> Response:
         """One request; `timeout` (seconds, per connect and per read) overrides the client's."""

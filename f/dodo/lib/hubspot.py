@@ -28,7 +28,6 @@ waited out whole (HubSpot/hubspot-api-nodejs src/services/decorators/RetryDecora
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from f.dodo.lib import http_client as http
 from f.dodo.lib import retry
@@ -74,7 +73,7 @@ class HubSpot:
     def close(self) -> None:
         """Nothing to release: the pool is the process's and outlives each client."""
 
-    def call(self, method: str, path: str, body: Any = None, *, resend: bool = True) -> dict:
+    def call(self, method: str, path: str, body: object = None, *, resend: bool = True) -> dict:
         """One API call with retries; a 4xx other than 429 raises with HubSpot's message.
 
         `resend=False` (a create, which HubSpot does not dedupe): no retry once the request

@@ -41,7 +41,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable  # not typing: see resources.py
 
 from f.dodo.lib import db
 from f.dodo.lib.errors import OutcomeUnknown, is_permanent
@@ -56,7 +56,7 @@ PATIENCE_S = 120.0  # how long recording an outcome keeps reconnecting (a Postgr
 # What a send returns: the provider's message id (str), None, or
 # {"status": "sent"|"skipped", "external_id": ..., "detail": {...}, "error": <a warning
 # kept in last_error, e.g. recipients an SMTP server refused>}.
-Send = Callable[..., Any]  # send() or, with_attempt, send(attempt)
+Send = Callable[..., object]  # send() or, with_attempt, send(attempt)
 Connect = Callable[[], db.Connection]
 
 _CLAIM = """
@@ -87,7 +87,7 @@ def connect(postgresql: dict | None, schema: str = "dodo"):
     return db.connect(target, schema) if target else None
 
 
-def _outcome(value: Any) -> tuple[str, str | None, dict | None, str | None]:
+def _outcome(value: object) -> tuple[str, str | None, dict | None, str | None]:
     if isinstance(value, dict):
         return value.get("status", "sent"), value.get("external_id"), value.get("detail"), value.get("error")
     return "sent", None if value is None else str(value), None, None

@@ -15,11 +15,11 @@ replay resends it only with `resend_unknown`.
 
 from __future__ import annotations
 
-import html
 import time
 
 from f.dodo.lib import channels, ledger, render
 from f.dodo.lib.errors import OutcomeUnknown, mark_permanent
+from f.dodo.lib.inert import html_escape
 from f.dodo.lib.routing import Routing, Rule, check_slack_webhook
 
 SINK = "notify"
@@ -149,7 +149,7 @@ def send_digest(conn, routing: Routing, transports: Transports, *, limit: int = 
     title = f"Dodo Payments daily digest: {len(lines)} events"
     if routing.digest_channel == "email" and transports.smtp and routing.email_to:
         text = "\n".join(lines)
-        html_body = "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>"
+        html_body = "<ul>" + "".join(f"<li>{html_escape(x)}</li>" for x in lines) + "</ul>"
         sent = channels.send_email(transports.smtp, sender=routing.email_from or transports.smtp.get("user")
                                    or "dodo-bundle@localhost", to=routing.email_to, subject=title,
                                    text=text, html=html_body,

@@ -4,7 +4,7 @@ Customer-controlled text (names, emails, metadata, remarks) is escaped per chann
 before it meets a template, so no field can format, link, ping or inject:
 - Slack: & < > escaped (no `<!channel>`, `<@U..>` or links); `@channel`/`@here`/
   `@everyone` broken with a zero-width joiner so they never ping.
-- HTML email: html.escape. Headers: control characters (CR/LF included) removed.
+- HTML email: inert.html_escape (html.escape's entities). Headers: control characters (CR/LF included) removed.
 - SMS: control and bidi-override characters removed.
 Templates are `string.Template` ($name), which has no attribute access.
 
@@ -16,11 +16,11 @@ Text is cut after escaping (escaping can grow it fivefold) and never inside an e
 
 from __future__ import annotations
 
-import html
 import re
 import unicodedata
 from string import Template
 
+from f.dodo.lib.inert import html_escape
 from f.dodo.lib.money import format_major
 
 TITLES = {
@@ -150,7 +150,7 @@ def email_message(event: dict, urgency: str = "normal", title: str = DEFAULT_TIT
             ("customer_name", "customer_email", "customer_id", "amount", "status", "reason",
              "entity_id", "event_type", "occurred_at", "webhook_id") if f[k]] + metadata(event)
     text = _fill(summary, f, sms_safe) + "\n\n" + "\n".join(f"{k}: {sms_safe(v)}" for k, v in rows)
-    e = html.escape
+    e = html_escape
     html_rows = "".join(f"<tr><th align=\"left\">{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows)
     body = (f"<html><body><h2>{_fill(title, f, e)}</h2><p>{_fill(summary, f, e)}</p>"
             f"<table>{html_rows}</table></body></html>")

@@ -15,7 +15,7 @@ leaves the outcome unknown: `OutcomeUnknown` is raised instead of sending again.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable  # not typing: see resources.py
 
 from f.dodo.lib import http_client as http
 from f.dodo.lib.errors import OutcomeUnknown

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections import namedtuple
 from fnmatch import fnmatchcase
-from typing import Any, Literal, NamedTuple
 
-Channel = Literal["slack", "email", "sms"]
 _EMAIL = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+")
 _PHONE = re.compile(r"\+[1-9][0-9]{6,14}")
 CHANNELS = ("slack", "email", "sms")
@@ -28,28 +27,33 @@ class RoutingError(ValueError):
         self.permanent = True
 
 
-# NamedTuples, not dataclasses: immutable all the same, and the notify step (a fresh
-# process per event) does not import dataclasses and inspect for them.
-class Rule(NamedTuple):
-    match: str
-    channels: list[str] = []  # never mutated (nor is any list below)
-    urgency: str = "normal"          # low | normal | urgent
-    # immediate: send now; digest: only in the daily digest; off: nothing.
-    mode: str = "immediate"
-    slack_channel: str | None = None
-    email_to: list[str] | None = None
-    sms_to: list[str] | None = None
-    title: str | None = None     # string.Template over the event's facts, e.g. "$title"
-    summary: str | None = None   # e.g. "$amount from $customer_name"
+# Named tuples, not dataclasses nor typing.NamedTuple: immutable all the same, and the
+# notify step (a fresh process per event) imports neither dataclasses and inspect nor
+# typing for them (f/dodo/lib/resources.py). Each field after the first has the default
+# given here; no list is ever mutated.
+_RULE_DEFAULTS = {
+    "channels": [],              # of CHANNELS
+    "urgency": "normal",         # low | normal | urgent
+    "mode": "immediate",         # immediate: send now; digest: only in the daily digest; off: nothing
+    "slack_channel": None,
+    "email_to": None,            # list[str] | None: the routing's when None
+    "sms_to": None,
+    "title": None,               # string.Template over the event's facts, e.g. "$title"
+    "summary": None,             # e.g. "$amount from $customer_name"
+}
+Rule = namedtuple("Rule", ["match", *_RULE_DEFAULTS], defaults=_RULE_DEFAULTS.values())
+
+_ROUTING_DEFAULTS = {
+    "slack_channel": "#payments",
+    "email_from": None,
+    "email_to": [],
+    "sms_to": [],
+    "digest_channel": "slack",   # slack | email
+}
 
 
-class Routing(NamedTuple):
-    rules: list[Rule]
-    slack_channel: str = "#payments"
-    email_from: str | None = None
-    email_to: list[str] = []
-    sms_to: list[str] = []
-    digest_channel: str = "slack"    # slack | email
+class Routing(namedtuple("Routing", ["rules", *_ROUTING_DEFAULTS], defaults=_ROUTING_DEFAULTS.values())):
+    __slots__ = ()  # a tuple still: no per-instance dict
 
     def route(self, event_type: str) -> Rule | None:
         return next((r for r in self.rules if fnmatchcase(event_type, r.match)), None)
@@ -62,7 +66,7 @@ _ONE_OF = {"urgency": ("low", "normal", "urgent"), "mode": ("immediate", "digest
            "digest_channel": ("slack", "email")}
 
 
-def _str(where: str, value: Any, problems: list[str], *, optional: bool = True, nonempty: bool = False) -> None:
+def _str(where: str, value: object, problems: list[str], *, optional: bool = True, nonempty: bool = False) -> None:
     if value is None and optional:
         return
     if not isinstance(value, str):
@@ -71,7 +75,7 @@ def _str(where: str, value: Any, problems: list[str], *, optional: bool = True, 
         problems.append(f"{where}: String should have at least 1 character")
 
 
-def _list(where: str, value: Any, problems: list[str], item_ok, item_error: str, *, optional: bool) -> None:
+def _list(where: str, value: object, problems: list[str], item_ok, item_error: str, *, optional: bool) -> None:
     if value is None and optional:
         return
     if not isinstance(value, list):
@@ -85,17 +89,17 @@ def _list(where: str, value: Any, problems: list[str], item_ok, item_error: str,
             return
 
 
-def _emails(where: str, value: Any, problems: list[str], *, optional: bool) -> None:
+def _emails(where: str, value: object, problems: list[str], *, optional: bool) -> None:
     _list(where, value, problems, _EMAIL.fullmatch,
           "{where}: Value error, not an email address: {item!r}", optional=optional)
 
 
-def _phones(where: str, value: Any, problems: list[str], *, optional: bool) -> None:
+def _phones(where: str, value: object, problems: list[str], *, optional: bool) -> None:
     _list(where, value, problems, _PHONE.fullmatch,
           "{where}: Value error, not an E.164 phone number (+15551234567): {item!r}", optional=optional)
 
 
-def _fields(where: str, obj: Any, cls, problems: list[str]) -> bool:
+def _fields(where: str, obj: object, cls, problems: list[str]) -> bool:
     if not isinstance(obj, dict):
         problems.append(f"{where}: Input should be a valid dictionary")
         return False
@@ -108,7 +112,7 @@ def _fields(where: str, obj: Any, cls, problems: list[str]) -> bool:
     return True
 
 
-def _rule(where: str, obj: Any, problems: list[str]) -> Rule | None:
+def _rule(where: str, obj: object, problems: list[str]) -> Rule | None:
     before = len(problems)
     if not _fields(where, obj, Rule, problems):
         return None
@@ -125,7 +129,7 @@ def _rule(where: str, obj: Any, problems: list[str]) -> Rule | None:
     return Rule(**obj) if len(problems) == before else None
 
 
-def _validate(obj: Any) -> Routing:
+def _validate(obj: object) -> Routing:
     problems: list[str] = []
     rules: list[Rule] = []
     if _fields("routing", obj, Routing, problems):
