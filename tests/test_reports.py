@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import email
+import email.policy
 from xml.etree import ElementTree
 import functools
 import json
@@ -272,9 +274,11 @@ def test_sends_slack_and_email_once_per_day(loaded, stream, httpserver, monkeypa
     rows = expected(stream, day)["rows"]
     assert posts[0]["channel"] == "#revenue"
     assert all(r["net"] in posts[0]["text"] and r["mrr"] in posts[0]["text"] for r in rows)
-    mail = inbox.messages[0].content.decode()
-    assert "Revenue report for " + day.isoformat() in mail and inbox.messages[0].rcpt_tos == ["owner@example.com"]
-    assert all(r["gross"] in mail for r in rows)
+    mail = email.message_from_bytes(inbox.messages[0].content, policy=email.policy.default)
+    text, html = (mail.get_body((kind,)).get_content() for kind in ("plain", "html"))  # as a mail client reads it
+    assert mail["Subject"].startswith("Revenue report for " + day.isoformat())
+    assert inbox.messages[0].rcpt_tos == ["owner@example.com"]
+    assert all(r["gross"] in text and r["gross"] in html for r in rows)
 
 
 def test_day_defaults_to_yesterday_and_rejects_bad_dates(make_db, monkeypatch, tmp_path):

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from tests.fixture_data import envelope
+from tests.provider_standins import SmtpServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,3 +61,18 @@ def test_a_request_to_an_ascii_host_does_not_import_the_idna_codec(httpserver):
     url = httpserver.url_for("/ping")
     assert "//localhost:" in url  # a name to resolve, not an address
     assert _fresh(_HTTP, url) == {"status": 200, "idna": False}
+
+
+_EMAIL = """
+import json, sys
+from f.dodo.lib import channels
+channels.send_email({"host": "127.0.0.1", "port": int(sys.argv[1])}, sender="a@shop.example", to=["ops@shop.example"],
+                    subject="s", text="t", html="<p>t</p>", message_id="<m@dodo-bundle>")
+print(json.dumps([m for m in ("smtplib", "email", "encodings.idna") if m in sys.modules]))
+"""
+
+
+def test_sending_an_email_imports_neither_smtplib_nor_the_email_package():
+    with SmtpServer() as smtp:
+        assert _fresh(_EMAIL, str(smtp.port)) == []
+        assert len(smtp.messages) == 1

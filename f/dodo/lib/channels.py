@@ -148,48 +148,37 @@ def send_email(smtp: dict, *, sender: str, to: list[str], subject: str, text: st
     never sent in cleartext: without TLS (no STARTTLS offered on a non-465 port) a
     configured login is refused before it is attempted.
     """
-    import smtplib  # noqa: PLC0415 - imported when an e-mail is sent, not by every step
-    from email.message import EmailMessage  # noqa: PLC0415
-    from email.utils import formatdate  # noqa: PLC0415
+    from f.dodo.lib import smtp_wire  # noqa: PLC0415 - imported when an e-mail is sent, not by every step
 
-    msg = EmailMessage()
-    msg["From"], msg["To"], msg["Subject"] = sender, ", ".join(to), subject
-    msg["Date"], msg["Message-ID"] = formatdate(usegmt=True), message_id
-    msg.set_content(text)
-    msg.add_alternative(html, subtype="html")
+    data = smtp_wire.message(sender=sender, to=to, subject=subject, text=text, html=html, message_id=message_id)
     host, port = smtp["host"], int(smtp.get("port") or 587)
     try:
         with smtp_session(smtp, timeout) as server:
-            refused = server.send_message(msg)
-    except (smtplib.SMTPException, OSError) as exc:
+            refused = server.send(smtp_wire.mailbox(sender)[1], [smtp_wire.mailbox(a)[1] for a in to], data)
+    except (smtp_wire.SmtpError, OSError) as exc:
         raise DeliveryError(f"SMTP {host}:{port}: {type(exc).__name__}: {str(exc)[:200]}") from None
     outcome: dict = {"status": "sent", "external_id": message_id}
     if refused:
-        why = {rcpt: f"{code} {reply.decode(errors='replace') if isinstance(reply, bytes) else reply}"[:200]
-               for rcpt, (code, reply) in refused.items()}
+        why = {rcpt: f"{code} {reply}"[:200] for rcpt, (code, reply) in refused.items()}
         outcome["detail"] = {"refused": why}
         outcome["error"] = "refused by the SMTP server: " + "; ".join(f"{r} ({w})" for r, w in why.items())
     return outcome
 
 
 @contextlib.contextmanager
-def smtp_session(smtp: dict, timeout: float = 20.0) -> Iterator[smtplib.SMTP]:
-    """A logged-in SMTP session: SSL on 465, STARTTLS on 587 or when offered (the doctor
-    opens one to prove the login). A password never travels in cleartext: on a server
-    that offers no TLS the login is refused before it is attempted (DeliveryError)."""
-    import smtplib  # noqa: PLC0415 - see send_email
+def smtp_session(smtp: dict, timeout: float = 20.0) -> Iterator[smtp_wire.Session]:
+    """A logged-in SMTP session (f/dodo/lib/smtp_wire.py): SSL on 465, STARTTLS on 587 or
+    when offered (the doctor opens one to prove the login). A password never travels in
+    cleartext: on a server that offers no TLS the login is refused before it is attempted
+    (DeliveryError). A refused login raises smtp_wire.AuthError."""
+    from f.dodo.lib import smtp_wire  # noqa: PLC0415 - see send_email
 
     host, port = smtp["host"], int(smtp.get("port") or 587)
-    if port == 465:
-        server = smtplib.SMTP_SSL(host, port, timeout=timeout, context=_tls_context())
-    else:
-        server = smtplib.SMTP(host, port, timeout=timeout)
-    with server:
+    with smtp_wire.Session(host, port, timeout=timeout, tls=_tls_context() if port == 465 else None) as server:
         server.ehlo()
         tls = port == 465
-        if port != 465 and (port == 587 or server.has_extn("starttls")):
-            server.starttls(context=_tls_context())
-            server.ehlo()
+        if port != 465 and (port == 587 or server.has("starttls")):
+            server.starttls(_tls_context())
             tls = True
         if smtp.get("user") and smtp.get("password"):
             if not tls:

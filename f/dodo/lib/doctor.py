@@ -14,14 +14,12 @@ import base64
 import binascii
 import os
 import re
-import smtplib
-import ssl
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import httpx
 
-from f.dodo.lib import channels, hubspot, routing
+from f.dodo.lib import channels, hubspot, routing, smtp_wire
 from f.dodo.lib import schema as migrations
 from f.dodo.lib import workspace as ws
 from f.dodo.lib.reconcile import client_from_resource
@@ -258,10 +256,10 @@ def check_smtp(resource: dict, live: Live) -> Check:
                 pass
         except channels.DeliveryError as exc:  # the server offers no TLS for the login
             raise Broken(str(exc)[:300], "use the server's TLS port (465, or 587 with STARTTLS) in f/dodo/smtp") from None
-        except smtplib.SMTPAuthenticationError as exc:
-            raise Broken(f"{host}:{port} refused the login ({exc.smtp_code})",
+        except smtp_wire.AuthError as exc:
+            raise Broken(f"{host}:{port} refused the login ({exc.code})",
                          "correct user and password in f/dodo/smtp") from None
-        except (smtplib.SMTPException, OSError, ssl.SSLError) as exc:
+        except (smtp_wire.SmtpError, OSError) as exc:  # ssl.SSLError is an OSError
             raise Broken(f"{host}:{port}: {type(exc).__name__}: {str(exc)[:200]}",
                          "check host and port in f/dodo/smtp (465 SSL, 587 STARTTLS) and that the server is up") from None
         return f"{host}:{port} " + ("login accepted" if resource.get("user") else "reachable (no login configured)")
