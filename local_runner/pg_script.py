@@ -1,47 +1,44 @@
 """PostgreSQL scripts (language `postgresql`, files `<name>.pg.sql`), run as Windmill's worker
 runs them: in the worker itself (Rust, tokio-postgres), no Python process, still one job.
 
-What is copied, from windmill-labs/windmill:
+Copied from windmill-labs/windmill backend/windmill-worker/src/pg_executor.rs as on main after
+PRs #8999 (typed binding, declaration defaults) and #9106 (the rust-postgres fork; the 1.7xx+
+line the bundle's windmill-cli 1.819.0 belongs to); @20db3a33 is the older shape where noted.
 
-- backend/windmill-worker/src/pg_executor.rs@20db3a33, `do_postgresql`: the job's arguments
-  are resolved like every job's (`build_args_values` -> common.rs `transform_json_as_values`:
-  `$res:` / `$var:` strings become the resource / variable); the connection comes from the
-  `database` argument (a postgresql resource), or from a `-- database <resource path>` line
-  (`parse_db_resource`); no `database` at all fails with "Bad request: Missing database
-  argument". The code is split into statements at each `;` outside quotes, comments and
-  dollar quotes (`parse_sql_blocks`), each run on its own,
-  outside any transaction (autocommit: a later statement's failure does not undo an earlier
-  one), with the arguments its `$n` use (`do_postgresql_inner`: the used `$n` renumbered
-  from `$1` in order), each argument converted by its declared type (`convert_val`) and
-  checked against the type the server infers for that parameter (tokio-postgres `ToSql`:
-  a JSON string for a `jsonb` parameter is refused, not parsed). An argument the job was not
-  given takes its `-- $n name = default`, else NULL (pg_executor.rs on main; newer builds also
-  send the parameter types with the query, `query_typed_raw`, which may coerce where the
-  @20db3a33 check copied here refuses: the runner is the stricter of the two).
-- windmill-common/src/worker.rs@ccbea0f8, `SqlAnnotations` / `SqlResultCollectionStrategy`:
-  the leading `--` lines may carry `result_collection=<strategy>` (default
-  last_statement_all_rows) and the legacy `return_last_result`; the result is shaped by
-  `collect` (rows are objects column -> value; `*_scalar` takes each row's first column).
-  The annotation parser is windmill-macros/src/lib.rs@c079155e `annotations`.
-- parsers/windmill-parser-sql/src/lib.rs@8bd9c2ef, `parse_pgsql_sig` / `parse_pg_file`: the
-  arguments are the `-- $n name [(type)] [= default]` lines and the `$n[::type]` uses
-  (no cast: text), their types by `parse_pg_typ`. tests/test_pg_scripts.py checks this port
-  against the same parser compiled to wasm (npm windmill-parser-wasm-regex `parse_sql`).
-- Values back (`pg_cell_to_json_value`): json/jsonb as JSON, integers and floats as numbers,
-  numeric as its text ("12.50", rust_decimal's serde form), timestamps as chrono prints
-  them ("2026-01-02 03:04:05", timestamptz with " UTC"), bytea as "\\x<hex>", uuid/inet
-  as text, void as null.
-- A failure is a worker error, not a script exception: `error_to_value`
-  (windmill-common worker.rs) gives `{"name": err.name(), "message": err.to_string()}`, no
-  `step_id` and no `stack`. A Postgres error goes through `to_anyhow` into
-  `Error::Anyhow` (windmill-common error.rs@a3b6fa4e): name "Anyhow", message
-  "Error: db error: ERROR: <message>[\\nDETAIL: ..][\\nHINT: ..] @pg_executor.rs:<line>:<col>"
-  (anyhow's `{:#}` renders tokio-postgres's kind, "db error", then its cause; the location is
-  the `?` in pg_executor.rs, which varies with the Windmill build: here `PG_LOCATION`).
+- `do_postgresql`: the job's arguments are resolved like every job's (`build_args_values` ->
+  common.rs `transform_json_as_values`: `$res:` / `$var:` strings become the resource /
+  variable). The connection comes from the `database` argument (a postgresql resource), or a
+  `-- database <resource path>` line (`parse_db_resource`); neither: "Bad request: Missing
+  database argument". The code is split at each `;` outside quotes, comments and dollar
+  quotes (`parse_sql_blocks`); each statement runs on its own, outside any transaction (a later
+  statement's failure does not undo an earlier one).
+- `do_postgresql_inner`: a statement binds the `$n` it uses, renumbered from `$1`. Each value is
+  the job's argument of that name, else the `-- $n name = default`, else NULL; `convert_val`
+  pairs it with its natural Postgres type (a string is parsed into a declared int / numeric /
+  bool / date type, else sent as text: `$1::jsonb` parses a JSON string on the server). When
+  every used argument's type is one Windmill can name (`otyp_to_pg_type`) the statement goes
+  with those types asserted (`query_typed_raw`); otherwise (an enum, a domain, a type from
+  another schema) the server infers the types and each binding must accept them
+  (tokio-postgres `ToSql::accepts`).
+- windmill-common/src/worker.rs@ccbea0f8 `SqlAnnotations` / `SqlResultCollectionStrategy`: the
+  leading `--` lines may carry `result_collection=<strategy>` (default last_statement_all_rows)
+  and the legacy `return_last_result` (windmill-macros/src/lib.rs@c079155e `annotations`); the
+  result is shaped by `collect` (rows are objects column -> value; `*_scalar` takes each row's
+  first column; a `first_row` of no row is null).
+- parsers/windmill-parser-sql `parse_pgsql_sig`: as npm windmill-parser-wasm-regex 1.764.0
+  `parse_sql` (the parser `wmill` uses) behaves, which tests/test_pg_scripts.py checks.
+- `pg_cell_to_json_value_with_state`: see `cell_to_json`.
+- A failure is a worker error, not a script exception: windmill-common worker.rs
+  `error_to_value` gives `{"name": err.name(), "message": err.to_string()}`, no `step_id`, no
+  `stack`. A Postgres error goes through `to_anyhow` into `Error::Anyhow` (error.rs@a3b6fa4e):
+  name "Anyhow", message "Error: db error: ERROR: <message>[\\nDETAIL: ..][\\nHINT: ..]
+  @pg_executor.rs:<line>:<col>" (anyhow's `{:#}` renders the fork's kind, "db error", then its
+  cause; PR #10371). The `@file:line:col` is where the worker's `?` sits in its own build: here
+  `PG_LOCATION`, without line and column, so match on the text before it.
 
-Not copied: `%%name%%` interpolation, `-- s3` streaming, `-- prepare`, data tables
-(`datatable://`), and the worker's cached connection (one per worker, the most used target,
-kept 60 s after its last query; its session state survives between jobs): every job here
+Not copied: `%%name%%` interpolation, `-- s3` modes, `-- prepare`, data tables, IAM auth, and the
+worker's cached connection (one per worker, the most used target, reset with `RESET ALL; RESET
+SESSION AUTHORIZATION; UNLISTEN *; CLOSE ALL` and kept 60 s after its last query): each job here
 opens and closes its own connection.
 """
 from __future__ import annotations
@@ -99,6 +96,7 @@ class Arg:
     oidx: int
     has_default: bool = False
     default: Any = None
+    inferred: bool = False  # otyp_inferred: "text" only because nothing typed it
 
 
 def parse_pg_typ(otyp: str) -> Any:
@@ -173,8 +171,8 @@ def parse_signature(code: str) -> list[Arg]:
         if idx not in args and inferred.get(idx) is None:
             inferred[idx] = cast
     for idx, otyp in inferred.items():
-        otyp = (otyp or "text").lower()
-        args[idx] = Arg(f"${idx}", otyp, parse_pg_typ(otyp), idx)
+        args[idx] = Arg(f"${idx}", (otyp or "text").lower(), parse_pg_typ((otyp or "text").lower()), idx,
+                        inferred=otyp is None)
     for m in _RE_ARG_PGSQL.finditer(code):
         idx = int(m.group(1))
         if idx in inferred:
@@ -341,23 +339,41 @@ def _first_value(row: dict) -> Any:
 
 # ---------------------------------------------------------------- arguments (convert_val)
 
-_INTS = {"char": "i8", "character": "i8", "smallint": "i16", "smallserial": "i16", "int2": "i16", "serial2": "i16",
-         "int": "i32", "integer": "i32", "int4": "i32", "serial": "i32", "oid": "u32",
-         "bigint": "i64", "bigserial": "i64", "int8": "i64", "serial8": "i64"}
-_FLOATS = {"real": "f32", "float4": "f32", "double": "f64", "float8": "f64", "numeric": "Decimal",
-           "decimal": "Decimal"}
-_NULLS = {**_INTS, **_FLOATS, "bool": "bool", "boolean": "bool", "uuid": "Uuid", "date": "NaiveDate",
-          "time": "NaiveTime", "timetz": "NaiveTime", "timestamp": "NaiveDateTime", "timestamptz": "DateTime<Utc>",
-          "jsonb": "Option<Value>", "json": "Option<Value>", "bytea": "Vec<u8>", "text": "String",
-          "varchar": "String"}
-# The Postgres types each Rust type's ToSql accepts (postgres-types, rust_decimal, uuid, chrono).
+# otyp_to_pg_type: the declared types the worker can name to the server. When every argument a
+# statement uses has one, the statement goes as one unnamed prepared statement with the
+# parameter types asserted (query_typed_raw), each the natural type of its binding; otherwise
+# the server infers the parameter types (prepare + query_raw) and each binding's ToSql must
+# accept what it inferred.
+_KNOWN_OTYPS = {"bool", "boolean", "char", "character", "smallint", "smallserial", "int2", "serial2", "int", "integer",
+                "int4", "serial", "bigint", "bigserial", "int8", "serial8", "real", "float4", "double",
+                "double precision", "float8", "numeric", "decimal", "text", "varchar", "character varying", "uuid",
+                "date", "time", "timetz", "timestamp", "timestamptz", "json", "jsonb", "bytea", "oid"}
+_INT_TYPES = {"char": ("i8", '"char"'), "character": ("i8", '"char"'),
+              **{t: ("i16", "int2") for t in ("smallint", "smallserial", "int2", "serial2")},
+              **{t: ("i32", "int4") for t in ("int", "integer", "int4", "serial")},
+              **{t: ("i64", "int8") for t in ("bigint", "bigserial", "int8", "serial8")}}
+_RANGES = {"i16": (-2 ** 15, 2 ** 15 - 1), "i32": (-2 ** 31, 2 ** 31 - 1), "i64": (-2 ** 63, 2 ** 63 - 1),
+           "u32": (0, 2 ** 32 - 1)}
+# The null binding and natural type of each declared type (convert_val's Value::Null arm).
+_NULL_TYPES = {"bool": ("bool", "bool"), "boolean": ("bool", "bool"), **_INT_TYPES,
+               "numeric": ("Decimal", "numeric"), "decimal": ("Decimal", "numeric"), "oid": ("u32", "oid"),
+               "real": ("f32", "float4"), "float4": ("f32", "float4"), "double": ("f64", "float8"),
+               "double precision": ("f64", "float8"), "float8": ("f64", "float8"), "uuid": ("Uuid", "uuid"),
+               "date": ("NaiveDate", "date"), "time": ("NaiveTime", "time"), "timetz": ("NaiveTime", "time"),
+               "timestamp": ("NaiveDateTime", "timestamp"), "timestamptz": ("DateTime<Utc>", "timestamptz"),
+               "jsonb": ("Value", "jsonb"), "json": ("Value", "json"), "bytea": ("Vec<u8>", "bytea"),
+               "varchar": ("String", "varchar"), "character varying": ("String", "varchar"),
+               "text": ("String", "text")}
+# The Postgres types each binding's ToSql accepts (postgres-types, rust_decimal, uuid, chrono;
+# AnyTextValue: text-like types plus any enum or domain).
 _ACCEPTS = {"bool": {"bool"}, "i8": {"char"}, "i16": {"int2"}, "i32": {"int4"}, "i64": {"int8"}, "u32": {"oid"},
             "f32": {"float4"}, "f64": {"float8"}, "Decimal": {"numeric"}, "Uuid": {"uuid"}, "NaiveDate": {"date"},
             "NaiveTime": {"time"}, "NaiveDateTime": {"timestamp"}, "DateTime<Utc>": {"timestamptz"},
-            "Vec<u8>": {"bytea"}, "Value": {"json", "jsonb"}, "Option<Value>": {"json", "jsonb"},
-            "String": {"varchar", "text", "bpchar", "name", "unknown", "citext", "ltree", "lquery", "ltxtquery"}}
+            "Vec<u8>": {"bytea"}, "Value": {"json", "jsonb"},
+            "String": {"varchar", "text", "bpchar", "name", "unknown", "citext", "ltree", "lquery", "ltxtquery"},
+            "AnyTextValue": {"varchar", "text", "bpchar", "name", "unknown", "citext"}}
 _RUST_NAMES = {"String": "alloc::string::String", "Value": "serde_json::value::Value",
-               "Option<Value>": "core::option::Option<serde_json::value::Value>",
+               "AnyTextValue": "windmill_worker::pg_executor::AnyTextValue",
                "Decimal": "rust_decimal::decimal::Decimal", "Uuid": "uuid::Uuid", "Vec<u8>": "alloc::vec::Vec<u8>",
                "NaiveDate": "chrono::naive::date::NaiveDate", "NaiveTime": "chrono::naive::time::NaiveTime",
                "NaiveDateTime": "chrono::naive::datetime::NaiveDateTime",
@@ -366,102 +382,187 @@ _RUST_NAMES = {"String": "alloc::string::String", "Value": "serde_json::value::V
 
 @dataclass
 class Param:
-    rust: str            # the Rust type convert_val boxes (what ToSql accepts is checked on it)
-    value: Any           # the Python value sent
+    rust: str            # the Rust binding convert_val boxes (its ToSql decides what it accepts)
+    value: Any           # the Python value sent (None: NULL)
+    pg_type: str         # the natural Postgres type of that binding (what query_typed_raw asserts)
     array: bool = False  # Option<Vec<Option<T>>>
-    null: bool = False   # None::<T>
 
 
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _chrono(fmt_value: str, kind: str):
-    """chrono's parse of "%Y-%m-%dT%H:%M:%S.%3fZ" (date/time/timestamp) or RFC 3339 (timestamptz),
-    `unwrap_or_default` on failure: 1970-01-01 / 00:00:00."""
-    try:
-        if kind == "DateTime<Utc>":
-            return dt.datetime.fromisoformat(fmt_value.replace("Z", "+00:00")).astimezone(dt.timezone.utc)
-        parsed = dt.datetime.strptime(fmt_value, "%Y-%m-%dT%H:%M:%S.%fZ")
-        if len(fmt_value.rsplit(".", 1)[-1]) != 4:  # %3f: exactly three digits, then Z
-            raise ValueError
-    except ValueError:
-        parsed = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc if kind == "DateTime<Utc>" else None)
-    return {"NaiveDate": parsed.date(), "NaiveTime": parsed.time()}.get(kind, parsed)
+def _number_text(n) -> str:
+    """serde_json's Number to_string: 5, -7, 12.5, 1e+20 as Rust prints f64."""
+    return json.dumps(n)
+
+
+def _parse_int(s: str, rust: str, what: str) -> int:
+    """Rust's str::parse::<i16/i32/i64/u32>, its error in pg_executor.rs's words."""
+    if not s:
+        reason = "cannot parse integer from empty string"
+    elif not re.fullmatch(r"[+-]?\d+", s) or (rust == "u32" and s.startswith("-")):
+        reason = "invalid digit found in string"
+    else:
+        lo, hi = _RANGES[rust]
+        n = int(s)
+        if lo <= n <= hi:
+            return n
+        reason = "number too large to fit in target type" if n > hi else "number too small to fit in target type"
+    raise _anyhow(f"Cannot parse '{s}' as {what}: {reason}")
+
+
+def _parse_float(s: str, what: str) -> float:
+    if re.fullmatch(r"[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|infinity|nan)", s, re.I):
+        return float(s)
+    raise _anyhow(f"Cannot parse '{s}' as {what}: invalid float literal")
+
+
+_DATE_FORMATS = {
+    "date": ("%Y-%m-%d", "%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%f"),
+    "time": ("%H:%M:%S.%f", "%H:%M:%S", "%H:%M", "%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%S.%f",
+             "%Y-%m-%dT%H:%M:%SZ"),
+    "timestamp": ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%S.%f",
+                  "%Y-%m-%dT%H:%M:%SZ"),
+}
+
+
+def _parse_temporal(s: str, kind: str):
+    """parse_naive_date / parse_naive_time / parse_naive_datetime / parse_datetime_utc: the
+    formats chrono's Display and JS frontends produce."""
+    if kind == "timestamptz":
+        text = s.removesuffix(" UTC")
+        try:
+            parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            parsed = None
+        if parsed is not None:
+            return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc)
+        raise _execution_err(f"Cannot parse '{s}' as timestamptz: input contains invalid characters")
+    for fmt in _DATE_FORMATS[kind]:
+        try:
+            parsed = dt.datetime.strptime(s, fmt)
+        except ValueError:
+            continue
+        return {"date": parsed.date(), "time": parsed.time()}.get(kind, parsed)
+    raise _execution_err(f"Cannot parse '{s}' as {kind}: input contains invalid characters")
 
 
 def convert_value(value: Any, arg: Arg) -> Param:
-    """pg_executor.rs convert_val / convert_vec_val."""
-    otyp = arg.otyp
+    """pg_executor.rs convert_val (main, after windmill-labs/windmill#8999): the binding and
+    its natural Postgres type, by the JSON value's kind and the declared type. A bool or a
+    number meets text only when the type was written (`$1::text`, `-- $1 x (text)`), not
+    when the parser fell back to text; a string is parsed into the declared numeric, bool,
+    uuid, date or time type, else sent as text (the server casts it, `$1::jsonb` included)."""
+    otyp, typ = arg.otyp, arg.typ
+    is_str = isinstance(typ, dict) and "str" in typ
+    explicit_text = not arg.inferred and is_str and otyp in ("text", "varchar", "character varying", "char",
+                                                             "character")
     if otyp.endswith("[]") and (isinstance(value, list) or value is None):
         return _convert_array(value, otyp[:-2])
     if value is None:
-        if otyp not in _NULLS:
-            raise SqlJobFailed("Anyhow", f"Error: Unsupported JSON null type @{PG_LOCATION}")
-        return Param(_NULLS[otyp], None, null=True)
+        rust, pg_type = _NULL_TYPES.get(otyp, ("AnyTextValue", "text"))
+        return Param(rust, None, pg_type)
     if isinstance(value, bool):
-        return Param("bool", value)
-    if isinstance(value, (int, float)):
-        if isinstance(arg.typ, dict) and "str" in arg.typ:
-            return Param("String", json.dumps(value))  # serde_json's Number to_string
-        rust = _INTS.get(otyp) if _is_int(value) else None
-        if rust in ("i8", "i16", "i32") or (rust in ("i64", "u32") and value >= 0):
-            return Param(rust, value)
-        if otyp in _FLOATS and _FLOATS[otyp] in ("f32", "f64"):
-            return Param(_FLOATS[otyp], float(value))
-        if otyp in ("numeric", "decimal"):
-            return Param("Decimal", decimal.Decimal(str(value)))
-        return Param("i64", value) if _is_int(value) else Param("f64", float(value))
-    if isinstance(value, str):
-        if otyp == "uuid":
-            try:
-                return Param("Uuid", uuid.UUID(value))
-            except ValueError as e:
-                raise SqlJobFailed("UuidErr", f"UuidErr: {e} @{PG_LOCATION}") from None
-        if otyp in ("date", "time", "timetz", "timestamp", "timestamptz"):
-            kind = _NULLS[otyp]
-            return Param(kind, _chrono(value, kind))
-        if otyp == "bytea":
-            try:
-                return Param("Vec<u8>", base64.b64decode(value, validate=True))
-            except ValueError:
-                return Param("Vec<u8>", b"")
-        return Param("String", value)
-    if isinstance(value, list):
+        if explicit_text:
+            if otyp in ("char", "character"):
+                raise _execution_err(
+                    f"Cannot bind a JSON bool to a `{otyp}` arg. `char` and `character` are single-byte / "
+                    'fixed-width text — pass the value as a string (e.g. "t" / "f") or change the arg type to `bool`.')
+            return Param("String", "true" if value else "false",
+                         "varchar" if otyp in ("varchar", "character varying") else "text")
         if otyp in ("jsonb", "json"):
-            return Param("Value", value)
-        raise _execution_err(f"Unsupported type in query: {_debug_value(value)} and signature {json.dumps(otyp)}")
-    if isinstance(value, dict):
-        if otyp in ("text", "varchar"):
-            return Param("String", json.dumps(value, separators=(",", ":")))
-        return Param("Value", value)
+            return Param("Value", value, otyp)
+        return Param("bool", value, "bool")
+    if isinstance(value, (int, float)):
+        return _convert_number(value, otyp, explicit_text)
+    if isinstance(value, str):
+        return _convert_string(value, otyp)
+    if isinstance(value, (list, dict)):
+        if otyp in ("jsonb", "json"):
+            return Param("Value", value, otyp)
+        if isinstance(value, dict) and otyp in ("varchar", "character varying"):
+            return Param("String", json.dumps(value, separators=(",", ":")), "varchar")
+        if is_str or (isinstance(value, dict) and otyp == "text"):
+            return Param("String", json.dumps(value, separators=(",", ":")), "varchar" if otyp == "varchar" else "text")
+        return Param("Value", value, "jsonb")
     raise _execution_err(f"Unsupported type in query: {value!r} and signature {json.dumps(otyp)}")
 
 
+def _convert_number(value, otyp: str, explicit_text: bool) -> Param:
+    if explicit_text and otyp in ("text", "varchar", "character varying"):
+        return Param("String", _number_text(value), "text" if otyp == "text" else "varchar")
+    if _is_int(value) and otyp in _INT_TYPES and (_INT_TYPES[otyp][0] != "i64" or value >= 0):
+        rust, pg_type = _INT_TYPES[otyp]
+        return Param(rust, value, pg_type)
+    if otyp in ("real", "float4"):
+        return Param("f32", float(value), "float4")
+    if otyp in ("double", "double precision", "float8"):
+        return Param("f64", float(value), "float8")
+    if otyp in ("numeric", "decimal"):
+        return Param("Decimal", decimal.Decimal(str(value)), "numeric")
+    if otyp == "oid" and _is_int(value) and value >= 0:
+        return Param("u32", value, "oid")
+    return Param("i64", value, "int8") if _is_int(value) else Param("f64", float(value), "float8")
+
+
+def _convert_string(s: str, otyp: str) -> Param:
+    if otyp == "uuid":
+        try:
+            return Param("Uuid", uuid.UUID(s), "uuid")
+        except ValueError:  # Error::UuidErr through `?`
+            raise SqlJobFailed("UuidErr", f"UuidErr: invalid character: found `{s[:1]}` @{PG_LOCATION}") from None
+    if otyp in _INT_TYPES and otyp not in ("char", "character"):
+        rust, pg_type = _INT_TYPES[otyp]
+        what = {"i16": "smallint", "i32": "integer", "i64": "bigint"}[rust]
+        return Param(rust, _parse_int(s, rust, what), pg_type)
+    if otyp in ("date", "time", "timetz", "timestamp", "timestamptz"):
+        kind = "time" if otyp == "timetz" else otyp
+        rust, pg_type = _NULL_TYPES[kind]
+        return Param(rust, _parse_temporal(s, kind), pg_type)
+    if otyp == "bytea":
+        try:
+            return Param("Vec<u8>", base64.b64decode(s, validate=True), "bytea")
+        except ValueError:
+            return Param("Vec<u8>", b"", "bytea")
+    if otyp in ("numeric", "decimal"):  # rust_decimal's FromStr: no exponent
+        if not re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)", s):
+            raise _anyhow(f"Cannot parse '{s}' as numeric: Invalid decimal: unknown character")
+        return Param("Decimal", decimal.Decimal(s), "numeric")
+    if otyp in ("real", "float4"):
+        return Param("f32", _parse_float(s, "real"), "float4")
+    if otyp in ("double", "double precision", "float8"):
+        return Param("f64", _parse_float(s, "double"), "float8")
+    if otyp == "oid":
+        return Param("u32", _parse_int(s, "u32", "oid"), "oid")
+    if otyp in ("bool", "boolean"):
+        literal = {"true": True, "t": True, "yes": True, "y": True, "1": True, "on": True,
+                   "false": False, "f": False, "no": False, "n": False, "0": False, "off": False}.get(s.lower())
+        if literal is None:
+            raise _anyhow(f"Cannot parse '{s}' as bool: invalid literal")
+        return Param("bool", literal, "bool")
+    if otyp in ("varchar", "character varying"):
+        return Param("String", s, "varchar")
+    return Param("AnyTextValue", s, "text")
+
+
 def _convert_array(values: list | None, base: str) -> Param:
-    rust = {**_INTS, **_FLOATS, "bool": "bool", "boolean": "bool", "uuid": "Uuid", "date": "NaiveDate",
-            "time": "NaiveTime", "timetz": "NaiveTime", "timestamp": "NaiveDateTime",
-            "timestamptz": "DateTime<Utc>", "jsonb": "Value", "json": "Value", "bytea": "Vec<u8>",
-            "text": "String", "varchar": "String"}.get(base)
-    if rust is None:
-        raise SqlJobFailed("Anyhow", f"Error: Unsupported JSON array type @{PG_LOCATION}")
+    """convert_vec_val: a list for a `type[]` argument, every item of that type (null allowed)."""
+    if base not in _NULL_TYPES:
+        raise _anyhow("Unsupported JSON array type")
+    rust, pg_type = _NULL_TYPES[base]
     if values is None:
-        return Param(rust, None, array=True, null=True)
-    out = []
-    for v in values:
-        if v is None or rust == "Value":
-            out.append(v)
-            continue
-        ok = {"bool": isinstance(v, bool), "String": isinstance(v, str)}.get(
-            rust, _is_int(v) if rust in ("i8", "i16", "i32", "i64", "u32") else isinstance(v, (int, float, str)))
-        if not ok:
-            raise SqlJobFailed("Anyhow", f"Error: Mixed types in array @{PG_LOCATION}")
-        out.append(v)
-    return Param(rust, out, array=True)
-
-
-def _debug_value(value: Any) -> str:
-    return json.dumps(value)
+        return Param(rust, None, pg_type + "[]", array=True)
+    fits = {"bool": lambda v: isinstance(v, bool), "String": lambda v: isinstance(v, str),
+            "Value": lambda v: True, "Uuid": lambda v: isinstance(v, str), "Vec<u8>": lambda v: isinstance(v, str),
+            "f32": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+            "f64": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+            "Decimal": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)}.get(
+        rust, lambda v: isinstance(v, str) if rust in ("NaiveDate", "NaiveTime", "NaiveDateTime", "DateTime<Utc>")
+        else _is_int(v))
+    if not all(v is None or fits(v) for v in values):
+        raise _anyhow("Mixed types in array")
+    return Param(rust, list(values), pg_type + "[]", array=True)
 
 
 # ---------------------------------------------------------------- running a job
@@ -512,19 +613,18 @@ def _run_statement(conn, statement: str, sig: dict, args: dict, skip: bool, firs
     used = [i for i in sorted(statement_arg_indices(statement)) if i in sig]
     statement = _renumber(statement, {oidx: n for n, oidx in enumerate(used, 1)})
     params = [convert_value(_value(args, sig[oidx]), sig[oidx]) for oidx in used]
+    typed = all(sig[oidx].otyp in _KNOWN_OTYPS or sig[oidx].otyp.removesuffix("[]") in _KNOWN_OTYPS for oidx in used)
     cur = conn.cursor()
     try:
         if params:
-            _execute_prepared(cur, statement, params)
+            _execute_prepared(cur, statement, params, typed)
         else:
             cur.execute(statement)
         if skip or cur.description is None:
             return []
         rows = cur.fetchmany(1) if first_only else cur.fetchall()
-        names = [d.name for d in cur.description]
-        types = [d.type_code for d in cur.description]
-        return [{name: cell_to_json(value, oid, name) for name, value, oid in zip(names, row, types)}
-                for row in rows]
+        columns = [(d.name, d.type_code) for d in cur.description]
+        return [{name: cell_to_json(value, oid, name) for (name, oid), value in zip(columns, row)} for row in rows]
     except psycopg2.Error as e:
         raise _db_error(e) from None
     finally:
@@ -532,8 +632,7 @@ def _run_statement(conn, statement: str, sig: dict, args: dict, skip: bool, firs
 
 
 def _renumber(statement: str, mapping: dict[int, int]) -> str:
-    """$5, $50 -> $1, $2 at the uses' positions only (do_postgresql_inner on main; @20db3a33
-    used a plain text replace, which also hit `$50` when renumbering `$5`)."""
+    """$5, $50 -> $1, $2 at the uses' positions only (do_postgresql_inner)."""
     out, last = [], [0]
 
     def on_char(i: int) -> int:
@@ -552,44 +651,46 @@ def _renumber(statement: str, mapping: dict[int, int]) -> str:
 
 def _value(args: dict, arg: Arg) -> Any:
     """The value bound: the job's argument, else the declaration's default, else NULL
-    (pg_executor.rs on main, do_postgresql_inner: "explicit user value > declaration default
-    > NULL"; @20db3a33 bound NULL without looking at the default)."""
+    (do_postgresql_inner: "explicit user value > declaration default > NULL")."""
     if arg.name in args:
         return args[arg.name]
     return arg.default
 
 
-def _execute_prepared(cur, statement: str, params: list[Param]) -> None:
-    """The extended protocol's Parse/Bind through SQL: PREPARE gives the parameter types the
-    server infers (what tokio-postgres checks each ToSql against), EXECUTE binds the values."""
+def _execute_prepared(cur, statement: str, params: list[Param], typed: bool) -> None:
+    """The extended protocol's Parse/Bind/Execute through SQL. Typed (query_typed_raw): the
+    parameter types are the bindings' natural types, `PREPARE s(types) AS ...`. Untyped
+    (prepare + query_raw): the server infers them, read back from pg_prepared_statements,
+    and each binding must accept what it inferred (tokio-postgres ToSql::accepts)."""
     name = f"wm_pg_{uuid.uuid4().hex[:12]}"
-    cur.execute(f"PREPARE {name} AS {statement}")
+    declared = f"({', '.join(p.pg_type for p in params)})" if typed else ""
+    cur.execute(f"PREPARE {name}{declared} AS {statement}")
     try:
-        cur.execute("SELECT format_type(t.oid, NULL), t.typname, n.nspname FROM pg_prepared_statements s "
+        cur.execute("SELECT format_type(t.oid, NULL), t.typname, n.nspname, t.typtype FROM pg_prepared_statements s "
                     "CROSS JOIN LATERAL unnest(s.parameter_types) WITH ORDINALITY AS p(typ, i) "
                     "JOIN pg_type t ON t.oid = p.typ::oid JOIN pg_namespace n ON n.oid = t.typnamespace "
                     "WHERE s.name = %s ORDER BY p.i", (name,))
         types = cur.fetchall()
         if len(types) != len(params):
-            raise _anyhow(f"expected {len(types)} parameters but got {len(params)}")
-        for i, (param, (_, typname, schema)) in enumerate(zip(params, types)):
-            _check_accepts(i, param, typname, schema)
-        placeholders = ", ".join(f"%s::{fmt}" for fmt, _, _ in types)
+            raise _anyhow(f"db error: ERROR: bind message supplies {len(params)} parameters, but prepared statement "
+                          f"\"\" requires {len(types)}")
+        if not typed:
+            for i, (param, (_, typname, schema, kind)) in enumerate(zip(params, types)):
+                _check_accepts(i, param, typname, schema, kind)
+        placeholders = ", ".join(f"%s::{fmt}" for fmt, _, _, _ in types)
         cur.execute(f"EXECUTE {name}({placeholders})", [_sql_value(p) for p in params])
     finally:
         cur.connection.cursor().execute(f"DEALLOCATE {name}")
 
 
-def _check_accepts(index: int, param: Param, typname: str, schema: str) -> None:
+def _check_accepts(index: int, param: Param, typname: str, schema: str, kind: str) -> None:
     accepted = _ACCEPTS[param.rust]
-    ok = (typname.startswith("_") and typname[1:] in accepted) if param.array else typname in accepted
-    if ok:
+    base = typname[1:] if param.array and typname.startswith("_") else None if param.array else typname
+    if base in accepted or (param.rust == "AnyTextValue" and kind in ("e", "d") and not param.array):
         return
     rust = _RUST_NAMES.get(param.rust, param.rust)
-    if param.array:
-        rust = f"core::option::Option<alloc::vec::Vec<core::option::Option<{rust}>>>"
-    elif param.null:
-        rust = f"core::option::Option<{rust}>"
+    rust = f"core::option::Option<alloc::vec::Vec<core::option::Option<{rust}>>>" if param.array else (
+        f"core::option::Option<{rust}>" if param.value is None else rust)
     shown = typname if schema in ("public", "pg_catalog") else f"{schema}.{typname}"
     raise _anyhow(f"error serializing parameter {index}: cannot convert between the Rust type `{rust}` "
                   f"and the Postgres type `{shown}`")
@@ -600,7 +701,7 @@ def _sql_value(p: Param) -> Any:
 
     if p.value is None:
         return None
-    if p.rust in ("Value", "Option<Value>"):
+    if p.rust == "Value":
         return [Json(v) if v is not None else None for v in p.value] if p.array else Json(p.value)
     return p.value
 
@@ -620,22 +721,36 @@ def _db_error(e) -> SqlJobFailed:
 
 # ---------------------------------------------------------------- values back (pg_cell_to_json_value)
 
-_TEXT = {25, 1043, 1042, 19, 705}   # text, varchar, bpchar, name, unknown: String's FromSql
+_TEXT = {25, 1043, 1042, 19, 705}   # text, varchar, bpchar, name, unknown
 _INT = {21, 23, 20, 26}             # int2, int4, int8, oid
 _JSON = {114, 3802}
 _ARRAYS = {1000: 16, 1005: 21, 1007: 23, 1016: 20, 1009: 25, 1015: 1043, 199: 114, 3807: 3802, 1021: 700,
-           1022: 701, 1231: 1700, 1115: 1114, 1182: 1082, 1183: 1083, 1185: 1184, 1001: 17, 3643: 3614}
+           1022: 701, 1231: 1700, 1115: 1114, 1182: 1082, 1183: 1083, 1185: 1184, 1270: 1266, 1001: 17,
+           3643: 3614}
 
 
-def _chrono_time(t: dt.time) -> str:
-    base = t.strftime("%H:%M:%S")
+def _fraction(t: dt.time) -> str:
+    """chrono's `%.f` / NaiveTime Display: nothing, or 3, 6 (or 9) digits."""
     us = t.microsecond
     if not us:
-        return base
-    return base + (f".{us // 1000:03d}" if us % 1000 == 0 else f".{us:06d}")
+        return ""
+    return f".{us // 1000:03d}" if us % 1000 == 0 else f".{us:06d}"
+
+
+def _float(value: float) -> Any:
+    """f64_to_json_number: NaN and the infinities as strings."""
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
 
 
 def cell_to_json(value: Any, oid: int, column: str) -> Any:
+    """pg_cell_to_json_value_with_state (main): json as JSON, integers and floats as numbers,
+    numeric as a JSON number (rust_decimal's serde form goes through f64), timestamps in
+    ISO 8601 ("2026-01-02T03:04:05", timestamptz RFC 3339 with "+00:00"), bytea "\\x<hex>",
+    uuid / inet as text, void as null; any other type read as text."""
     if value is None:
         return None
     if oid in _ARRAYS:
@@ -643,29 +758,31 @@ def cell_to_json(value: Any, oid: int, column: str) -> Any:
     if oid == 16 or oid in _INT or oid in _JSON:
         return value
     if oid in (700, 701):
-        if value != value or value in (float("inf"), float("-inf")):
-            raise SqlJobFailed("Anyhow", f"Error: invalid json-float @{PG_LOCATION}")
-        return value
+        return _float(value)
     if oid == 1700:
-        return str(value)  # rust_decimal serialises as a string
-    if oid in _TEXT or oid == 3614:
-        return value
+        return _float(float(value))
     if oid == 1114:
-        return f"{value.date().isoformat()} {_chrono_time(value.time())}"
+        return f"{value.date().isoformat()}T{value.strftime('%H:%M:%S')}{_fraction(value.time())}"
     if oid == 1184:
         utc = value.astimezone(dt.timezone.utc)
-        return f"{utc.date().isoformat()} {_chrono_time(utc.time())} UTC"
+        return f"{utc.date().isoformat()}T{utc.strftime('%H:%M:%S')}{_fraction(utc.time())}+00:00"
     if oid == 1082:
         return value.isoformat()
     if oid == 1083:
-        return _chrono_time(value)
-    if oid in (2950, 869):
-        return str(ipaddress.ip_interface(value).ip) if oid == 869 else str(value)
+        return value.strftime("%H:%M:%S") + _fraction(value)
+    if oid == 1266:  # TimeTZStr: normalised to UTC
+        utc = dt.datetime.combine(dt.date(2000, 1, 1), value).astimezone(dt.timezone.utc).time() \
+            if value.tzinfo else value
+        return utc.strftime("%H:%M:%S") + _fraction(utc) + "+00:00"
+    if oid == 869:
+        return str(ipaddress.ip_interface(value).ip)
     if oid == 17:
         return "\\x" + bytes(value).hex()
     if oid == 2278:
         return None
-    if isinstance(value, str):
+    if isinstance(value, str):  # text-like, enums, domains over text (AnyTextValue), uuid
         return value
+    if isinstance(value, uuid.UUID):
+        return str(value)
     raise SqlJobFailed("Anyhow", f"Error: conversion issue for value at column_name `{column}` with type "
                                  f"oid {oid} @{PG_LOCATION}")

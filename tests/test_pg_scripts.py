@@ -78,6 +78,7 @@ SIGNATURES = [
     " $7::JSONB, $8::bigint[], $9::double precision, $10::timestamptz",
     "-- $2 kind (text) = x\nSELECT $1::int; SELECT $2, $1::bigint -- $3 ignored\n",
     "SELECT 'no args'",
+    "SELECT $1, $1::int, $1::text, '$2::int' /* $3::int */, $$ $4::int $$",  # first cast wins; quotes skipped
 ]
 
 
@@ -107,7 +108,7 @@ def test_arguments_bind_by_declared_type(runner):
                       " $5::numeric AS amount, $6::bigint AS big, pg_typeof($5::numeric)::text AS t",
               call={"id": "evt_1", "amount": "1000"}, label="JPY", n=41, flag=True, amount=12.5, **{"$6": -7})
     assert got == [{"call": {"id": "evt_1", "amount": "1000"}, "label": "JPY", "n": 42, "flag": True,
-                    "amount": "12.5", "big": -7, "t": "numeric"}]
+                    "amount": 12.5, "big": -7, "t": "numeric"}]
 
 
 def test_missing_argument_takes_its_declared_default_else_null(runner):
@@ -117,21 +118,41 @@ def test_missing_argument_takes_its_declared_default_else_null(runner):
     assert got == [{"no_call": True, "note": "none", "n": 4}]
 
 
-def test_number_for_a_text_argument_is_sent_as_its_text(runner):
-    assert _ok(runner, "SELECT $1::text AS t", **{"$1": 1000}) == [{"t": "1000"}]
+def test_number_meets_text_only_where_text_was_written(runner):
+    """A number for `$1::text` is sent as its text; for a bare `$1` (text only by the parser's
+    fallback) it keeps its natural type, int8 (convert_val's explicit_text_target)."""
+    assert _ok(runner, "SELECT $1::text AS t, pg_typeof($2)::text AS bare", **{"$1": 1000, "$2": 1000}) == \
+        [{"t": "1000", "bare": "bigint"}]
 
 
-@pytest.mark.parametrize("code,value,pg_type", [
-    ("SELECT $1::jsonb AS j", '{"id": "evt_1"}', "jsonb"),   # a JSON string is not parsed into jsonb
-    ("SELECT $1::int AS n", "5", "int4"),                    # nor a numeric string into an integer
+def test_string_is_parsed_into_the_declared_type_or_cast_by_the_server(runner):
+    got = _ok(runner, "SELECT $1::int + 1 AS n, $2::jsonb AS j, $3::bool AS b",
+              **{"$1": "41", "$2": '{"id": "evt_1"}', "$3": "yes"})
+    assert got == [{"n": 42, "j": {"id": "evt_1"}, "b": True}]
+
+
+@pytest.mark.parametrize("code,value,error", [
+    ("SELECT $1::int AS n", "5x", {"name": "Anyhow", "message": "Error: Cannot parse '5x' as integer: invalid digit "
+                                                                  f"found in string @{pg_script.PG_LOCATION}"}),
+    ("SELECT $1::jsonb AS j", "not json", {"name": "Anyhow", "message": "Error: db error: ERROR: invalid input syntax "
+                                                                        "for type json\nDETAIL: Token \"not\" is "
+                                                                        f"invalid. @{pg_script.PG_LOCATION}"}),
 ])
-def test_value_of_the_wrong_kind_fails_as_tokio_postgres_does(runner, value, code, pg_type):
+def test_string_that_does_not_parse_fails_the_job(runner, code, value, error):
     run = _sql(runner, code, **{"$1": value})
-    assert not run.success
+    assert (run.success, run.result) == (False, {"error": error})
+
+
+def test_undeclarable_type_lets_the_server_type_the_parameter(runner, pg):
+    """A cast Windmill cannot name (an enum) sends the statement untyped: the server infers the
+    parameter's type and the binding must accept it (a string does, a number does not)."""
+    pg.execute(f"CREATE TYPE {SCHEMA}.mood AS ENUM ('ok', 'sad')")
+    assert _ok(runner, f"SELECT $1::{SCHEMA}.mood::text AS m", **{"$1": "sad"}) == [{"m": "sad"}]
+    run = _sql(runner, f"SELECT $1::{SCHEMA}.mood AS m", **{"$1": 3})
     assert run.result == {"error": {
         "name": "Anyhow",
-        "message": "Error: error serializing parameter 0: cannot convert between the Rust type "
-                   f"`alloc::string::String` and the Postgres type `{pg_type}` @{pg_script.PG_LOCATION}"}}
+        "message": "Error: error serializing parameter 0: cannot convert between the Rust type `i64` and the "
+                   f"Postgres type `{SCHEMA}.mood` @{pg_script.PG_LOCATION}"}}
 
 
 def test_arguments_are_renumbered_per_statement(runner):
@@ -190,7 +211,7 @@ def test_statements_run_one_by_one_without_a_transaction(runner, pg):
 def test_values_come_back_as_the_worker_prints_them(runner):
     got = _ok(runner, "SELECT 1.50::numeric AS m, '2026-01-02 03:04:05.5+00'::timestamptz AS ts,"
                       " '2026-01-02 03:04:05'::timestamp AS t, '\\x01ff'::bytea AS b, NULL::jsonb AS j")
-    assert got == [{"m": "1.50", "ts": "2026-01-02 03:04:05.500 UTC", "t": "2026-01-02 03:04:05",
+    assert got == [{"m": 1.5, "ts": "2026-01-02T03:04:05.500+00:00", "t": "2026-01-02T03:04:05",
                     "b": "\\x01ff", "j": None}]
 
 
