@@ -36,10 +36,9 @@ line the bundle's windmill-cli 1.819.0 belongs to); @20db3a33 is the older shape
   cause; PR #10371). The `@file:line:col` is where the worker's `?` sits in its own build: here
   `PG_LOCATION`, without line and column, so match on the text before it.
 
-Not copied: `%%name%%` interpolation, `-- s3` modes, `-- prepare`, data tables, IAM auth, and the
-worker's cached connection (one per worker, the most used target, reset with `RESET ALL; RESET
-SESSION AUTHORIZATION; UNLISTEN *; CLOSE ALL` and kept 60 s after its last query): each job here
-opens and closes its own connection.
+- `CONNECTION_CACHE`: see `ConnectionCache` (one cached connection, reset between jobs).
+
+Not copied: `%%name%%` interpolation, `-- s3` modes, `-- prepare`, data tables, IAM auth.
 """
 from __future__ import annotations
 
@@ -49,7 +48,10 @@ import decimal
 import ipaddress
 import json
 import re
+import threading
+import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -581,30 +583,117 @@ def run(code: str, args: dict, resource_for_path) -> Any:
         raise _execution_err(f"missing field `{field}`")
     sig = {a.oidx: a for a in parse_signature(code)}
     statements = split_statements(code)
-    conn = _connect(database)
-    try:
+    with CACHE.connection(_dsn(database)) as conn:
         results = []
         for i, statement in enumerate(statements):
             skip = _last_only(strategy, len(statements)) and i < len(statements) - 1
             results.append(_run_statement(conn, statement, sig, args, skip, _first_row(strategy)))
         return collect(strategy, results)
-    finally:
-        conn.close()
 
 
-def _connect(database: dict):
-    import psycopg2  # noqa: PLC0415 - the runner's driver, as f/dodo/lib/db.py's
+def _dsn(database: dict) -> str:
+    """PgDatabase: user postgres, port 5432 and sslmode prefer unless the resource says."""
     from f.dodo.lib.db import resource_to_dsn  # noqa: PLC0415 - one way to make a DSN from a resource
 
-    resource = {"user": "postgres", "port": 5432, "sslmode": "prefer", **{k: v for k, v in database.items()
-                                                                          if v not in (None, "")}}
+    return resource_to_dsn({"user": "postgres", "port": 5432, "sslmode": "prefer",
+                            **{k: v for k, v in database.items() if v not in (None, "")}})
+
+
+class ConnectionCache:
+    """pg_executor.rs CONNECTION_CACHE: one cached connection (a worker runs one job at a time;
+    here jobs run on threads, so a job that finds it busy opens its own, as a worker does when
+    `try_lock` fails). A job whose target is the cached one reuses it after the session reset
+    (`RESET ALL; RESET SESSION AUTHORIZATION; UNLISTEN *; CLOSE ALL; SELECT
+    pg_advisory_unlock_all()`, which is also the liveness probe: a failed reset means a new
+    connection). A new connection is kept when its target is the most used so far
+    (`is_most_used_conn`), else closed; the kept one is closed after 60 s without a query."""
+
+    IDLE_S = 60
+    RESET = "RESET ALL; RESET SESSION AUTHORIZATION; UNLISTEN *; CLOSE ALL; SELECT pg_advisory_unlock_all()"
+
+    def __init__(self):
+        self._lock = threading.Lock()  # held by the job using the cached connection (Mutex try_lock)
+        self._count_lock = threading.Lock()  # CONNECTION_COUNTER's own lock
+        self._cached: tuple[str, Any] | None = None
+        self._last = 0.0
+        self._counts: dict[str, int] = {}
+        self.opened = 0  # connections opened, for tests
+
+    @contextmanager
+    def connection(self, dsn: str):
+        with self._count_lock:
+            self._counts[dsn] = self._counts.get(dsn, 0) + 1
+        if self._lock.acquire(blocking=False):
+            try:
+                conn = self._reuse(dsn)
+                if conn is not None:
+                    yield conn
+                    self._last = time.monotonic()
+                    return
+            finally:
+                self._lock.release()
+        conn = self._open(dsn)
+        try:
+            yield conn
+        finally:
+            self._keep_or_close(dsn, conn)
+
+    def _reuse(self, dsn: str):
+        if self._cached is None or self._cached[0] != dsn:
+            return None
+        conn = self._cached[1]
+        if time.monotonic() - self._last <= self.IDLE_S:
+            try:
+                conn.cursor().execute(self.RESET)
+                return conn
+            except Exception:  # noqa: BLE001 - a stale connection is replaced
+                pass
+        self._cached = None
+        _close(conn)
+        return None
+
+    def _open(self, dsn: str):
+        import psycopg2  # noqa: PLC0415 - the runner's driver, as f/dodo/lib/db.py's
+
+        try:
+            conn = psycopg2.connect(dsn)
+        except psycopg2.OperationalError as e:
+            raise SqlJobFailed("Anyhow", f"Error: error connecting to server: {' '.join(str(e).split())} "
+                                         f"@{PG_LOCATION}") from None
+        conn.autocommit = True  # each statement its own implicit transaction, as tokio-postgres runs them
+        self.opened += 1
+        return conn
+
+    def _keep_or_close(self, dsn: str, conn) -> None:
+        with self._count_lock:
+            most_used = self._counts[dsn] >= max(self._counts.values())
+        if self._lock.acquire(blocking=False):  # busy: the new connection is closed
+            try:
+                if (self._cached is None or self._cached[0] != dsn) and most_used and not conn.closed:
+                    old, self._cached, self._last = self._cached, (dsn, conn), time.monotonic()
+                    conn = old[1] if old else None
+            finally:
+                self._lock.release()
+        if conn is not None:
+            _close(conn)
+
+    def clear(self) -> None:
+        with self._lock:
+            cached, self._cached = self._cached, None
+        with self._count_lock:
+            self._counts.clear()
+        if cached:
+            _close(cached[1])
+
+
+def _close(conn) -> None:
     try:
-        conn = psycopg2.connect(resource_to_dsn(resource))
-    except psycopg2.OperationalError as e:
-        raise SqlJobFailed("Anyhow", f"Error: error connecting to server: {' '.join(str(e).split())} "
-                                     f"@{PG_LOCATION}") from None
-    conn.autocommit = True  # each statement its own implicit transaction, as tokio-postgres runs them
-    return conn
+        conn.close()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+CACHE = ConnectionCache()
 
 
 def _run_statement(conn, statement: str, sig: dict, args: dict, skip: bool, first_only: bool) -> list[dict]:

@@ -208,6 +208,17 @@ def test_statements_run_one_by_one_without_a_transaction(runner, pg):
     assert _ok(runner, "DO $$BEGIN PERFORM 1; END$$; SELECT '$1;' AS s") == [{"s": "$1;"}]
 
 
+def test_connection_is_kept_and_reset_between_jobs(runner):
+    """The worker's one cached connection: the next job on the same target reuses it after
+    RESET ALL (a setting a job made does not leak into the next)."""
+    pg_script.CACHE.clear()
+    opened = pg_script.CACHE.opened
+    first = _ok(runner, "SET statement_timeout = '1234ms'; SELECT pg_backend_pid() AS pid")
+    second = _ok(runner, "SELECT pg_backend_pid() AS pid, current_setting('statement_timeout') AS t")
+    assert second == [{"pid": first[0]["pid"], "t": "0"}]
+    assert pg_script.CACHE.opened == opened + 1
+
+
 def test_values_come_back_as_the_worker_prints_them(runner):
     got = _ok(runner, "SELECT 1.50::numeric AS m, '2026-01-02 03:04:05.5+00'::timestamptz AS ts,"
                       " '2026-01-02 03:04:05'::timestamp AS t, '\\x01ff'::bytea AS b, NULL::jsonb AS j")
