@@ -164,6 +164,8 @@ class Session:
     def send(self, sender: str, recipients: list[str], message: bytes) -> dict[str, tuple[int, str]]:
         """MAIL, RCPT each, DATA: the recipients the server refused, {address: (code, text)},
         when it accepted others; every recipient refused raises SmtpError."""
+        if not recipients:
+            raise ValueError("no recipients")  # the callers skip such an e-mail before connecting
         options = ""
         if not all(a.isascii() for a in (sender, *recipients)):
             if not self.has("smtputf8"):
