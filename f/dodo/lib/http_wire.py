@@ -106,9 +106,11 @@ def _connect(host: str, port: int, timeout: float | None, tls, tunnel) -> socket
 
 def ascii_host(host: str) -> str | bytes:
     """`host` as bytes when it is ASCII, for socket.getaddrinfo and ssl's server_hostname:
-    given a str, both encode it with the idna codec, whose import (encodings.idna and
-    stringprep, ~2 ms) every job that connects would pay, and for an ASCII name that codec
-    returns the same bytes. An internationalised name stays str: the codec converts it."""
+    given a str, both encode it with the idna codec, whose import (encodings.idna,
+    stringprep, unicodedata: ~0.5-3 ms) a job that connects would pay, and for an ASCII name
+    that codec returns the same bytes. An internationalised name stays str: the codec
+    converts it. (On a worker, the loader's own urllib fetch of an `f.dodo.lib` module
+    imports the codec anyway: this saves it where the library is imported directly.)"""
     return host.encode("ascii") if host.isascii() else host
 
 
