@@ -74,7 +74,12 @@ def test_a_forged_delivery_imports_only_what_verification_needs(job):
     assert got["heavy"] == [] and got["inert"] is False
 
 
-def test_a_genuine_delivery_is_defused_and_imports_nothing_heavy(job):
+# A verified delivery is normalised here (the pydantic models) for the record step's one SQL
+# statement: it pays the models, never the database driver or an HTTP client.
+GENUINE_ONLY = ("pydantic", "typing", "datetime", "urllib.parse", "uuid")  # the last two: pydantic imports them
+
+
+def test_a_genuine_delivery_is_normalised_defused_and_imports_no_driver(job):
     run, server = job
     server.expect_request("/api/w/ws/flows/get/f/dodo/custom", method="GET").respond_with_json(
         {"path": "f/dodo/custom", "value": {"modules": []}})
@@ -85,4 +90,11 @@ def test_a_genuine_delivery_is_defused_and_imports_nothing_heavy(job):
     result = got["result"]
     assert result["event"]["data"]["customer"]["name"] == JOINER + "$var:f/dodo/webhook_secret"
     assert result["webhook_id"] == "msg_imports" and re.fullmatch(r"[0-9a-f]{32}", result["delivery_attempt"])
-    assert got["heavy"] == [] and got["inert"] is True
+    assert result["normalized"]["amount"] == "29.99" and result["normalized"]["webhook_id"] == "msg_imports"
+    call = result["record"]  # record_delivery(jsonb)'s argument, defused like the rest
+    assert call["webhook_id"] == "msg_imports" and call["attempt"] == result["delivery_attempt"]
+    assert call["table"] == "payments" and call["row"]["total_minor"] == 2999
+    assert call["payload"]["data"]["customer"]["name"] == JOINER + "$var:f/dodo/webhook_secret"
+    assert result["normalized"]["data"]["customer"]["name"] == JOINER + "$var:f/dodo/webhook_secret"
+    assert [m for m in got["heavy"] if not m.startswith(GENUINE_ONLY)] == [] and got["inert"] is True
+    assert "psycopg2" not in got["heavy"] and any(m.startswith("pydantic") for m in got["heavy"])

@@ -27,6 +27,7 @@ MIGRATIONS = (
     "v030_delivery_count",
     "v040_warehouse_export",
     "v045_mirror_scan_index",
+    "v050_record_delivery",
 )
 
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")

@@ -3,7 +3,7 @@
 
 Runs for triggers (webhook, HTTP route) and for any API call of the flow without
 `skip_preprocessor=true`; never for runs from the UI. Windmill calls
-`preprocessor(event)`; its result `{event, webhook_id, delivery_attempt}` becomes the flow
+`preprocessor(event)`; its result `{event, webhook_id, delivery_attempt, normalized, record}` becomes the flow
 inputs, plus a `$res:`/`$var:` reference for each optional integration that exists in the
 workspace (a static `$res:` of a missing resource would fail the step instead of
 falling back). Only references leave this step, never secret values.
@@ -14,6 +14,13 @@ runs, so nothing of them is trusted or shown: errors never hold a header value o
 text (f/dodo/lib/signature.py). The verified delivery is defused (f/dodo/lib/inert.py):
 Windmill would resolve a customer's `$var:...` name into that secret in the next step's
 arguments.
+
+A verified delivery is then normalised here with the pydantic models and turned into the
+call of the SQL function record_delivery (f/dodo/lib/record_call.py `fast_path`): the
+flow's record step is one native PostgreSQL statement, not a Python process that would
+import pydantic and psycopg2 again. The result adds `normalized` (the sinks' event) and
+`record` (the call); a delivery the normaliser rejects gets neither, and the flow's
+Python step records it failed with its error.
 
 Every delivery pays this step's imports in a fresh process, forged ones included, so a
 forged one imports only what verification needs: the standard library's hmac, hashlib,
@@ -39,5 +46,8 @@ def preprocessor(event: dict):
     inputs = verify_trigger_event(event, webhook_secrets(), webhook_tolerance_s(DEFAULT_TOLERANCE_S))
     # verified: only now what a genuine delivery needs (a forged request costs no more imports or lookups)
     from f.dodo.lib.inert import defuse  # noqa: PLC0415
+    from f.dodo.lib.record_call import fast_path  # noqa: PLC0415 - the pydantic models
 
-    return {**defuse(inputs), **integration_refs(), "delivery_attempt": os.urandom(16).hex()}
+    attempt = os.urandom(16).hex()
+    fast = fast_path(inputs["event"], inputs["webhook_id"], attempt)
+    return {**defuse({**inputs, **fast}), **integration_refs(), "delivery_attempt": attempt}

@@ -1,0 +1,28 @@
+"""`record_delivery(call jsonb)`: the entry flow's record step as one SQL statement.
+
+The flow's preprocessor normalises a verified delivery and builds the call
+(f/dodo/lib/record_call.py); the record step is then a native Windmill PostgreSQL script
+(f/dodo/record_delivery.pg.sql), which runs in the worker with no Python process. That
+connection keeps the role's default search_path, so this function carries the schema it
+was migrated into (`SET search_path FROM CURRENT`: migrate() runs with the target schema
+first) for `record_event` and its tables.
+
+It returns `record_event`'s result, plus `test: true` for a self-test delivery, as
+f/dodo/lib/store.py `record_event` does. A value the database rejects (beyond bigint, a
+constraint) fails the call with a message starting "EventRejected: ", which the step's
+retry_if treats as permanent; the failure module then records the inbox row failed with
+that error. A later migration that replaces this function must repeat the SET clause.
+"""
+
+SQL = """
+CREATE FUNCTION record_delivery(call jsonb) RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $fn$
+BEGIN
+    RETURN record_event(call) || CASE WHEN call ? 'test' THEN '{"test": true}'::jsonb ELSE '{}'::jsonb END;
+EXCEPTION WHEN data_exception OR integrity_constraint_violation THEN
+    RAISE EXCEPTION 'EventRejected: %', SQLERRM USING ERRCODE = SQLSTATE;
+END
+$fn$;
+"""
