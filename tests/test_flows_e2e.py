@@ -20,7 +20,9 @@ from local_runner.server import App, make_server
 from tests.standin_checks import HUBSPOT_UPSERT, hubspot_upsert
 
 ENTRY = "f/dodo/webhook"
-HOT_PATH = 7  # flow, preprocessor, record, 2 branchall branches, crm, notify (f/dodo/custom empty: no job)
+HOT_PATH = 8  # flow, preprocessor, record (SQL), normalize_record skipped, 2 branchall branches, crm, notify
+# (f/dodo/custom empty: no job); Python processes: preprocessor, crm, notify
+PYTHON_JOBS = 3
 OTHER_SECRET = "whsec_" + "b3RoZXItc2VjcmV0LW5vdC1kb2RvcyE="
 
 
@@ -50,7 +52,7 @@ def webhook_id(name: str) -> str:
     return dict(all_deliveries())[name]["headers"]["webhook-id"]
 
 
-def test_the_hot_path_costs_seven_jobs_from_the_flow_graph():
+def test_the_hot_path_costs_eight_jobs_from_the_flow_graph():
     """Counted from flow.yaml with Windmill's job model (worker_flow.rs@8f7d467e,
     compute_next_flow_transform): root flow, preprocessor, one job per script step, one per
     branchall branch that has steps, one per subflow plus its own steps; a branchone
@@ -82,13 +84,14 @@ def test_the_hot_path_costs_seven_jobs_from_the_flow_graph():
 def test_every_fixture_event_goes_through_the_entry_flow_into_postgres(runner, db, name):
     run = runner.run_flow(ENTRY, event=trigger_event(resign(name)))
     assert run.success, run.result
-    assert steps(run)[:3] == ["flow", "preprocessor", "record"]
-    assert sorted(steps(run)[3:]) == ["crm", "notify", "sinks/branch-0", "sinks/branch-1"]  # parallel
+    assert steps(run)[:4] == ["flow", "preprocessor", "record", "normalize_record"]
+    assert sorted(steps(run)[4:]) == ["crm", "notify", "sinks/branch-0", "sinks/branch-1"]  # parallel
     assert run.job_count == HOT_PATH
-    recorded = run.jobs[2].result
+    record, skipped = run.jobs[2], run.jobs[3]
+    assert record.kind == "postgresql" and skipped.kind == "identity"  # no Python process for either
+    assert len([j for j in run.jobs if j.kind in ("script", "preprocessor")]) == PYTHON_JOBS
+    recorded = record.result
     assert recorded["status"] == "recorded" and recorded["webhook_id"] == webhook_id(name)
-    assert recorded["event"]["webhook_id"] == webhook_id(name)  # the normalised event, for the sinks
-    assert recorded["event"]["event_type"] == json.loads(resign(name)["body"])["type"]
     row = inbox(db, webhook_id(name))
     assert row["status"] in ("processed", "ignored") and row["event_type"] == json.loads(resign(name)["body"])["type"]
     crm, notify = (next(j.result for j in run.jobs if j.step_id == s) for s in ("crm", "notify"))
