@@ -87,8 +87,11 @@ class ConfigError(RuntimeError):
 # RETRY_IF, so it fails at once and the flow's failure module records it, with the fix in
 # the message. A `$var:`/`$res:` argument whose path does not exist fails the job in the
 # worker before any code runs, with "Variable <path> not found for `<arg>`" (common.rs@005fbdf8
-# transform_json_value): RETRY_IF stops on that message too.
-RETRY_IF = "!(error.extra?.permanent === true || / not found for `/.test(error.message))"
+# transform_json_value): RETRY_IF stops on that message too. The SQL record step has no
+# `extra` (the worker's PostgreSQL executor reports the server's message): it stops on
+# "EventRejected: " (a value the database rejects, migration v050) and " does not exist"
+# (a schema not migrated: a function, table or schema missing; waiting cannot migrate).
+RETRY_IF = "!(error.extra?.permanent === true || / not found for `|EventRejected: | does not exist/.test(error.message))"
 
 
 def mark_permanent(exc: BaseException) -> BaseException:
