@@ -1,4 +1,9 @@
 # requirements:
+# annotated-types==0.8.0
+# pydantic==2.14.3
+# pydantic_core==2.50.4
+# typing-inspection==0.4.5
+# typing_extensions==4.16.0
 """Flow preprocessor: verify a Dodo delivery and turn it into the flow inputs.
 
 Runs for triggers (webhook, HTTP route) and for any API call of the flow without
