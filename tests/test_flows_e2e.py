@@ -80,6 +80,20 @@ def test_the_hot_path_costs_eight_jobs_from_the_flow_graph():
     assert 1 + bool(entry.get("preprocessor_module")) + jobs(entry["modules"]) == HOT_PATH
 
 
+def test_a_recorded_event_runs_three_python_processes():
+    """The record step is a PostgreSQL script (run by the worker itself) and the Python
+    record step is skipped for a delivery the preprocessor normalised: the Python
+    processes are the preprocessor, crm and notify."""
+    entry = yaml.safe_load((ROOT / f"{ENTRY}__flow/flow.yaml").read_text())["value"]
+    steps = {m["id"]: m for m in entry["modules"]}
+    assert steps["record"]["value"]["path"] == "f/dodo/record_delivery"
+    assert (ROOT / "f/dodo/record_delivery.pg.sql").is_file() and not (ROOT / "f/dodo/record_delivery.py").exists()
+    assert steps["normalize_record"]["skip_if"]["expr"] == "!!flow_input.record"
+    python = ["preprocessor"] + [m["id"] for b in steps["sinks"]["value"]["branches"] for m in b["modules"]
+                                 if (ROOT / f"{m['value']['path']}.py").is_file()]
+    assert len(python) == PYTHON_JOBS
+
+
 @pytest.mark.parametrize("name", [n for n, _ in all_deliveries()])
 def test_every_fixture_event_goes_through_the_entry_flow_into_postgres(runner, db, name):
     run = runner.run_flow(ENTRY, event=trigger_event(resign(name)))
@@ -88,8 +102,7 @@ def test_every_fixture_event_goes_through_the_entry_flow_into_postgres(runner, d
     assert sorted(steps(run)[4:]) == ["crm", "notify", "sinks/branch-0", "sinks/branch-1"]  # parallel
     assert run.job_count == HOT_PATH
     record, skipped = run.jobs[2], run.jobs[3]
-    assert record.kind == "postgresql" and skipped.kind == "identity"  # no Python process for either
-    assert len([j for j in run.jobs if j.kind in ("script", "preprocessor")]) == PYTHON_JOBS
+    assert skipped.kind == "identity" and skipped.step_id == "normalize_record"  # no process
     recorded = record.result
     assert recorded["status"] == "recorded" and recorded["webhook_id"] == webhook_id(name)
     row = inbox(db, webhook_id(name))
@@ -169,7 +182,8 @@ def test_a_pasted_event_runs_from_the_ui_without_preprocessor(runner, db):
     event = json.loads(resign("refund.succeeded")["body"])
     run = runner.run_flow(ENTRY, {"event": event})
     assert run.success and "preprocessor" not in steps(run)
-    key = run.jobs[1].result["webhook_id"]  # the record step's key for a pasted event
+    assert steps(run)[1:3] == ["record", "normalize_record"] and run.jobs[1].kind == "identity"  # SQL step skipped
+    key = run.jobs[2].result["webhook_id"]  # the Python record step's key for a pasted event
     assert key.startswith("manual_") and inbox(db, key)["status"] == "processed"
     assert runner.run_flow(ENTRY, {"event": event}).result["status"] == "duplicate"
 
