@@ -33,7 +33,7 @@ def test_failed_delivery_alerts_once_with_the_replay_command(db, outbox, slack):
     [message] = slack
     assert message["channel"] == "#payments"
     text = json.dumps(message)
-    assert msg_id in text and "failed at record" in text and "refund.succeeded" in text
+    assert msg_id in text and "failed at normalize_record" in text and "refund.succeeded" in text
     assert f"python -m local_runner replay --webhook-id {msg_id}" in text
     assert "URGENT" in message["text"]
 

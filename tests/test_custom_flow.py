@@ -51,7 +51,8 @@ def test_shipped_flow_is_empty_and_the_entry_flow_calls_it_only_when_it_has_step
     assert branch["expr"] == "flow_input.custom === true"
     assert [m["value"] for m in branch["modules"]] == [
         {"type": "flow", "path": "f/dodo/custom",
-         "input_transforms": {"event": {"type": "javascript", "expr": "results.record.event"}}}]
+         "input_transforms": {"event": {"type": "javascript",
+                                        "expr": "flow_input.record ? flow_input.normalized : results.normalize_record.event"}}}]
     assert flow["schema"]["required"] == ["event"]
     ev = event("payment.succeeded", "msg_1", [{"product_id": "pdt_1", "quantity": 1}])
     run = Runner(ROOT, Config()).run_flow("f/dodo/custom", {"event": ev})
@@ -138,7 +139,7 @@ def test_the_entry_flow_calls_custom_only_when_it_has_steps(tmp_path, db, invent
 
     config = bundle_config(db.url, FIXTURE_SECRET)
     shipped = Runner(ROOT, config).run_flow("f/dodo/webhook", event=delivery("msg_custom_empty", "pdt_1"))
-    assert shipped.success and shipped.job_count == 7
+    assert shipped.success and shipped.job_count == 8
     assert not {"custom", "custom/branch-0", "custom_flow"} & set(_entry_steps(shipped))
 
     shutil.copytree(ROOT / "f", tmp_path / "f")
@@ -146,7 +147,7 @@ def test_the_entry_flow_calls_custom_only_when_it_has_steps(tmp_path, db, invent
     (tmp_path / "f/dodo/custom__flow/inventory.py").write_text(EXAMPLE_STEP)
     extended = Runner(tmp_path, config).run_flow("f/dodo/webhook", event=delivery("msg_custom_steps", "pdt_2"))
     assert extended.success, extended.result
-    assert extended.job_count == 7 + 3
+    assert extended.job_count == 8 + 3
     assert {"custom/branch-0", "custom_flow", "inventory"} <= set(_entry_steps(extended))
     assert extended.result == {"decremented": [{"product_id": "pdt_2", "quantity": 2}],
                                "webhook_id": "msg_custom_steps"}

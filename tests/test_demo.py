@@ -95,7 +95,7 @@ def test_demo_paths_come_from_the_job_log(demo):
     assert len(dupes) == len(result["order"]) - len(result["stream"].events)
     assert all(p["skipped"] and p["jobs"] == 3 and "duplicate: stopped" in p["path"] for p in dupes)
     fresh = [p for p in paths if p not in dupes]
-    assert all(p["jobs"] == 7 and "[crm | notify]" in p["path"] for p in fresh)
+    assert all(p["jobs"] == 8 and "[crm | notify]" in p["path"] for p in fresh)
     inbox = dict(result["tables"]["inbox"][1])
     assert inbox == {"processed": len(result["stream"].events)}
 

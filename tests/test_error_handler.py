@@ -42,7 +42,7 @@ def test_a_failed_delivery_reaches_a_person_once_with_the_replay_command(runner,
     assert failed.error_handler is None  # the entry flow has a failure module: Windmill calls no handler
     [message] = slack
     text = json.dumps(message)
-    assert msg_id in text and "failed at record" in text
+    assert msg_id in text and "failed at normalize_record" in text
     assert f"python -m local_runner replay --webhook-id {msg_id}" in text
     again = runner.run_flow("f/dodo/webhook", event=trigger_event(delivery))  # Dodo delivers it again
     assert not again.success and len(slack) == 1

@@ -81,7 +81,7 @@ def test_a_missing_resource_fails_the_record_step_at_once(db, outbox, sleeps):
     assert not run.success
     [record] = steps_named(run, "record")
     assert sleeps == []
-    assert "Resource f/dodo/postgres not found for `db`" in record.result["error"]["message"]
+    assert "Resource f/dodo/postgres not found for `database`" in record.result["error"]["message"]
 
 
 def hubspot_refusing(httpserver, status: int, body: dict):

@@ -69,3 +69,12 @@ def test_a_delivery_the_normaliser_rejects_takes_the_python_step():
     env = envelope("payment.succeeded")
     del env["data"]["payment_id"]
     assert fast_path(env, "msg_sql_noid", ATTEMPT) == {}
+
+
+def test_a_schema_behind_the_code_is_refused_naming_the_fix(db, plain):
+    fast = fast_path(envelope("payment.succeeded"), "msg_sql_behind", ATTEMPT)
+    with pytest.raises(psycopg2.Error) as caught:
+        call(plain, dict(fast["record"], needs=fast["record"]["needs"] + 1))  # code newer than the schema
+    assert str(caught.value).startswith(f"SchemaBehind: schema dodo is at version {fast['record']['needs']}, the code "
+                                        f"needs {fast['record']['needs'] + 1}: run f/dodo/migrate with the owner role")
+    assert db.conn.execute("SELECT count(*) FROM webhook_events").fetchone()[0] == 0

@@ -418,6 +418,8 @@ def test_preprocessor_reads_secrets_from_variables(windmill_api, preprocessor):
     windmill_api["f/dodo/webhook_secret"] = CURRENT
     inputs = preprocessor(fresh_event())
     assert re.fullmatch(r"[0-9a-f]{32}", inputs.pop("delivery_attempt"))  # a fresh key per trigger run
+    normalized, record = inputs.pop("normalized"), inputs.pop("record")  # for the SQL record step
+    assert normalized["webhook_id"] == record["webhook_id"] == "msg_1" and record["event_type"] == normalized["event_type"]
     assert inputs == {"event": json.loads(BODY), "webhook_id": "msg_1"}
     assert preprocessor(fresh_event(make=http_event))["webhook_id"] == "msg_1"
 

@@ -123,7 +123,7 @@ def test_a_lone_surrogate_in_a_rejected_delivery_still_leaves_a_failed_row(runne
     assert failure.success, failure.result
     row = db.conn.execute("SELECT status, failed_step, payload->'data'->>'reason' FROM webhook_events "
                           "WHERE webhook_id = 'msg_surrogate_bad'").fetchone()
-    assert row == ("failed", "record", "\ufffdx")
+    assert row == ("failed", "normalize_record", "\ufffdx")  # no record call: the Python step rejected it
 
 
 def test_the_failure_module_stores_a_surrogate_error_and_event(db):

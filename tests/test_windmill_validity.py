@@ -45,7 +45,8 @@ def test_entry_flow_has_its_preprocessor_and_inputs():
     assert schema["properties"]["webhook_id"]["type"] == "string"
     assert all(p.get("description") for p in schema["properties"].values())
     steps = {m["id"]: m["value"] for m in flow["value"]["modules"]}
-    assert steps["record"]["path"] == "f/dodo/store_event"  # normalises and records: one Python job
+    assert steps["record"]["path"] == "f/dodo/record_delivery"  # one SQL statement, no Python process
+    assert steps["normalize_record"]["path"] == "f/dodo/store_event"  # UI runs, replays, rejected events
 
 
 def test_sync_settings_match_the_layout():
@@ -58,10 +59,10 @@ def test_preprocessor_pins_come_from_requirements_lock():
     lock = set(pins.read_lock(ROOT).values())
     script = ROOT / "f/dodo/webhook__flow/preprocessor.py"
     header = pins.current_pins(script.read_text())
-    # every delivery pays the preprocessor's imports: the standard library only (the HMAC from
-    # hashlib, Windmill's API over a socket), so its block is empty: nothing to install and no
-    # import inference (a missing block would let Windmill infer)
-    assert header == [] and set(header) <= lock
+    # a verified delivery is normalised in the preprocessor: its block is the pydantic models'
+    # packages, pinned (verification itself is the standard library); the driver is not there
+    assert header and set(header) <= lock and any(h.startswith("pydantic==") for h in header)
+    assert not any(h.startswith("psycopg") for h in header)
     assert not any("preprocessor.py" in p for p in lint.check_pins(ROOT))  # and that is what the lock gives
 
 

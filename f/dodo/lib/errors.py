@@ -89,9 +89,9 @@ class ConfigError(RuntimeError):
 # worker before any code runs, with "Variable <path> not found for `<arg>`" (common.rs@005fbdf8
 # transform_json_value): RETRY_IF stops on that message too. The SQL record step has no
 # `extra` (the worker's PostgreSQL executor reports the server's message): it stops on
-# "EventRejected: " (a value the database rejects, migration v050) and " does not exist"
-# (a schema not migrated: a function, table or schema missing; waiting cannot migrate).
-RETRY_IF = "!(error.extra?.permanent === true || / not found for `|EventRejected: | does not exist/.test(error.message))"
+# "EventRejected: " (a value the database rejects, migration v050), "SchemaBehind: " and
+# " does not exist" (a schema older than v050: its function missing; waiting cannot migrate).
+RETRY_IF = "!(error.extra?.permanent === true || / not found for `|EventRejected: |SchemaBehind: | does not exist/.test(error.message))"
 
 
 def mark_permanent(exc: BaseException) -> BaseException:

@@ -18,6 +18,7 @@ from f.dodo.lib import probe
 from f.dodo.lib.errors import EventError, MalformedField, MissingField
 from f.dodo.lib.event_types import category_of
 from f.dodo.lib.money import EXPONENTS, format_major, parse_minor
+from f.dodo.lib.migration_list import LATEST
 
 STEP = "store_event"
 ERROR_MAX = 2000
@@ -331,4 +332,5 @@ def fast_path(envelope: dict, webhook_id: str | None, attempt: str) -> dict:
     call = build_call(normalized, envelope)
     if "error" in call:
         return {}
-    return {"normalized": normalized, "record": json.loads(pg_json(dict(call, attempt=attempt)))}
+    call.update(attempt=attempt, needs=LATEST)  # record_delivery refuses a schema behind the code
+    return {"normalized": normalized, "record": json.loads(pg_json(call))}

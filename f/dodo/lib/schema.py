@@ -2,7 +2,8 @@
 
 Each migration is a module f/dodo/lib/migrations/vNNN_name.py holding `SQL` (SQL in
 Python: a .sql file under f/ would be pushed as a Windmill Postgres script). Never edit
-one that has shipped: add the next number and one line to MIGRATIONS.
+one that has shipped: add the next number and one line to MIGRATIONS
+(f/dodo/lib/migration_list.py).
 
 The SQL is written without a schema: it runs with `search_path` set to the target
 schema, so one bundle can keep several schemas (e.g. a random one per test).
@@ -14,21 +15,10 @@ import re
 
 from f.dodo.lib import db  # (db imports this module: use db.* at call time only)
 
+from f.dodo.lib import migration_list
 from f.dodo.lib.errors import SchemaBehind
 
-MIGRATIONS = (
-    "v001_tables",
-    "v002_record_event",
-    "v003_revenue_views",
-    "v010_delivery_ledger",
-    "v011_ledger_lease",
-    "v015_ledger_unknown",
-    "v020_reconcile_cursor",
-    "v030_delivery_count",
-    "v040_warehouse_export",
-    "v045_mirror_scan_index",
-    "v050_record_delivery",
-)
+MIGRATIONS = migration_list.MIGRATIONS  # the order, kept without the driver (the preprocessor reads it)
 
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -54,7 +44,7 @@ FIX = "run f/dodo/migrate with the owner role"
 
 def latest() -> int:
     """The schema version this code needs: the last migration's number."""
-    return int(MIGRATIONS[-1][1:4])
+    return migration_list.LATEST
 
 
 def version(conn, schema: str = "dodo") -> int | None:
