@@ -18,6 +18,8 @@ from tests.deploy_bundle import (WMILL, copy_bundle, deployed_items, expected_it
                                  mismatches, wmill_push)
 from tests.windmill_standin import WindmillStandin
 
+ROOT = Path(__file__).resolve().parent.parent
+
 WORKSPACE = "dodo"
 TOKEN = "standin-token"
 
@@ -94,8 +96,10 @@ def test_scripts_carry_python_source_summary_and_schema(deployment):
                if kind == "script"}
     entry = [s for s in scripts.values() if "\ndef main(" in "\n" + s["content"]]
     assert entry, "no entry script with main"
-    for script in scripts.values():
-        assert script["language"] == "python3"
+    sql = {key for key in scripts if (ROOT / f"{key}.pg.sql").is_file()}
+    assert "f/dodo/record_delivery" in sql  # the entry flow's record step, run by the worker itself
+    for key, script in scripts.items():
+        assert script["language"] == ("postgresql" if key in sql else "python3"), key
     for script in entry:
         assert script["summary"], f"{script['path']}: empty summary"
         assert script["schema"]["type"] == "object", script["path"]
