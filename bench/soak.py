@@ -112,7 +112,9 @@ class KillSwitch:
     The local server keeps its queue in memory, so `kill -9` of it would lose jobs a real
     Windmill keeps in Postgres: that is not the failure being modelled, this is."""
 
-    SCRIPTS = {"record": "f.dodo.store_event", "crm": "f.dodo.crm.sync_contact", "notify": "f.dodo.notify.send"}
+    # the record step is the PostgreSQL script the worker runs (the runner's pg_script.run);
+    # the others are Python entry scripts (their `main`)
+    SCRIPTS = {"record": "local_runner.pg_script", "crm": "f.dodo.crm.sync_contact", "notify": "f.dodo.notify.send"}
     STEPS = tuple(SCRIPTS)
 
     def __init__(self, ctx):
@@ -148,15 +150,25 @@ class KillSwitch:
     def install(self) -> None:
         for step, module in self.SCRIPTS.items():
             mod = importlib.import_module(module)
-            self._saved[mod] = real = mod.main
-            mod.main = self._wrap(step, real)
+            name = "run" if step == "record" else "main"
+            self._saved[mod] = (name, getattr(mod, name))
+            setattr(mod, name, self._wrap_sql(self._saved[mod][1]) if step == "record"
+                    else self._wrap(step, self._saved[mod][1]))
 
     def uninstall(self) -> None:
-        for mod, real in self._saved.items():
-            mod.main = real
+        for mod, (name, real) in self._saved.items():
+            setattr(mod, name, real)
         self._saved.clear()
 
-    def _wrap(self, step, real):
+    def _wrap_sql(self, real):
+        """The record step: only the script that calls record_delivery is killed."""
+        def run(code, args, resources):
+            if "record_delivery" not in code:
+                return real(code, args, resources)
+            return self._wrap("record", lambda **kw: real(code, kw, resources), args["call"]["webhook_id"])(**args)
+        return run
+
+    def _wrap(self, step, real, webhook_id=None):
         @functools.wraps(real)
         def main(**kwargs):
             if self._take(step):
@@ -169,7 +181,7 @@ class KillSwitch:
                     pass
                 with self.killed.get_lock():
                     self.killed[self.STEPS.index(step)] += 1
-                self.ids.put((step, (kwargs.get("event") or {}).get("webhook_id")))
+                self.ids.put((step, webhook_id or (kwargs.get("event") or {}).get("webhook_id")))
             return real(**kwargs)  # the zombie job, restarted
         return main
 
