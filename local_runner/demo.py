@@ -306,7 +306,6 @@ def run_demo(database_url: str, *, port: int = 0, outbox: str | None = None, out
     """Deliver the stream through a local server; returns what was printed, as data."""
     from f.dodo.lib import db as dblib  # noqa: PLC0415 - the bundle's own library
     from f.dodo.lib import ledger  # noqa: PLC0415
-    from f.dodo.lib.channels import to_outbox  # noqa: PLC0415
 
     from .destination_standins import DestinationStandIns  # noqa: PLC0415
     from .server import App, apply_migrations, make_server  # noqa: PLC0415
@@ -319,7 +318,7 @@ def run_demo(database_url: str, *, port: int = 0, outbox: str | None = None, out
                                                       if k not in ("DATABASE_URL", "DODO_WEBHOOK_SECRET")})
     out(apply_migrations(config))
     # The per-event destinations, to local stand-ins of their APIs (each write they accept goes to the outbox).
-    dests = DestinationStandIns(record=lambda kind, rec: to_outbox(kind, rec))
+    dests = DestinationStandIns(record=lambda kind, rec: ledger.to_outbox(kind, rec))
     for name, resource in dests.resources().items():
         config.resources.setdefault(f"f/dodo/{name}", resource)
     app = App(Runner(ROOT, config), workers=4)

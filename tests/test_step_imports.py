@@ -35,6 +35,20 @@ def test_the_record_step_defines_only_the_model_of_its_event_and_reads_no_packag
     assert got["metadata"] is False  # pydantic's plugin lookup imports importlib.metadata
 
 
+_CRM = """
+import json, sys
+import f.dodo.crm.sync_contact
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("f.dodo.lib."))))
+"""
+
+
+def test_the_crm_step_imports_only_the_library_modules_it_uses():
+    # on a worker each one is an HTTP fetch and a compile in every job (loader.py@032ffb75)
+    assert [m.removeprefix("f.dodo.lib.") for m in _fresh(_CRM)] == [
+        "crm", "db", "destinations", "errors", "http_client", "http_wire", "hubspot", "inert", "ledger", "money",
+        "resources", "retry", "schema"]
+
+
 _SINKS = """
 import json, sys
 import f.dodo.crm.sync_contact, f.dodo.notify.send

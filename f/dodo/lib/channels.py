@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from collections.abc import Iterator  # not typing: see resources.py
 
@@ -210,27 +209,3 @@ def send_sms(twilio: dict, *, to: str, body: str, sender: str | None = None,
         raise DeliveryError(f"Twilio: HTTP {resp.status_code} {err.get('code', '')} "
                             f"{err.get('message', '')}".strip() + more)
     return str(resp.json().get("sid"))
-
-
-UNCONFIGURED = "unconfigured"
-
-
-def outbox_path() -> str | None:
-    """The local runner's outbox file (DODO_OUTBOX), or None: on Windmill a job's working
-    directory is deleted after the job, so a file written there would be lost."""
-    return os.environ.get("DODO_OUTBOX") or None
-
-
-def to_outbox(kind: str, record: dict) -> str:
-    """What would have been sent, for an unconfigured channel: appended to the local
-    runner's outbox (JSONL) when DODO_OUTBOX names one; returns its path, or
-    UNCONFIGURED when nothing is written (the ledger row records the skip in Postgres)."""
-    path = outbox_path()
-    if path is None:
-        return UNCONFIGURED
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    line = json.dumps({"kind": kind, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **record},
-                      default=str, ensure_ascii=False)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line + "\n")
-    return path

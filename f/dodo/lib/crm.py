@@ -20,7 +20,6 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from collections.abc import Iterator  # not typing: see resources.py
 
 from f.dodo.lib import db, ledger
-from f.dodo.lib.channels import to_outbox
 from f.dodo.lib.errors import mark_permanent
 from f.dodo.lib.hubspot import HubSpot
 from f.dodo.lib.inert import html_escape
@@ -300,7 +299,7 @@ def sync(conn, event: dict, client: HubSpot | None) -> dict:
                 record = {"delivery": key, "contact": props}
                 if event.get("category") in NOTE_CATEGORIES:
                     record["note"] = {"dodo_event_id": key, "hs_note_body": note_body(event)}
-                return {"status": "skipped", "external_id": "outbox:" + to_outbox("hubspot", record)}
+                return {"status": "skipped", "external_id": "outbox:" + ledger.to_outbox("hubspot", record)}
             # A first attempt cannot have created the note; a later one may have (its
             # outcome was lost with the step), so it searches before creating.
             done = sync_event(client, event, props, search_first=conn is None or attempt > 1)

@@ -38,6 +38,7 @@ unless the send raises OutcomeUnknown (Slack, Twilio: recorded 'unknown', see ab
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -283,3 +284,31 @@ def rows(conn, webhook_id: str) -> list[dict]:
 
 def _error(exc: Exception) -> str:
     return pg_text(f"{type(exc).__name__}: {exc}"[:ERROR_MAX])
+
+
+# -- the local runner's outbox -----------------------------------------------------------
+# Here, not in channels.py, because every sink's step records an unconfigured delivery
+# and already imports the ledger: the crm step need not import (on a worker: fetch and
+# compile) the notification transports for this one function.
+UNCONFIGURED = "unconfigured"
+
+
+def outbox_path() -> str | None:
+    """The local runner's outbox file (DODO_OUTBOX), or None: on Windmill a job's working
+    directory is deleted after the job, so a file written there would be lost."""
+    return os.environ.get("DODO_OUTBOX") or None
+
+
+def to_outbox(kind: str, record: dict) -> str:
+    """What would have been sent, for an unconfigured channel: appended to the local
+    runner's outbox (JSONL) when DODO_OUTBOX names one; returns its path, or
+    UNCONFIGURED when nothing is written (the ledger row records the skip in Postgres)."""
+    path = outbox_path()
+    if path is None:
+        return UNCONFIGURED
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    line = json.dumps({"kind": kind, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **record},
+                      default=str, ensure_ascii=False)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+    return path

@@ -97,7 +97,7 @@ def _sender(channel: str, rule: Rule, event: dict, routing: Routing, t: Transpor
 
 
 def _outbox(kind: str, key: str, record: dict) -> dict:
-    path = channels.to_outbox(kind, {"delivery": key, **record})
+    path = ledger.to_outbox(kind, {"delivery": key, **record})
     return {"status": "skipped", "external_id": f"outbox:{path}"}
 
 

@@ -262,5 +262,5 @@ def send(conn, r: Report, *, slack: dict | None = None, slack_webhook_url: str |
 
 
 def _outbox(kind: str, key: str, record: dict) -> dict:
-    path = channels.to_outbox(kind, {"delivery": key, **record})
+    path = ledger.to_outbox(kind, {"delivery": key, **record})
     return {"status": "skipped", "external_id": f"outbox:{path}"}
