@@ -16,8 +16,8 @@ in process here, counts as a Windmill job, adds no CPU to the sum and is reporte
 `sql_jobs` ("native SQL").
 
 Each sum is divided by the CPU of `python -c pass` measured in the same round
-(interleaved: bare, recorded, bare, duplicate, bare, forged), and the median over
-rounds is reported, with the Windmill job count of each event (the runner's, which
+(interleaved: bare, recorded, bare, duplicate, bare, forged; each "bare" the mean of
+BARE_SAMPLES starts), and the median over rounds is reported, with the Windmill job count of each event (the runner's, which
 copies worker_flow.rs). `--compare DIR` (run as `python -m bench.bench_coldstart
 --compare DIR`) also runs another checkout of the bundle in the same rounds, e.g. the
 commit before a change, for figures side by side from one run.
@@ -40,6 +40,11 @@ EVENT = "dispute.opened"  # routed at once to Slack and e-mail, and a CRM timeli
 # script; script.main(...)"` would, plus the worker's wrapper; "windmill": through the
 # worker's loader, each library module fetched over HTTP and compiled in every job.
 MODES = ("direct", "windmill")
+# `python -c pass` costs either ~10 or ~15 ms of CPU on this machine, about half the time
+# each (two modes, whichever core or frequency the process lands on), while an event's
+# several processes average over both: one bare sample per round made the per-round
+# ratio swing by half. The baseline of a round is the mean of this many bare starts.
+BARE_SAMPLES = 6
 
 
 def _webhook_event(body: str, headers: dict) -> dict:
@@ -140,7 +145,7 @@ def run(quick: bool, compare: Path | None = None) -> dict:
         for r in range(rounds + 1):  # round 0 warms the page cache and the server's plans: not counted
             events = _deliveries(trees[0].secret)
             for kind in kinds:
-                b = bare_cpu_ms(bare_env)
+                b = statistics.fmean(bare_cpu_ms(bare_env) for _ in range(BARE_SAMPLES))
                 for tree in trees:  # each tree has its own database: the same deliveries serve both
                     got = tree.event(kind, events[kind])
                     if r:
