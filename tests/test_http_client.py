@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from f.dodo.lib import http_client as http
+from f.dodo.lib import http_wire as wire
 from tests.provider_standins import tls_contexts
 
 
@@ -222,3 +223,23 @@ def test_http_goes_to_the_http_proxy_in_absolute_form_unless_no_proxy_names_the_
     monkeypatch.delenv("http_proxy")
     with pytest.raises(http.UnsupportedProtocol, match="HTTP_PROXY"):
         http.proxy_for("http", "example.com")
+
+
+@pytest.mark.parametrize("url, split", [
+    ("http://Example.COM/a/b?x=1#top", (False, "example.com", 80, "Example.COM", "/a/b?x=1")),
+    ("https://user:pw@api.hubapi.com", (True, "api.hubapi.com", 443, "api.hubapi.com", "/")),
+    ("https://h.example:8443?q=1", (True, "h.example", 8443, "h.example:8443", "/?q=1")),
+    ("http://[::1]:8000/api", (False, "::1", 8000, "[::1]:8000", "/api")),
+])
+def test_split_url_reads_an_url_as_urlsplit_does(url, split):
+    from urllib.parse import urlsplit
+    assert wire.split_url(url) == split
+    parts = urlsplit(url)  # the reference: the same host, port and target
+    assert (split[1], split[2]) == (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+    assert split[4] == (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+@pytest.mark.parametrize("url", ["ftp://h/x", "h.example/x", "http:///x", "http://h:99999/", "http://h:x/"])
+def test_split_url_refuses_what_is_not_an_http_url(url):
+    with pytest.raises(ValueError, match="not an http"):
+        wire.split_url(url)

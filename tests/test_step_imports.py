@@ -53,7 +53,7 @@ _SINKS = """
 import json, sys
 import f.dodo.crm.sync_contact, f.dodo.notify.send
 heavy = ("pydantic", "importlib.metadata", "uuid", "dataclasses", "http.client", "f.dodo.lib.analytics", "f.dodo.lib.campaigns",
-         "f.dodo.lib.gcalendar", "f.dodo.lib.events", "smtplib", "typing", "html")
+         "f.dodo.lib.gcalendar", "f.dodo.lib.events", "smtplib", "typing", "html", "urllib.parse")
 print(json.dumps(sorted(m for m in heavy if m in sys.modules)))
 """
 
@@ -66,15 +66,16 @@ _HTTP = """
 import json, sys
 from f.dodo.lib import http_client
 resp = http_client.shared().get(sys.argv[1])
-print(json.dumps({"status": resp.status_code, "idna": "encodings.idna" in sys.modules}))
+print(json.dumps({"status": resp.status_code, "idna": "encodings.idna" in sys.modules,
+                  "urllib.parse": "urllib.parse" in sys.modules}))
 """
 
 
-def test_a_request_to_an_ascii_host_does_not_import_the_idna_codec(httpserver):
-    httpserver.expect_request("/ping", method="GET").respond_with_data("ok")
-    url = httpserver.url_for("/ping")
+def test_a_request_to_an_ascii_host_imports_neither_the_idna_codec_nor_urllib_parse(httpserver):
+    httpserver.expect_request("/ping", method="GET", query_string="a=1").respond_with_data("ok")
+    url = httpserver.url_for("/ping") + "?a=1#frag"
     assert "//localhost:" in url  # a name to resolve, not an address
-    assert _fresh(_HTTP, url) == {"status": 200, "idna": False}
+    assert _fresh(_HTTP, url) == {"status": 200, "idna": False, "urllib.parse": False}
 
 
 _EMAIL = """

@@ -30,7 +30,6 @@ from __future__ import annotations
 import base64
 import json as jsonlib
 import os
-from urllib.parse import unquote, urlencode, urlsplit
 
 from f.dodo.lib import http_wire as wire
 
@@ -125,28 +124,25 @@ class Client:
                 content: bytes | str | None = None, timeout: float | None | object = ...) -> Response:
         """One request; `timeout` (seconds, per connect and per read) overrides the client's."""
         timeout = self.timeout if timeout is ... else timeout
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UnsupportedProtocol(f"not an http(s) URL: scheme {parts.scheme!r}")
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        try:
+            tls, hostname, port, authority, target = wire.split_url(url)
+        except ValueError as exc:
+            raise UnsupportedProtocol(str(exc)) from None
         if params:
-            target += ("&" if parts.query else "?") + urlencode(params)
+            target += ("&" if "?" in target else "?") + _urlencode(params)
         head = {"Accept": "*/*", "Connection": "close", **(headers or {})}
         body: bytes | None = None
         if json is not None:
             body, head["Content-Type"] = jsonlib.dumps(json).encode(), "application/json"
         elif data is not None:
-            body, head["Content-Type"] = urlencode(data).encode(), "application/x-www-form-urlencoded"
+            body, head["Content-Type"] = _urlencode(data).encode(), "application/x-www-form-urlencoded"
         elif content is not None:
             body = content.encode() if isinstance(content, str) else content
         if auth:
             head["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-        tls = parts.scheme == "https"
-        port = parts.port or (443 if tls else 80)
-        head = {"Host": host if parts.port is None else f"{host}:{port}", "Accept-Encoding": "identity", **head}
-        address, tunnel = (parts.hostname, port), None
-        proxy = proxy_for(parts.scheme, parts.hostname)
+        head = {"Host": authority.lower(), "Accept-Encoding": "identity", **head}
+        address, tunnel = (hostname, port), None
+        proxy = proxy_for("https" if tls else "http", hostname)
         if proxy and tls:
             tunnel = proxy
         elif proxy:  # plain http through the proxy: the request line names the whole URL
@@ -177,6 +173,8 @@ def proxy_for(scheme: str, hostname: str) -> tuple[str, int, dict] | None:
            else env.get("http_proxy") or env.get("HTTP_PROXY"))
     if not url or _bypassed(hostname):
         return None
+    from urllib.parse import unquote, urlsplit  # noqa: PLC0415 - only behind a proxy
+
     proxy = urlsplit(url if "://" in url else f"http://{url}")
     if proxy.scheme != "http" or not proxy.hostname:
         raise UnsupportedProtocol(f"{scheme.upper()}_PROXY: only an http:// proxy is supported")
@@ -185,6 +183,11 @@ def proxy_for(scheme: str, hostname: str) -> tuple[str, int, dict] | None:
         user = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}"
         headers["Proxy-Authorization"] = "Basic " + base64.b64encode(user.encode()).decode()
     return proxy.hostname, proxy.port or 80, headers
+
+
+def _urlencode(fields: dict) -> str:
+    from urllib.parse import urlencode  # noqa: PLC0415 - a query or a form (Slack's file upload, Twilio), rare
+    return urlencode(fields)
 
 
 def _bypassed(hostname: str) -> bool:

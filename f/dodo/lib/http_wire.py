@@ -104,6 +104,31 @@ def _connect(host: str, port: int, timeout: float | None, tls, tunnel) -> socket
         raise ConnectFailed(str(exc) or type(exc).__name__) from None
 
 
+def split_url(url: str) -> tuple[bool, str, int, str, str]:
+    """(https, host, port, authority, target) of an http(s) URL: the host lower-case without
+    IPv6 brackets, the port (default 80/443), the authority for the Host header (without
+    user info), the path with its query ("/" when empty; the fragment dropped). ValueError
+    for another scheme or no host. Here rather than urllib.parse.urlsplit, whose import
+    (with ipaddress, ~3-4 ms) every job that makes a request would pay (tests/test_step_imports.py)."""
+    scheme, sep, rest = url.strip().partition("://")
+    https = scheme.lower() == "https"
+    if not sep or scheme.lower() not in ("http", "https"):
+        raise ValueError(f"not an http(s) URL: scheme {scheme.lower() if sep else ''!r}")
+    cut = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    authority, target = rest[:cut].rpartition("@")[2], rest[cut:].split("#", 1)[0]
+    if authority.startswith("["):  # an IPv6 literal
+        host, _, port = authority[1:].partition("]")
+        port = port.removeprefix(":")
+    else:
+        host, _, port = authority.partition(":")
+    if not host:
+        raise ValueError("not an http(s) URL: no host")
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"not an http(s) URL: port {port!r}")
+    target = target if target.startswith("/") else "/" + target
+    return https, host.lower(), int(port) if port else (443 if https else 80), authority, target
+
+
 def ascii_host(host: str) -> str | bytes:
     """`host` as bytes when it is ASCII, for socket.getaddrinfo and ssl's server_hostname:
     given a str, both encode it with the idna codec, whose import (encodings.idna,

@@ -77,29 +77,10 @@ def _query(params: dict | None) -> str:
     return "?" + urlencode(params)
 
 
-def _base(url: str) -> tuple[bool, str, int, str, str]:
-    """(https, host, port, Host header, path prefix) of BASE_INTERNAL_URL, e.g.
-    http://windmill_server:8000, https://wm.example.com/prefix, http://[::1]:8000."""
-    scheme, sep, rest = url.strip().partition("://")
-    https = scheme.lower() == "https"
-    if not sep or scheme.lower() not in ("http", "https"):
-        raise ValueError("not an http(s) URL")
-    authority, _, path = rest.partition("/")
-    authority = authority.rpartition("@")[2]
-    if authority.startswith("["):  # an IPv6 literal
-        host, _, port = authority[1:].partition("]")
-        port = port.removeprefix(":")
-    else:
-        host, _, port = authority.partition(":")
-    if not host:
-        raise ValueError("no host")
-    prefix = "/" + path.split("?", 1)[0].split("#", 1)[0].strip("/") if path.strip("/") else ""
-    return https, host, int(port) if port else (443 if https else 80), authority, prefix
-
-
 def _exchange(method: str, base: str, target: str, headers: dict, data: bytes | None) -> tuple[int, bytes]:
     """One HTTP/1.1 request on a new connection to `base` + `target`: (status, body)."""
-    https, host, port, authority, prefix = _base(base)
+    https, host, port, authority, path = wire.split_url(base)  # e.g. http://windmill_server:8000, https://wm.example.com/prefix
+    prefix = "/" + path.split("?", 1)[0].strip("/") if path.split("?", 1)[0].strip("/") else ""
     head = {"Host": authority, "Connection": "close", "Accept-Encoding": "identity", **headers}
     status, _, _, body = wire.exchange(method, host, port, prefix + target, head, data, timeout=TIMEOUT_S,
                                        tls=wire.tls_context() if https else None)
