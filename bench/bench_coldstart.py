@@ -131,7 +131,7 @@ def run(quick: bool, compare: Path | None = None, rounds: int | None = None) -> 
     from bench.wm_jobs import bare_cpu_ms  # noqa: PLC0415
     from local_runner.pg_server import start_server  # noqa: PLC0415
 
-    rounds = rounds or (3 if quick else 11)
+    rounds = rounds or (3 if quick else 21)  # 11 rounds swung by ±1x between runs here
     kinds = ("recorded", "duplicate", "forged")
     pg, standins, smtp = start_server(), HttpStandIns(), SmtpStandIn()
     work = Path(tempfile.mkdtemp(prefix="bench_cold_"))
@@ -187,6 +187,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--compare", type=Path, help="another checkout of the bundle, run in the same rounds")
-    parser.add_argument("--rounds", type=int, help="rounds counted (default 11, 3 with --quick)")
+    parser.add_argument("--rounds", type=int, help="rounds counted (default 21, 3 with --quick)")
     a = parser.parse_args()
     print(json.dumps(run(a.quick, a.compare, a.rounds), indent=2))
