@@ -1,8 +1,14 @@
-"""The record step: one normalised event into Postgres, exactly once, in event-time order.
+"""Recording from Python: one normalised event into Postgres, exactly once, in event-time order.
 
-`record_event(conn, event)` turns the normalised event into the columns of its entity
-table and calls the server-side function `record_event(jsonb)` (migration v002): one
-round trip, one transaction. It returns
+The entry flow's record step is SQL (f/dodo/record_delivery.pg.sql: the preprocessor
+builds the call, f/dodo/lib/record_call.py). This module records from Python where no
+preprocessor ran: the flow's `normalize_record` step (UI runs, replays, a delivery the
+normaliser rejected), the sink flow f/dodo/record, tools and tests; and it marks rows
+failed (the failure module) and resets them for replay.
+
+`record_event(conn, event)` turns the normalised event into the same call
+(`record_call.build_call`) and calls the server-side function `record_event(jsonb)`
+(migration v002): one round trip, one transaction. It returns
 
     {"status": "recorded" | "duplicate" | "failed",
      "webhook_id": str,
