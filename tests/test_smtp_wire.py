@@ -83,6 +83,17 @@ def test_a_non_ascii_message_reads_back_exactly(server):
     assert msg.get_body(("html",)).get_content().rstrip("\r\n") == html
 
 
+def test_a_long_ascii_subject_is_folded_and_reads_back_exactly(server):
+    inbox, port = server()
+    subject = "[Dodo] Dispute opened for a very long product name " * 25  # ~1,300 characters, one word each
+    channels.send_email({"host": "127.0.0.1", "port": port}, sender="alerts@shop.example", to=["ops@shop.example"],
+                        subject=subject.strip(), text="t", html="<p>t</p>", message_id="<m3@dodo-bundle>")
+    (_, _, raw), = inbox.messages
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert all(len(line) <= 78 for line in head.split(b"\r\n")), head
+    assert _read(raw)["Subject"] == subject.strip()
+
+
 def test_an_ascii_message_is_sent_as_is_and_dot_lines_survive(server):
     inbox, port = server()
     text = "Amount: 49.99 USD\n.\n.leading dot\nend"

@@ -243,8 +243,10 @@ def _address(text: str) -> str:
 
 
 def _header_text(value: str) -> str:
-    """Unstructured header text: as is when ASCII, else RFC 2047 encoded words."""
-    return value if value.isascii() else _encoded_words(value)
+    """Unstructured header text: as is when ASCII and short, else RFC 2047 encoded words,
+    which fold a long value over several lines (RFC 5322 2.1.1: 998 characters a line at
+    most, 78 recommended)."""
+    return value if value.isascii() and len(value) <= 68 else _encoded_words(value)
 
 
 def _encoded_words(value: str) -> str:
