@@ -30,15 +30,14 @@ rounds, not within one). WAL bytes per event are reported beside the rates.
 """
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import time
 import uuid
 
 from f.dodo.lib import db, store
-from f.dodo.lib.inert import pg_json
-from f.dodo.lib.migration_list import LATEST
-from f.dodo.lib.record_call import build_call
+from f.dodo.lib.record_call import build_call, for_record_delivery
 from f.dodo.lib.normalizer import normalize_event
 from local_runner.pg_server import start_server
 from local_runner.simulate import simulate
@@ -107,7 +106,7 @@ def _measure(url: str, n: int, rounds: int) -> dict:
 
     def calls(events: list[dict]) -> list[str]:
         """The record step's argument for each event, as the preprocessor builds it (JSON text)."""
-        return [pg_json(dict(build_call(e), needs=LATEST)) for e in events]
+        return [json.dumps(for_record_delivery(build_call(e))) for e in events]
 
     def record(call: str) -> None:
         plain.execute(statement, [call], prepare=True)
@@ -119,7 +118,8 @@ def _measure(url: str, n: int, rounds: int) -> dict:
     stream, inbox = _realistic(warm + n * rounds)
     base, rec, low, real = [], [], [], []
     try:
-        for e, c in zip(_events(warm, "warm"), calls(_events(warm, "warm"))):  # plans cached, pages in memory
+        warm_up = _events(warm, "warm")
+        for e, c in zip(warm_up, calls(warm_up)):  # plans cached, pages in memory
             bare(e)
             record(c)
             floor(e)
@@ -174,5 +174,4 @@ def run(quick: bool) -> dict:
 
 
 if __name__ == "__main__":
-    import json
     print(json.dumps(run(quick=True), indent=2))

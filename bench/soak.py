@@ -112,9 +112,10 @@ class KillSwitch:
     The local server keeps its queue in memory, so `kill -9` of it would lose jobs a real
     Windmill keeps in Postgres: that is not the failure being modelled, this is."""
 
-    # the record step is the PostgreSQL script the worker runs (the runner's pg_script.run);
-    # the others are Python entry scripts (their `main`)
-    SCRIPTS = {"record": "local_runner.pg_script", "crm": "f.dodo.crm.sync_contact", "notify": "f.dodo.notify.send"}
+    # step -> (module, function): the record step is the PostgreSQL script the worker runs
+    # (the runner's pg_script.run); the others are Python entry scripts (their `main`)
+    SCRIPTS = {"record": ("local_runner.pg_script", "run"), "crm": ("f.dodo.crm.sync_contact", "main"),
+               "notify": ("f.dodo.notify.send", "main")}
     STEPS = tuple(SCRIPTS)
 
     def __init__(self, ctx):
@@ -148,12 +149,11 @@ class KillSwitch:
         return out
 
     def install(self) -> None:
-        for step, module in self.SCRIPTS.items():
+        for step, (module, name) in self.SCRIPTS.items():
             mod = importlib.import_module(module)
-            name = "run" if step == "record" else "main"
-            self._saved[mod] = (name, getattr(mod, name))
-            setattr(mod, name, self._wrap_sql(self._saved[mod][1]) if step == "record"
-                    else self._wrap(step, self._saved[mod][1]))
+            real = getattr(mod, name)
+            self._saved[mod] = (name, real)
+            setattr(mod, name, self._wrap_sql(real) if step == "record" else self._wrap(step, real))
 
     def uninstall(self) -> None:
         for mod, (name, real) in self._saved.items():
@@ -165,25 +165,30 @@ class KillSwitch:
         def run(code, args, resources):
             if "record_delivery" not in code:
                 return real(code, args, resources)
-            return self._wrap("record", lambda **kw: real(code, kw, resources), args["call"]["webhook_id"])(**args)
+            return self._run("record", lambda: real(code, args, resources), args["call"]["webhook_id"])
         return run
 
-    def _wrap(self, step, real, webhook_id=None):
-        @functools.wraps(real)
+    def _wrap(self, step, real):
+        @functools.wraps(real)  # the runner passes arguments by main's signature
         def main(**kwargs):
-            if self._take(step):
-                try:
-                    real(**kwargs)
-                    raise WorkerKilled(step)
-                except WorkerKilled:
-                    pass  # the worker is gone; its connections were closed (rolled back if open)
-                except Exception:  # noqa: BLE001 - the step failed before the kill: same restart
-                    pass
-                with self.killed.get_lock():
-                    self.killed[self.STEPS.index(step)] += 1
-                self.ids.put((step, webhook_id or (kwargs.get("event") or {}).get("webhook_id")))
-            return real(**kwargs)  # the zombie job, restarted
+            return self._run(step, lambda: real(**kwargs), (kwargs.get("event") or {}).get("webhook_id"))
         return main
+
+    def _run(self, step, job, webhook_id):
+        """Run the step's job; when a kill is armed for the step, run it once to its effects,
+        kill it, then run it again from the start with the same arguments."""
+        if self._take(step):
+            try:
+                job()
+                raise WorkerKilled(step)
+            except WorkerKilled:
+                pass  # the worker is gone; its connections were closed (rolled back if open)
+            except Exception:  # noqa: BLE001 - the step failed before the kill: same restart
+                pass
+            with self.killed.get_lock():
+                self.killed[self.STEPS.index(step)] += 1
+            self.ids.put((step, webhook_id))
+        return job()  # the zombie job, restarted
 
 
 # ---------------------------------------------------------------- senders

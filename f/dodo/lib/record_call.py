@@ -322,8 +322,7 @@ def fast_path(envelope: dict, webhook_id: str | None, attempt: str) -> dict:
     "record": the call of record_delivery(jsonb), as JSON Postgres accepts}. Empty when
     the normaliser or the row builders reject the delivery: the flow's Python step then
     normalises and records it failed with its error, as for a run from the UI."""
-    from f.dodo.lib.inert import pg_json  # noqa: PLC0415 - with the models: a verified delivery only
-    from f.dodo.lib.normalizer import normalize_event  # noqa: PLC0415
+    from f.dodo.lib.normalizer import normalize_event  # noqa: PLC0415 - the models: a verified delivery only
 
     try:
         normalized = normalize_event(envelope, webhook_id)
@@ -332,5 +331,14 @@ def fast_path(envelope: dict, webhook_id: str | None, attempt: str) -> dict:
     call = build_call(normalized, envelope)
     if "error" in call:
         return {}
-    call.update(attempt=attempt, needs=LATEST)  # record_delivery refuses a schema behind the code
-    return {"normalized": normalized, "record": json.loads(pg_json(call))}
+    return {"normalized": normalized, "record": for_record_delivery(call, attempt)}
+
+
+def for_record_delivery(call: dict, attempt: str | None = None) -> dict:
+    """`call` as record_delivery(jsonb) takes it: with `needs`, the schema version this code
+    needs (the function refuses a schema behind it), and the run's delivery attempt, as
+    JSON Postgres accepts (pg_json: a NUL or a lone surrogate becomes U+FFFD)."""
+    from f.dodo.lib.inert import pg_json  # noqa: PLC0415 - a verified delivery only
+
+    extra = {"needs": LATEST} | ({"attempt": attempt} if attempt else {})
+    return json.loads(pg_json(call | extra))

@@ -80,7 +80,8 @@ def _query(params: dict | None) -> str:
 def _exchange(method: str, base: str, target: str, headers: dict, data: bytes | None) -> tuple[int, bytes]:
     """One HTTP/1.1 request on a new connection to `base` + `target`: (status, body)."""
     https, host, port, authority, path = wire.split_url(base)  # e.g. http://windmill_server:8000, https://wm.example.com/prefix
-    prefix = "/" + path.split("?", 1)[0].strip("/") if path.split("?", 1)[0].strip("/") else ""
+    base_path = path.split("?", 1)[0].strip("/")
+    prefix = "/" + base_path if base_path else ""
     head = {"Host": authority, "Connection": "close", "Accept-Encoding": "identity", **headers}
     status, _, _, body = wire.exchange(method, host, port, prefix + target, head, data, timeout=TIMEOUT_S,
                                        tls=wire.tls_context() if https else None)
